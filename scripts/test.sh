@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Sets up recon (scripts/setup.sh) and runs the whole test suite (lint, import contracts, pytest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+VENV=${RECON_VENV:-.venv}
+export PATH="$PWD/$VENV/bin:$PATH"
+echo "== ruff"
+ruff check . && ruff format --check .
+echo "== import contracts"
+lint-imports
+echo "== pytest"
+# Two workers on our 2-core machines; warp kernels are compiled once into a shared cache.
+python -m pytest -n "${RECON_TEST_WORKERS:-2}" --dist loadfile --durations=15 "$@"

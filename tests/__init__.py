@@ -1,0 +1,1 @@
+"""recon's test suite (importable as `tests` for shared helpers such as tests.tolerances)."""

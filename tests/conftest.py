@@ -1,0 +1,51 @@
+"""Shared fixtures: devices, backends, generators. Device cases skip only here."""
+
+import importlib.util
+import os
+import pathlib
+import sys
+
+import pytest
+import torch
+
+# pytest runs with --import-mode=importlib, so the repository root is NOT on sys.path (our datasets/ folder must
+# never shadow Hugging Face's `datasets`). Register this folder as the package `tests` so that test modules can
+# share helpers with `from tests.tolerances import tol`.
+if "tests" not in sys.modules:
+    _here = pathlib.Path(__file__).parent
+    _spec = importlib.util.spec_from_file_location(
+        "tests", _here / "__init__.py", submodule_search_locations=[str(_here)]
+    )
+    _module = importlib.util.module_from_spec(_spec)
+    sys.modules["tests"] = _module
+    _spec.loader.exec_module(_module)
+
+# One shared Warp kernel cache for all test workers, so each kernel module compiles once per machine.
+os.environ.setdefault("WARP_CACHE_PATH", os.path.join(os.path.expanduser("~"), ".cache", "recon-warp"))
+
+
+def _cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+DEVICES = ["cpu"] + (["cuda"] if _cuda_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    """Every test taking `device` runs on CPU, and on CUDA when a GPU is present."""
+    return request.param
+
+
+@pytest.fixture(params=["torch", "warp"])
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+def pytest_report_header(config) -> str:
+    return f"recon devices under test: {DEVICES} (torch {torch.__version__})"
