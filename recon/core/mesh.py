@@ -25,7 +25,7 @@ class Mesh:
     faces: Int[Tensor, "F 3"]
     vertex_colors: Float[Tensor, "V 3"] | None = None
     face_colors: Float[Tensor, "F 3"] | None = None
-    face_alpha: Float[Tensor, "F"] | None = None
+    face_alpha: Float[Tensor, " F"] | None = None
 
     def __post_init__(self) -> None:
         if self.vertices.ndim != 2 or self.vertices.shape[-1] != 3:
@@ -51,7 +51,7 @@ class Mesh:
         n = torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
         return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-20)
 
-    def face_areas(self) -> Float[Tensor, "F"]:
+    def face_areas(self) -> Float[Tensor, " F"]:
         v = self.vertices[self.faces]
         return 0.5 * torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]).norm(dim=-1)
 
