@@ -1,0 +1,21 @@
+"""Evaluation metrics: PSNR, SSIM, MS-SSIM, LPIPS (when its weights are local), Chamfer distance and F-score.
+
+Protocols (docs/metrics.md): images in [0, 1] composited over the stated background; SSIM with an 11x11
+Gaussian window (sigma 1.5, K1 0.01, K2 0.03, data range 1) as torchmetrics computes it; geometry through
+area-uniform surface samples with the ground-truth bounding-box diagonal reported as the scale.
+"""
+
+from recon.metrics.geometry import FScore, chamfer, fscore, sample_surface
+from recon.metrics.image import lpips, lpips_unavailable_reason, ms_ssim, psnr, ssim
+
+__all__ = [
+    "FScore",
+    "chamfer",
+    "fscore",
+    "lpips",
+    "lpips_unavailable_reason",
+    "ms_ssim",
+    "psnr",
+    "sample_surface",
+    "ssim",
+]
