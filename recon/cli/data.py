@@ -1,0 +1,105 @@
+"""``recon data``: dataset tools.
+
+- ``recon data info PATH [--json]``: detect the format and print what a run would load (CLI.md layout with
+  ``--json``).
+- ``recon data synth NAME --output PATH [--views N] [--test-views N] [--resolution R] [--seed S]``: write a
+  built-in synthetic scene as a Blender-format folder; ``recon data synth mesh --mesh FILE --output PATH ...``
+  renders any mesh file the same way. Prints the written folder as the last line.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+from recon.core.errors import NotAvailableYet, ReconError
+
+__all__ = ["Info", "Synth", "main"]
+
+MESH_SCENE = "mesh"  # the synth NAME that renders a user's mesh file (given with --mesh)
+
+
+@dataclass(frozen=True)
+class Info:
+    """Detect a dataset folder's format and print what a run would load."""
+
+    path: tyro.conf.Positional[Annotated[Path, tyro.conf.arg(metavar="PATH")]]
+    """Dataset folder (Blender, nerfstudio/instant-ngp, COLMAP, LLFF or DTU; detected automatically)."""
+    json: bool = False
+    """Print JSON: format, splits with per-camera name, size, K, T_cam_world, camera model and distortion."""
+
+
+@dataclass(frozen=True)
+class Synth:
+    """Write a built-in synthetic scene (with ground-truth mesh) as a Blender-format dataset folder."""
+
+    name: tyro.conf.Positional[Annotated[str, tyro.conf.arg(metavar="NAME")]]
+    """Scene name ('object', 'tabletop', ...; see 'recon data synth --help'), or 'mesh' to render --mesh FILE."""
+    output: Path
+    """Folder to write (created)."""
+    mesh: Path | None = None
+    """Mesh file (OBJ, PLY, GLB, ...) to render; only with NAME 'mesh'."""
+    up_axis: Literal["y", "z"] = "y"
+    """Up axis of the --mesh file (y-up is the glTF rule and the common OBJ habit)."""
+    views: int = 100
+    """Number of training views."""
+    test_views: int = 50
+    """Number of test views."""
+    resolution: int = 200
+    """Image width = height in pixels."""
+    seed: int = 0
+    """Seed of the training-camera jitter (geometry does not depend on it)."""
+
+
+Command = Annotated[Info, tyro.conf.subcommand("info")] | Annotated[Synth, tyro.conf.subcommand("synth")]
+
+
+def _run_info(args: Info) -> int:
+    if not args.path.exists():
+        raise ReconError(f"{args.path}: no such file or directory (expected a dataset folder)")
+    try:
+        from recon.datasets import dataset_info, format_info
+    except ImportError as exc:
+        raise NotAvailableYet(f"recon data info needs recon.datasets.dataset_info ({exc})") from exc
+    info = dataset_info(args.path)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(format_info(info))
+    return 0
+
+
+def _run_synth(args: Synth) -> int:
+    try:
+        from recon.datasets.synthetic import SCENES, write_mesh_scene, write_scene
+    except ImportError as exc:
+        raise NotAvailableYet(f"recon data synth needs recon.datasets.synthetic ({exc})") from exc
+    counts = {
+        "views": args.views,
+        "test_views": args.test_views,
+        "resolution": args.resolution,
+        "seed": args.seed,
+    }
+    if args.name == MESH_SCENE:
+        if args.mesh is None:
+            raise ReconError("recon data synth mesh needs --mesh FILE (a mesh file to render)")
+        output = write_mesh_scene(args.mesh, args.output, up_axis=args.up_axis, **counts)
+    else:
+        if args.mesh is not None:
+            raise ReconError(f"--mesh is only used with NAME 'mesh', not with {args.name!r}")
+        if args.name not in SCENES:
+            expected = ", ".join([*SCENES, MESH_SCENE])
+            raise ReconError(f"unknown synthetic scene {args.name!r}; expected one of: {expected}")
+        output = write_scene(args.name, args.output, **counts)
+    print(output)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """``recon data info ...`` / ``recon data synth ...``."""
+    args = tyro.cli(Command, args=argv, prog="recon data", description="Dataset tools.")
+    if isinstance(args, Info):
+        return _run_info(args)
+    return _run_synth(args)
