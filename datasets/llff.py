@@ -1,0 +1,111 @@
+"""LLFF ``poses_bounds.npy``: one row of 17 numbers per image (images sorted by file name in ``images/``).
+
+A row is a 3x5 matrix ``[R | t | hwf]`` (row-major, 15 numbers) followed by the near and far depth bounds. ``R``'s
+columns are the camera's axes in world coordinates in LLFF's order ``[down, right, backwards]`` and ``t`` is the
+camera centre, so in OpenCV axes (x right, y down, z forward)
+``R_world_cam = [R[:, 1], R[:, 0], -R[:, 2]]``, ``T_world_cam = [[R_world_cam, t], [0, 1]]`` and
+``T_cam_world = inverse(T_world_cam)``. ``hwf`` holds the height, width and focal length (pixels) of the images in
+``images/``; ``cx = w / 2``, ``cy = h / 2``. Images of another size in ``images/`` rescale K accordingly.
+
+Normalisation: translate + uniform scale only (no rotation) so that camera centres fit in the unit sphere.
+Splits: every 8th image held out for test.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from recon.core.transforms import apply_T, invert_T, make_T
+from recon.datasets.base import (
+    Frame,
+    SceneDataset,
+    box_from_points,
+    check_pose,
+    every_nth_rule,
+    every_nth_split,
+    fit_intrinsics,
+    sphere_normalization,
+)
+from recon.datasets.errors import DatasetError
+from recon.datasets.images import IMAGE_SUFFIXES, image_header
+
+LLFF_ROW = 17  # 15 pose/hwf numbers + near + far
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of a folder, sorted by name (hidden files skipped)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def llff_row_to_pose(
+    row: np.ndarray, source: str
+) -> tuple[Tensor, Tensor, tuple[int, int], tuple[float, float]]:
+    """Decode one poses_bounds row: ``(T_cam_world (4, 4), K (3, 3), (w, h), (near, far))`` in float64."""
+    M = torch.from_numpy(np.asarray(row[:15], dtype=np.float64).reshape(3, 5))
+    h, w, f = (float(v) for v in M[:, 4])
+    R_llff, t = M[:, :3], M[:, 3]
+    R_world_cam = torch.stack([R_llff[:, 1], R_llff[:, 0], -R_llff[:, 2]], dim=1)
+    T_world_cam = make_T(R_world_cam, t)
+    T_world_cam = check_pose(T_world_cam, source)
+    if not (np.isfinite([h, w, f]).all() and h > 0 and w > 0 and f > 0):
+        raise DatasetError(f"{source}: hwf = {h, w, f}; expected positive height, width and focal length")
+    K = torch.tensor([[f, 0.0, w / 2], [0.0, f, h / 2], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    return invert_T(T_world_cam), K, (round(w), round(h)), (float(row[15]), float(row[16]))
+
+
+def load_llff(root: Path, *, downscale: float = 1.0, background: Tensor | None = None) -> SceneDataset:
+    """Load an LLFF folder (``poses_bounds.npy`` + ``images/``; see the module docstring)."""
+    source = root / "poses_bounds.npy"
+    try:
+        data = np.load(source, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read {source}: expected an (N, 17) float array ({exc})") from exc
+    if data.ndim != 2 or data.shape[1] != LLFF_ROW:
+        raise DatasetError(f"{source} has shape {data.shape}: expected (N, {LLFF_ROW})")
+    paths = list_images(root / "images")
+    if len(paths) != len(data):
+        raise DatasetError(
+            f"{root / 'images'} holds {len(paths)} images but {source} has {len(data)} poses: expected one image per row"
+        )
+    frames, corners = [], []
+    for i, (row, path) in enumerate(zip(data, paths)):
+        T, K, size, (near, far) = llff_row_to_pose(row, f"{source} (row {i})")
+        header = image_header(path)
+        K = fit_intrinsics(K, size, (header.width, header.height), path)
+        frames.append(
+            Frame(
+                name=path.relative_to(root).as_posix(),
+                image_path=path,
+                width=header.width,
+                height=header.height,
+                K=K,
+                T_cam_world=T,
+                has_alpha=header.has_alpha,
+            )
+        )
+        corners.append(_frustum_points(T, K, header.width, header.height, near, far))
+    centers = torch.stack([invert_T(f.T_cam_world)[:3, 3] for f in frames])
+    S = sphere_normalization(centers)
+    box = box_from_points(apply_T(S, torch.cat(corners)), percentile=0.0, margin=0.0)
+    return SceneDataset(
+        format="llff",
+        root=root,
+        splits=every_nth_split(frames),
+        split_rule=every_nth_rule(),
+        normalization=S,
+        scene_box=box,
+        background=background if background is not None else torch.zeros(3),
+        downscale=downscale,
+    )
+
+
+def _frustum_points(T: Tensor, K: Tensor, width: int, height: int, near: float, far: float) -> Tensor:
+    """World positions of the image corners at the near and far bounds (the scene box spans these)."""
+    uv = torch.tensor([[0.0, 0.0], [width, 0.0], [0.0, height], [width, height]], dtype=torch.float64)
+    dirs = torch.cat([uv, torch.ones(4, 1, dtype=torch.float64)], dim=-1) @ torch.linalg.inv(K).T
+    pts_cam = torch.cat([dirs * max(near, 0.0), dirs * far])
+    return apply_T(invert_T(T), pts_cam)

@@ -1,0 +1,73 @@
+"""LLFF poses_bounds.npy: axis conversion [down, right, backwards] -> OpenCV, hwf intrinsics, splits."""
+
+import numpy as np
+import pytest
+import torch
+
+from recon.core.transforms import apply_T, invert_T, transform_pose
+from recon.datasets import DatasetError, dataset_info, detect_format, load_dataset
+from recon.datasets.llff import llff_row_to_pose
+from tests.tolerances import assert_close, tol
+
+W, H = 16, 12
+
+
+def test_row_conversion_hand_computed():
+    # A camera at (1, 2, 3) whose LLFF axes are down = -z_world, right = +x_world, backwards = -y_world:
+    # it looks along +y_world, so OpenCV x = +x_world, y (down) = -z_world, z (forward) = +y_world.
+    R_llff = np.array(
+        [[0, 1, 0], [0, 0, -1], [-1, 0, 0]], dtype=np.float64
+    )  # columns: down, right, backwards
+    M = np.concatenate([R_llff, [[1], [2], [3]], [[12], [16], [20]]], axis=1)
+    T, K, size, bounds = llff_row_to_pose(np.concatenate([M.reshape(-1), [0.5, 9.0]]), "row")
+    R_world_cam = torch.tensor([[1, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=torch.float64)
+    assert torch.equal(invert_T(T)[:3, :3], R_world_cam)
+    assert torch.equal(invert_T(T)[:3, 3], torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    assert torch.equal(K, torch.tensor([[20.0, 0, 8], [0, 20, 6], [0, 0, 1]], dtype=torch.float64))
+    assert size == (16, 12) and bounds == (0.5, 9.0)
+
+
+def test_round_trip_known_cameras(tmp_path, dw):
+    K, T = dw.random_cameras(9, width=W, height=H, seed=21, square_pixels=True, centered=True)
+    dw.llff(tmp_path, K, T, width=W, height=H)
+    assert detect_format(tmp_path) == "llff"
+    ds = load_dataset(tmp_path)
+    info = dataset_info(ds)
+    cams = info["splits"]["test"] + info["splits"]["train"]
+    order = [0, 8, 1, 2, 3, 4, 5, 6, 7]
+    assert_close(
+        torch.tensor([c["K"] for c in cams], dtype=torch.float64), K[order], **tol("loader", torch.float64)
+    )
+    assert_close(
+        torch.tensor([c["T_cam_world"] for c in cams], dtype=torch.float64),
+        T[order],
+        **tol("loader", torch.float64),
+    )
+    S = ds.normalization
+    assert_close(S[:3, :3], float(S[0, 0]) * torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-12)
+    centers = apply_T(S, invert_T(T)[:, :3, 3])
+    assert float(centers.norm(dim=-1).max()) == pytest.approx(1.0, abs=1e-9)
+    assert_close(
+        ds.cameras("train").T_cam_world, transform_pose(T[1:8], S).float(), **tol("camera", torch.float32)
+    )
+    # the box spans the frusta between the near and far bounds, so it holds every camera centre
+    assert bool(((centers >= ds.scene_box[0].double()) & (centers <= ds.scene_box[1].double())).all())
+
+
+def test_downscaled_image_folder_rescales_K(tmp_path, dw):
+    K, T = dw.random_cameras(3, width=2 * W, height=2 * H, seed=22, square_pixels=True, centered=True)
+    dw.llff(tmp_path, K, T, width=2 * W, height=2 * H, image_scale=2)  # images/ at half the hwf size
+    info = dataset_info(tmp_path)
+    cam = info["splits"]["train"][0]
+    assert (cam["width"], cam["height"]) == (W, H)
+    K_half = K[1].clone()
+    K_half[:2] /= 2
+    assert_close(torch.tensor(cam["K"], dtype=torch.float64), K_half, **tol("loader", torch.float64))
+
+
+def test_image_count_mismatch(tmp_path, dw):
+    K, T = dw.random_cameras(3, width=W, height=H)
+    dw.llff(tmp_path, K, T, width=W, height=H)
+    (tmp_path / "images" / "IMG_0002.png").unlink()
+    with pytest.raises(DatasetError, match=r"holds 2 images but .*poses_bounds.npy has 3 poses"):
+        load_dataset(tmp_path)
