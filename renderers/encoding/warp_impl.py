@@ -1,0 +1,104 @@
+"""Launch glue and autograd Function of the Warp hash-grid encoding (float32; CPU and CUDA).
+
+Backward gives ``dL/dtable`` (atomic adds) and the first-order positional gradient ``dL/dx``. It is not twice
+differentiable: losses on ``d features / d x`` that need ``create_graph=True`` (eikonal terms of SDF fields) use
+``backend="torch"``.
+"""
+
+from types import ModuleType
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from recon.renderers._backend import get_warp, warp_device
+from recon.renderers.encoding.layout import HashGridLayout
+
+__all__ = ["hash_grid_encode"]
+
+_LEVEL_TABLES: dict[tuple[HashGridLayout, str], tuple[Tensor, ...]] = {}
+
+
+def _kernels() -> ModuleType:
+    get_warp()
+    from recon.renderers.encoding import warp_kernels
+
+    return warp_kernels
+
+
+def _level_tables(layout: HashGridLayout, device: torch.device) -> tuple[Tensor, ...]:
+    """Per-level scale/resolution/size/offset/dense arrays on ``device`` (cached per layout and device)."""
+    key = (layout, str(device))
+    if key not in _LEVEL_TABLES:
+        _LEVEL_TABLES[key] = (
+            torch.tensor(layout.scales, dtype=torch.float32, device=device),
+            torch.tensor(layout.resolutions, dtype=torch.int32, device=device),
+            torch.tensor(layout.sizes, dtype=torch.int32, device=device),
+            torch.tensor(layout.offsets, dtype=torch.int32, device=device),
+            torch.tensor([int(d) for d in layout.dense], dtype=torch.int32, device=device),
+        )
+    return _LEVEL_TABLES[key]
+
+
+def _args(layout: HashGridLayout, like: Tensor) -> list:
+    wp = get_warp()
+    scales, res, sizes, offsets, dense = _level_tables(layout, like.device)
+    return [
+        wp.from_torch(scales),
+        wp.from_torch(res, dtype=wp.uint32),
+        wp.from_torch(sizes, dtype=wp.uint32),
+        wp.from_torch(offsets),
+        wp.from_torch(dense),
+    ]
+
+
+def _launch(kernel, dim, inputs: list, like: Tensor) -> None:
+    wp = get_warp()
+    stream = wp.stream_from_torch(like.device) if like.device.type == "cuda" else None
+    wp.launch(kernel, dim=dim, inputs=inputs, device=warp_device(like), stream=stream)
+
+
+class _HashGridFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, table: Tensor, layout: HashGridLayout) -> Tensor:
+        wp = get_warp()
+        x = x.contiguous()
+        table = table.contiguous()
+        n_features = table.shape[1]
+        out = torch.empty((x.shape[0], layout.levels * n_features), dtype=x.dtype, device=x.device)
+        if x.shape[0] > 0:
+            _launch(
+                _kernels().hash_grid_forward,
+                (layout.levels, x.shape[0]),
+                [wp.from_torch(x), wp.from_torch(table), *_args(layout, x), n_features, wp.from_torch(out)],
+                x,
+            )
+        ctx.save_for_backward(x, table)
+        ctx.layout = layout
+        return out
+
+    @staticmethod
+    @once_differentiable  # the Warp backward builds no graph: double backward must raise, not return 0
+    def backward(ctx, grad_out: Tensor):
+        wp = get_warp()
+        x, table = ctx.saved_tensors
+        layout = ctx.layout
+        need_x, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x = torch.zeros_like(x) if need_x else torch.zeros((1, 3), dtype=x.dtype, device=x.device)
+        grad_table = (
+            torch.zeros_like(table) if need_table else torch.zeros((1, 1), dtype=x.dtype, device=x.device)
+        )
+        if x.shape[0] > 0 and (need_x or need_table):
+            _launch(
+                _kernels().hash_grid_backward,
+                (layout.levels, x.shape[0]),
+                [wp.from_torch(x), wp.from_torch(table), *_args(layout, x), table.shape[1],
+                 wp.from_torch(grad_out.contiguous()), int(need_table), int(need_x), wp.from_torch(grad_table),
+                 wp.from_torch(grad_x)],
+                x,
+            )  # fmt: skip
+        return (grad_x if need_x else None), (grad_table if need_table else None), None
+
+
+def hash_grid_encode(x: Tensor, table: Tensor, layout: HashGridLayout) -> Tensor:
+    return _HashGridFunction.apply(x, table, layout)
