@@ -20,6 +20,10 @@ if "tests" not in sys.modules:
     sys.modules["tests"] = _module
     _spec.loader.exec_module(_module)
 
+# Tests run as 2 xdist workers on 2 cores: one torch thread per worker avoids oversubscription, under which small
+# torch ops ran 10-20x slower on our CI machine (measured by the renderer benchmarks).
+torch.set_num_threads(int(os.environ.get("RECON_TEST_TORCH_THREADS", "1")))
+
 # One shared Warp kernel cache for all test workers, so each kernel module compiles once per machine.
 os.environ.setdefault("WARP_CACHE_PATH", os.path.join(os.path.expanduser("~"), ".cache", "recon-warp"))
 
