@@ -1,0 +1,34 @@
+"""``recon eval RUN_DIR [--split test] [--max-images N] [--save-renders]``: writes RUN_DIR/eval.json, prints it."""
+
+import json
+from dataclasses import dataclass
+
+import tyro
+
+from recon.train.run_io import evaluate_run, open_run_config, resolve_device
+
+
+@dataclass(frozen=True)
+class EvalArgs:
+    run_dir: tyro.conf.Positional[str]
+    """Run directory to evaluate (its newest checkpoint)."""
+    split: str = "test"
+    """Dataset split to render."""
+    max_images: int = 0
+    """Evaluate an evenly spread subset of this many views (0: all, the published protocol)."""
+    save_renders: bool = False
+    """Also write the rendered images to RUN_DIR/renders/eval_<split>/."""
+    geometry: bool = True
+    """Chamfer distance / F-score of the fused surface when the dataset has a ground-truth mesh."""
+    device: str = "auto"
+    """cpu | cuda | cuda:N | auto."""
+
+
+def main(argv: list[str]) -> int:
+    args = tyro.cli(EvalArgs, args=argv, prog="recon eval")
+    run, method, cfg = open_run_config(args.run_dir)
+    result = evaluate_run(run, method, cfg, split=args.split, max_images=args.max_images,
+                          save_renders=args.save_renders, device=resolve_device(args.device),
+                          geometry=args.geometry)  # fmt: skip
+    print(json.dumps(result, indent=2))
+    return 0

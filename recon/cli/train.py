@@ -1,0 +1,140 @@
+"""``recon train METHOD --data PATH [options]``: train a representation; prints the run directory last.
+
+Any preset field is a flag (``--scene.sh-degree 2``, ``--strategy.until-fraction 0.5``); ``--preset`` picks the
+method preset (``triangles``, the published recipe) or the CPU-budget preset (``triangles_cpu``, the default on
+CPU). ``--resume --run-dir RUN`` continues RUN from its newest checkpoint with its own config.
+"""
+
+import sys
+import time
+from dataclasses import replace
+
+import tyro
+
+from recon.core import ReconError
+from recon.runs import RunDir
+from recon.train.methods import METHODS, NOT_YET, get_method
+from recon.train.run_io import (
+    evaluate_run,
+    load_run_dataset,
+    open_run_config,
+    preset_config,
+    preset_name,
+    resolve_device,
+)
+from recon.train.trainer import Trainer
+
+USAGE = "usage: recon train METHOD --data PATH [options]   (METHOD: " + " | ".join([*METHODS, *NOT_YET]) + ")"
+
+
+def parse(argv: list[str]):
+    """(method, resolved config, device) from the command line (two passes: preset choice, then flags)."""
+    if not argv or argv[0].startswith("-"):
+        if argv and argv[0] in ("-h", "--help"):
+            print(USAGE)
+            raise SystemExit(0)
+        raise ReconError(f"METHOD is missing; {USAGE}")
+    method = get_method(argv[0])
+    prog = f"recon train {method.name}"
+    args = argv[1:]
+    wants_help = any(a in ("-h", "--help") for a in args)  # show the preset-resolved defaults in --help
+    plain = method.config_cls(method=method.name)
+    first = plain if wants_help else tyro.cli(method.config_cls, args=args, prog=prog, default=plain)
+    if first.resume:
+        if not first.run_dir:
+            raise ReconError("--resume needs --run-dir RUN_DIR (the run to continue)")
+        run, stored_method, stored = open_run_config(first.run_dir)
+        if stored_method.name != method.name:
+            raise ReconError(
+                f"--run-dir {first.run_dir}: the run trained {stored_method.name!r}, not {method.name!r}"
+            )
+        cfg = tyro.cli(method.config_cls, args=args, prog=prog, default=stored)
+        return method, replace(cfg, method=method.name, resume=True), resolve_device(cfg.device)
+    device = resolve_device(first.device)
+    name = preset_name(method.name, first.preset, device)
+    base = preset_config(method, name)
+    cfg = tyro.cli(
+        method.config_cls, args=args, prog=prog, default=replace(base, method=method.name, preset=name)
+    )
+    return method, replace(cfg, method=method.name), device
+
+
+def _progress_bar(cfg, start_step: int):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), console=Console(stderr=True), disable=not cfg.progress,
+    )  # fmt: skip
+    task = progress.add_task("train", total=cfg.steps, completed=start_step, info="")
+    state = {"t": time.perf_counter(), "step": start_step}
+
+    def update(trainer, values: dict) -> None:
+        now = time.perf_counter()
+        rate = (trainer.step - state["step"]) / max(now - state["t"], 1e-9)
+        state.update(t=now, step=trainer.step)
+        info = (f"loss {values['loss']:.4f}  psnr {values['psnr']:.2f}  "
+                f"triangles {values['num_primitives']:,}  {rate:.2f} it/s")  # fmt: skip
+        progress.update(task, completed=trainer.step, info=info)
+
+    return progress, update
+
+
+def main(argv: list[str]) -> int:
+    method, cfg, device = parse(argv)
+    if cfg.viewer:
+        raise ReconError(
+            "--viewer is not available for training yet (use 'recon view RUN_DIR' after training)"
+        )
+    if cfg.max_minutes < 0 or cfg.steps <= 0:
+        raise ReconError("--steps must be positive and --max-minutes non-negative")
+    if cfg.threads > 0:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    dataset = load_run_dataset(cfg)
+    if cfg.resume:
+        run = RunDir(cfg.run_dir)
+        if run.latest_checkpoint() is None:
+            raise ReconError(f"--run-dir {cfg.run_dir}: no checkpoint to resume from")
+        trainer = Trainer.from_checkpoint(cfg, method, dataset, run, device=device)
+        print(f"resuming {run.path} at step {trainer.step}", file=sys.stderr)
+    else:
+        run = _new_run(cfg, method.name)
+        run.write_config(cfg)
+        from recon.datasets import dataset_info
+
+        run.write_dataset_json(dataset_info(dataset))
+        trainer = Trainer(cfg, method, dataset, run, device=device)
+        print(f"run {run.path}: {method.name}, preset {cfg.preset}, {trainer.scene.num_primitives()} initial "
+              f"primitives, device {device}", file=sys.stderr)  # fmt: skip
+    progress, update = _progress_bar(cfg, trainer.step)
+    with progress:
+        result = trainer.train(progress=update)
+    print(f"stopped after step {result.step} ({result.stopped}), {result.train_seconds / 60:.2f} training minutes",
+          file=sys.stderr)  # fmt: skip
+    if result.stopped == "interrupted":
+        print(f"checkpoint written; continue with: recon train {method.name} --resume --run-dir {run.path}",
+              file=sys.stderr)  # fmt: skip
+        print(run.path)
+        return 130
+    if cfg.final_eval and dataset.splits.get("test"):
+        ev = evaluate_run(run, method, cfg, device=device, dataset=dataset)
+        print(f"eval: psnr {ev['psnr']:.3f}  ssim {ev['ssim']:.4f} on {ev['num_images']} {ev['split']} views",
+              file=sys.stderr)  # fmt: skip
+    print(run.path)
+    return 0
+
+
+def _new_run(cfg, method: str) -> RunDir:
+    if cfg.run_dir:
+        run = RunDir(cfg.run_dir)
+        if run.config_path.exists():
+            raise ReconError(f"--run-dir {cfg.run_dir}: already a run (use --resume to continue it)")
+        run.ensure_dirs()
+        return run
+    from pathlib import Path
+
+    experiment = cfg.experiment or Path(cfg.data).resolve().name
+    return RunDir.create(cfg.output_dir, experiment, method)

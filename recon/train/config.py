@@ -1,0 +1,82 @@
+"""Training configuration: one frozen dataclass per method, sharing the generic run fields of ``TrainConfig``.
+
+The dataclass defaults are the published recipe; ``configs/triangles.yaml`` and ``configs/triangles_cpu.yaml``
+(the CPU-budget preset) hold overrides only. Every field is a CLI flag (``--scene.sh-degree 2``).
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from recon.core.shapes import Backend
+from recon.scenes.triangles import TriangleSceneConfig
+from recon.train.losses import LossConfig
+from recon.train.triangles_mcmc import TriangleMCMCConfig
+
+BackgroundMode = Literal["dataset", "random", "white", "black"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fields every method shares (CLI.md, ``recon train``)."""
+
+    data: str = ""
+    """Dataset folder in any supported format (detected automatically)."""
+    method: str = ""
+    """Method name (set by ``recon train METHOD``)."""
+    steps: int = 30_000
+    """Optimisation steps (one training view per step)."""
+    run_dir: str = ""
+    """Exact run directory (default: OUTPUT_DIR/EXPERIMENT/METHOD/TIMESTAMP)."""
+    output_dir: str = "outputs"
+    """Root folder of generated run directories."""
+    experiment: str = ""
+    """Experiment folder name (default: the dataset folder name)."""
+    downscale: float = 1.0
+    """Image downscale factor (uses images_F folders when present)."""
+    device: str = "auto"
+    """cpu | cuda | cuda:N | auto (cuda when available, else cpu)."""
+    seed: int = 0
+    """Seed of initialisation, view order, backgrounds and strategy draws."""
+    resume: bool = False
+    """Continue the run in --run-dir from its newest checkpoint."""
+    viewer: bool = False
+    """Serve the live viewer while training (not available yet for this trainer)."""
+    max_minutes: float = 0.0
+    """Stop with a final checkpoint and eval once this much training time is spent (0: no limit; periodic
+    evaluation is not counted). Schedules then follow the larger of the step and time fractions, so they
+    complete within the budget; --steps stays an upper bound."""
+    backend: Backend = "auto"
+    """Renderer kernel backend."""
+    background: BackgroundMode = "dataset"
+    """Background behind the scene: the dataset's (white for Blender), random per step, white or black."""
+    log_every: int = 50
+    """Steps between progress/metrics updates (the only steps that read values back from the device)."""
+    checkpoint_every: int = 0
+    """Steps between checkpoints (0: only at the end, on --max-minutes and on Ctrl-C)."""
+    keep_checkpoints: int = 2
+    """Number of newest checkpoints kept."""
+    eval_every_minutes: float = 0.0
+    """Evaluate on a subset of the test split every this many training minutes (0: only at the end)."""
+    eval_every: int = 0
+    """Evaluate on a subset of the test split every this many steps (0: never during training)."""
+    eval_images: int = 20
+    """Test images used by evaluations during training (0: all); the final evaluation uses all."""
+    final_eval: bool = True
+    """Evaluate the whole test split at the end of training (writes eval.json)."""
+    preset: str = "auto"
+    """Preset applied before these flags: METHOD (the published recipe), METHOD_cpu (CPU budget) or auto
+    (METHOD_cpu on CPU, METHOD otherwise)."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default). One thread is much faster on a CPU shared with other jobs."""
+    progress: bool = True
+    """Show a progress bar on stderr."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """Generic loss terms (photometric, depth-normal consistency, distortion)."""
+
+
+@dataclass(frozen=True)
+class TrianglesTrainConfig(TrainConfig):
+    """``recon train triangles``: triangle splats (spec triangle_splats.md)."""
+
+    scene: TriangleSceneConfig = field(default_factory=TriangleSceneConfig)
+    strategy: TriangleMCMCConfig = field(default_factory=TriangleMCMCConfig)

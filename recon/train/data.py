@@ -1,0 +1,75 @@
+"""Training views held in memory, view order and backgrounds."""
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from recon.core import Camera, ReconError
+
+
+class TrainViews:
+    """All training images of a dataset, on the training device.
+
+    Args:
+        dataset: a ``recon.datasets.SceneDataset`` (duck-typed).
+        split: which split to load.
+        device: where images and cameras live.
+    """
+
+    def __init__(self, dataset, split: str = "train", *, device: torch.device | str = "cpu") -> None:
+        count = len(dataset.splits.get(split, []))
+        if count == 0:
+            raise ReconError(f"dataset {dataset.root}: split {split!r} has no views")
+        self.cameras = dataset.cameras(split).to(device=device, dtype=torch.float32)
+        self.images = torch.stack([dataset.image(split, i) for i in range(count)]).to(device, torch.float32)
+        alphas = [dataset.alpha(split, i) for i in range(count)]
+        self.alphas = (
+            None if any(a is None for a in alphas) else torch.stack(alphas).to(device, torch.float32)
+        )
+        self.background = dataset.background.to(device, torch.float32)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def view(
+        self, index: int, background: Float[Tensor, "3"] | None = None
+    ) -> tuple[Camera, Float[Tensor, "1 H W 3"]]:
+        """Camera and target image of view ``index``, recomposited over ``background`` when it differs.
+
+        The stored image is ``c a + bg0 (1 - a)``, so over a new ``bg`` it is ``image + (bg - bg0)(1 - a)``.
+        """
+        image = self.images[index : index + 1]
+        if background is not None:
+            if self.alphas is None:
+                if not torch.equal(background, self.background):
+                    raise ReconError("background: a random/white/black background needs images with alpha")
+            else:
+                image = image + (background - self.background) * (1.0 - self.alphas[index : index + 1])
+        return self.cameras[index], image
+
+
+class ViewSampler:
+    """One view per step, shuffled without replacement per pass (spec §10); state is checkpointable."""
+
+    def __init__(self, count: int, generator: torch.Generator) -> None:
+        self.count = count
+        self.generator = generator
+        self.order = torch.randperm(count, generator=generator)
+        self.position = 0
+
+    def next(self) -> tuple[int, bool]:
+        """The next view index and whether it starts a new pass."""
+        pass_start = self.position == 0
+        index = int(self.order[self.position])
+        self.position += 1
+        if self.position == self.count:
+            self.order = torch.randperm(self.count, generator=self.generator)
+            self.position = 0
+        return index, pass_start
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        return {"order": self.order.clone(), "position": torch.tensor(self.position)}
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        self.order = tensors["order"].clone()
+        self.position = int(tensors["position"])

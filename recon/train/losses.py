@@ -1,0 +1,137 @@
+"""Training losses shared by representations: photometric L1 + D-SSIM and the depth-normal consistency term.
+
+Representation-specific terms (opacity, area, ...) come from ``Scene.regularizers``.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from recon.core import Camera, RenderOutput
+
+SSIM_WINDOW = 11  # SSIM window of Wang et al. 2004 (and of recon.metrics.ssim): 11x11 Gaussian, sigma 1.5
+SSIM_SIGMA = 1.5
+SSIM_C1 = 0.01**2  # (K1 L)^2 with K1 = 0.01, L = 1 for images in [0, 1]
+SSIM_C2 = 0.03**2  # (K2 L)^2 with K2 = 0.03
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the generic loss terms (spec §8)."""
+
+    ssim_weight: float = 0.2
+    """lambda: L = (1 - lambda) L1 + lambda (1 - SSIM)."""
+    l2: bool = False
+    """Use L2 instead of L1 for the photometric term (outdoor scenes with extent > 300 in the reference)."""
+    normal_weight: float = 1e-4
+    """lambda_n: depth-normal consistency weight, active after ``normal_from_fraction`` of the budget."""
+    normal_from_fraction: float = 5_000 / 30_000
+    """it_mesh as a fraction of the step budget."""
+    distortion_weight: float = 0.0
+    """lambda_d: weight of the 2DGS distortion map after ``normal_from_fraction``."""
+    median_depth: bool = True
+    """Surface depth for the normal term: median depth (depth_ratio 1, bounded scenes) or expected depth."""
+
+
+def _gaussian_window(dtype: torch.dtype, device: torch.device) -> Tensor:
+    x = torch.arange(SSIM_WINDOW, dtype=dtype, device=device) - (SSIM_WINDOW - 1) / 2
+    g = torch.exp(-(x**2) / (2 * SSIM_SIGMA**2))
+    g = g / g.sum()
+    return g
+
+
+def ssim_map(img: Float[Tensor, "B H W 3"], ref: Float[Tensor, "B H W 3"]) -> Float[Tensor, "B 3 h w"]:
+    """Differentiable SSIM map with an 11x11 Gaussian window (sigma 1.5), valid convolution (no padding).
+
+    .. math:: SSIM = \\frac{(2\\mu_x\\mu_y + C_1)(2\\sigma_{xy} + C_2)}{(\\mu_x^2+\\mu_y^2+C_1)(\\sigma_x^2+\\sigma_y^2+C_2)}
+
+    Differentiable w.r.t. ``img`` and ``ref``.
+    """
+    x = img.permute(0, 3, 1, 2)
+    y = ref.permute(0, 3, 1, 2)
+    g = _gaussian_window(x.dtype, x.device)
+    channels = x.shape[1]
+    wx = g.reshape(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    wy = g.reshape(1, 1, -1, 1).expand(channels, 1, -1, 1)
+
+    def blur(t: Tensor) -> Tensor:  # separable Gaussian filter
+        return F.conv2d(F.conv2d(t, wx, groups=channels), wy, groups=channels)
+
+    mu_x, mu_y = blur(x), blur(y)
+    sxx = blur(x * x) - mu_x**2
+    syy = blur(y * y) - mu_y**2
+    sxy = blur(x * y) - mu_x * mu_y
+    num = (2 * mu_x * mu_y + SSIM_C1) * (2 * sxy + SSIM_C2)
+    den = (mu_x**2 + mu_y**2 + SSIM_C1) * (sxx + syy + SSIM_C2)
+    return num / den
+
+
+def ssim(img: Float[Tensor, "B H W 3"], ref: Float[Tensor, "B H W 3"]) -> Tensor:
+    """Mean SSIM (see ``ssim_map``)."""
+    return ssim_map(img, ref).mean()
+
+
+def photometric_loss(
+    rgb: Float[Tensor, "B H W 3"], target: Float[Tensor, "B H W 3"], config: LossConfig
+) -> dict[str, Tensor]:
+    """``(1 - λ) L1 + λ (1 - SSIM)`` (spec §8), as named weighted terms."""
+    diff = rgb - target
+    data = (diff * diff).mean() if config.l2 else diff.abs().mean()
+    terms = {"l2" if config.l2 else "l1": (1.0 - config.ssim_weight) * data}
+    if config.ssim_weight > 0 and min(rgb.shape[1:3]) >= SSIM_WINDOW:
+        terms["dssim"] = config.ssim_weight * (1.0 - ssim(rgb, target))
+    return terms
+
+
+def depth_to_normals(depth: Float[Tensor, "C H W 1"], camera: Camera) -> Float[Tensor, "C H W 3"]:
+    """World-space unit normals of the surface ``depth`` (camera-frame z), zero on the 1-pixel border.
+
+    Points are unprojected at pixel centres; the normal is the normalised cross product of the central
+    differences (spec §8), oriented towards the camera.
+    """
+    c, h, w, _ = depth.shape
+    uv = camera.pixel_grid().to(depth.dtype).reshape(1, -1, 2).expand(c, -1, -1) + 0.5
+    pts = camera.unproject(uv, depth.reshape(c, -1)).reshape(c, h, w, 3)
+    dx = pts[:, 1:-1, 2:] - pts[:, 1:-1, :-2]
+    dy = pts[:, 2:, 1:-1] - pts[:, :-2, 1:-1]
+    n = torch.linalg.cross(dx, dy)
+    n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    view = pts[:, 1:-1, 1:-1] - camera.centers()[:, None, None, :]
+    n = torch.where(((n * view).sum(-1, keepdim=True) > 0), -n, n)
+    return F.pad(n.permute(0, 3, 1, 2), (1, 1, 1, 1)).permute(0, 2, 3, 1)
+
+
+def normal_consistency_loss(render: RenderOutput, camera: Camera, *, median_depth: bool) -> Tensor:
+    """``mean(1 - N_rend · N_surf)`` with ``N_surf`` from depth, times the detached alpha (spec §8)."""
+    if render.normals is None or render.depth is None:
+        raise ValueError("normal_consistency_loss needs a render with normals and depth")
+    depth = render.extras.get("depth_median", render.depth) if median_depth else render.depth
+    n_surf = depth_to_normals(depth, camera) * render.alpha.detach()
+    return (1.0 - (render.normals * n_surf).sum(-1)).mean()
+
+
+def total_loss(
+    render: RenderOutput, target: Tensor, camera: Camera, config: LossConfig, *, fraction: float
+) -> dict[str, Tensor]:
+    """All generic loss terms of one step (photometric always; normal and distortion after it_mesh)."""
+    terms = photometric_loss(render.rgb, target, config)
+    if fraction > config.normal_from_fraction:
+        if config.normal_weight > 0:
+            terms["normal"] = config.normal_weight * normal_consistency_loss(
+                render, camera, median_depth=config.median_depth
+            )
+        if config.distortion_weight > 0 and "distortion" in render.extras:
+            terms["distortion"] = config.distortion_weight * render.extras["distortion"].mean()
+    return terms
+
+
+def needs_normals(config: LossConfig, fraction: float) -> bool:
+    """Whether the step at ``fraction`` of the budget needs normals and surface depth."""
+    return fraction > config.normal_from_fraction and config.normal_weight > 0
+
+
+def needs_distortion(config: LossConfig, fraction: float) -> bool:
+    return fraction > config.normal_from_fraction and config.distortion_weight > 0

@@ -1,0 +1,158 @@
+"""Adam over a scene's parameter groups, and the ONLY place where parameter rows and their moments change.
+
+Densification strategies add, remove and reset primitives (rows). Each edit must touch the parameter and its
+Adam moments together or the optimiser state drifts out of alignment; keeping every such edit in this class makes
+that a single, tested code path (STYLE.md §7).
+"""
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from recon.scenes.base import ParamGroup
+from recon.train.schedules import lr_at
+
+ADAM_EPS = 1e-15  # spec §10: the triangle-splatting reference uses eps = 1e-15 for every group
+ADAM_BETAS = (0.9, 0.999)
+MOMENT_KEYS = ("exp_avg", "exp_avg_sq")
+
+
+class ParamOptimizer:
+    """``torch.optim.Adam`` with one group per parameter, schedules, and row surgery.
+
+    Args:
+        groups: the scene's parameter groups (one parameter each, unique names).
+        eps: Adam epsilon.
+        betas: Adam betas.
+    """
+
+    def __init__(self, groups: list[ParamGroup], *, eps: float = ADAM_EPS, betas=ADAM_BETAS) -> None:
+        names = [g.name for g in groups]
+        if len(set(names)) != len(names):
+            raise ValueError(f"parameter group names must be unique, got {names}")
+        self.groups = {g.name: g for g in groups}
+        self.adam = torch.optim.Adam(
+            [{"params": [g.param], "lr": g.lr, "name": g.name} for g in groups], eps=eps, betas=betas
+        )
+
+    # --- stepping -----------------------------------------------------------------------------------------
+    def set_learning_rates(self, step: int, max_steps: int, *, progress: float | None = None) -> None:
+        """Apply every group's schedule for ``step`` of ``max_steps`` (or ``progress`` in [0, 1] when given)."""
+        for pg in self.adam.param_groups:
+            g = self.groups[pg["name"]]
+            pg["lr"] = lr_at(g.lr, g.schedule, step, max_steps, progress=progress)
+
+    def learning_rates(self) -> dict[str, float]:
+        return {pg["name"]: float(pg["lr"]) for pg in self.adam.param_groups}
+
+    def step(self) -> None:
+        self.adam.step()
+
+    def zero_grad(self) -> None:
+        self.adam.zero_grad(set_to_none=True)
+
+    # --- row surgery ----------------------------------------------------------------------------------------
+    def _row_groups(self) -> list[ParamGroup]:
+        return [g for g in self.groups.values() if g.per_row]
+
+    def num_rows(self) -> int:
+        rows = {g.param.shape[0] for g in self._row_groups()}
+        if len(rows) > 1:
+            raise AssertionError(f"row parameters disagree on the row count: {rows}")
+        return rows.pop() if rows else 0
+
+    @torch.no_grad()
+    def select_rows(self, index: Bool[Tensor, " N"] | Int[Tensor, " M"]) -> None:
+        """Keep (and reorder or repeat) rows of every per-row parameter and of its Adam moments.
+
+        Args:
+            index: (N,) boolean mask or (M,) integer row indices into the current rows.
+        """
+        for g in self._row_groups():
+            p = g.param
+            state = self.adam.state.get(p)
+            p.data = p.data[index].contiguous()
+            p.grad = None
+            if state:
+                for key in MOMENT_KEYS:
+                    state[key] = state[key][index].contiguous()
+
+    @torch.no_grad()
+    def extend_rows(self, new_rows: dict[str, Tensor]) -> None:
+        """Append rows to every per-row parameter; the Adam moments of new rows are zero.
+
+        Args:
+            new_rows: one tensor per per-row group name, each (M, *row_shape) with the same M.
+        """
+        expected = {g.name for g in self._row_groups()}
+        if set(new_rows) != expected:
+            raise ValueError(
+                f"extend_rows needs exactly the groups {sorted(expected)}, got {sorted(new_rows)}"
+            )
+        counts = {v.shape[0] for v in new_rows.values()}
+        if len(counts) != 1:
+            raise ValueError(f"extend_rows: new row counts differ across groups: {counts}")
+        for g in self._row_groups():
+            p = g.param
+            extra = new_rows[g.name].to(device=p.device, dtype=p.dtype)
+            if extra.shape[1:] != p.shape[1:]:
+                raise ValueError(f"extend_rows[{g.name}]: rows of shape {tuple(p.shape[1:])} expected")
+            state = self.adam.state.get(p)
+            p.data = torch.cat([p.data, extra]).contiguous()
+            p.grad = None
+            if state:
+                for key in MOMENT_KEYS:
+                    state[key] = torch.cat([state[key], torch.zeros_like(extra)]).contiguous()
+
+    @torch.no_grad()
+    def reset_moments(self, rows: Bool[Tensor, " N"] | Int[Tensor, " M"] | None = None, names=None) -> None:
+        """Zero the Adam moments of ``rows`` (all rows if None) of the named groups (all per-row groups)."""
+        for g in self._row_groups():
+            if names is not None and g.name not in names:
+                continue
+            state = self.adam.state.get(g.param)
+            if not state:
+                continue
+            for key in MOMENT_KEYS:
+                if rows is None:
+                    state[key].zero_()
+                else:
+                    state[key][rows] = 0.0
+
+    @torch.no_grad()
+    def set_rows(self, name: str, rows: Bool[Tensor, " N"] | Int[Tensor, " M"], values: Tensor) -> None:
+        """Overwrite parameter values of some rows of one group and zero their moments."""
+        g = self.groups[name]
+        g.param.data[rows] = values.to(g.param.dtype)
+        self.reset_moments(rows, names={name})
+
+    # --- state (no pickle: flat tensors) -------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, Tensor]:
+        """Adam state as flat named tensors: ``<group>.exp_avg``, ``<group>.exp_avg_sq``, ``<group>.step``."""
+        out: dict[str, Tensor] = {}
+        for g in self.groups.values():
+            state = self.adam.state.get(g.param)
+            if not state:
+                continue
+            for key in (*MOMENT_KEYS, "step"):
+                out[f"{g.name}.{key}"] = torch.as_tensor(state[key]).detach().clone()
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Restore what ``state_tensors`` returned (the parameters must already have the stored shapes)."""
+        for g in self.groups.values():
+            if f"{g.name}.exp_avg" not in tensors:
+                self.adam.state.pop(g.param, None)
+                continue
+            p = g.param
+            state = {
+                key: tensors[f"{g.name}.{key}"].to(device=p.device, dtype=p.dtype) for key in MOMENT_KEYS
+            }
+            for key in MOMENT_KEYS:
+                if state[key].shape != p.shape:
+                    raise ValueError(
+                        f"optimizer state {g.name}.{key} has shape {tuple(state[key].shape)}, "
+                        f"parameter has {tuple(p.shape)}"
+                    )
+            state["step"] = tensors[f"{g.name}.step"].to(torch.float32).reshape(())
+            self.adam.state[p] = state

@@ -1,0 +1,134 @@
+"""Opening runs for training, resuming, evaluation and export: config resolution, datasets, devices, eval.json.
+
+Config resolution order (CLI.md): dataclass defaults -> ``configs/<method>.yaml`` -> ``configs/<method>_cpu.yaml``
+when the CPU-budget preset is chosen -> command-line flags. A resumed run starts from its own ``config.yaml``.
+"""
+
+import importlib.resources
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recon.config import apply_overrides, load_preset, load_yaml
+from recon.core import ReconError
+from recon.runs import RunDir
+from recon.train.config import TrainConfig
+from recon.train.evaluate import geometry_metrics, protocol, render_metrics
+from recon.train.methods import Method, get_method
+from recon.train.trainer import load_scene
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; anything else must be a device torch can use here."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ReconError(f"--device {device!r}: expected cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ReconError(f"--device {device!r}: CUDA is not available on this machine (use --device cpu)")
+    return dev
+
+
+def preset_name(method: str, preset: str, device: torch.device) -> str:
+    """The preset chosen by ``--preset`` (auto: the CPU-budget preset on CPU)."""
+    if preset == "auto":
+        return f"{method}_cpu" if device.type == "cpu" and _has_preset(f"{method}_cpu") else method
+    return preset
+
+
+def _has_preset(name: str) -> bool:
+    return (importlib.resources.files("recon.configs") / f"{name}.yaml").is_file()
+
+
+def preset_config(method: Method, name: str) -> TrainConfig:
+    """Dataclass defaults + ``configs/<method>.yaml`` (+ ``configs/<name>.yaml`` when it is another preset)."""
+    cfg = load_preset(method.config_cls, method.name)
+    if name != method.name:
+        if not _has_preset(name):
+            raise ReconError(
+                f"--preset {name!r}: no configs/{name}.yaml (expected {method.name} or {method.name}_cpu)"
+            )
+        path = importlib.resources.files("recon.configs") / f"{name}.yaml"
+        with importlib.resources.as_file(path) as file:
+            overrides = load_yaml(file) or {}
+        cfg = apply_overrides(cfg, overrides, source=f"configs/{name}.yaml")
+    return cfg
+
+
+def open_run_config(run_dir: str | Path) -> tuple[RunDir, Method, TrainConfig]:
+    """An existing run's directory, method and resolved config."""
+    run = RunDir(run_dir).require_exists()
+    data = run.config_dict()
+    method = get_method(str(data.get("method", "")))
+    return run, method, run.read_config(method.config_cls)
+
+
+def load_run_dataset(cfg: TrainConfig):
+    """The run's dataset at its training resolution."""
+    from recon.datasets import load_dataset
+
+    if not cfg.data:
+        raise ReconError("--data: a dataset folder is required (e.g. --data path/to/scene)")
+    return load_dataset(cfg.data, downscale=cfg.downscale)
+
+
+def evaluate_run(
+    run: RunDir,
+    method: Method,
+    cfg: TrainConfig,
+    *,
+    split: str = "test",
+    max_images: int = 0,
+    save_renders: bool = False,
+    device: torch.device | None = None,
+    dataset=None,
+    geometry: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the newest checkpoint of ``run`` on ``split``, write eval.json and return it (CLI.md layout)."""
+    device = device or torch.device("cpu")
+    dataset = dataset if dataset is not None else load_run_dataset(cfg)
+    scene, step = load_scene(method, cfg, run, device=device)
+    save_dir = run.renders_dir / f"eval_{split}" if save_renders else None
+    start = time.perf_counter()
+    m = render_metrics(
+        scene, dataset, split=split, max_images=max_images, backend=cfg.backend, save_dir=save_dir
+    )
+    result: dict[str, Any] = {
+        "method": method.name,
+        "step": step,
+        "split": split,
+        "num_images": m["num_images"],
+        "psnr": m["psnr"],
+        "ssim": m["ssim"],
+        "lpips": m["lpips"],
+        "protocol": protocol(
+            dataset, split=split, resolution=m["resolution"], backend=cfg.backend, device=str(device)
+        ),  # fmt: skip
+        "seconds_per_image": m["seconds_per_image"],
+        "num_primitives": scene.num_primitives(),
+    }
+    if m["lpips"] is None:
+        result["lpips_unavailable_reason"] = m["lpips_unavailable_reason"]
+    gt = getattr(dataset, "gt_mesh_path", None)
+    if geometry and gt is not None and Path(gt).is_file():
+        from recon.export.surface import fuse_surface
+
+        try:
+            mesh = fuse_surface(scene, dataset, backend=cfg.backend)
+        except ReconError as exc:  # an (early) scene with no opaque surface: geometry is reported as missing
+            result |= {
+                "chamfer": None,
+                "fscore": None,
+                "fscore_threshold": None,
+                "geometry_unavailable_reason": str(exc),
+            }
+        else:
+            S_inv = torch.linalg.inv(dataset.normalization.double()).float()
+            result |= geometry_metrics(mesh.transformed(S_inv), Path(gt))
+    result["eval_seconds"] = time.perf_counter() - start
+    run.write_eval(result)
+    return result

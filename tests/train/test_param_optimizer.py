@@ -1,0 +1,109 @@
+"""ParamOptimizer: row surgery keeps parameters and Adam moments aligned; state round-trips without pickle."""
+
+import torch
+from torch import nn
+
+from recon.scenes.base import ParamGroup
+from recon.train.param_optimizer import ParamOptimizer
+
+
+def _setup(n: int = 6):
+    a = nn.Parameter(torch.arange(n * 3, dtype=torch.float32).reshape(n, 3))
+    b = nn.Parameter(torch.arange(n, dtype=torch.float32))
+    opt = ParamOptimizer([ParamGroup("a", a, 0.1), ParamGroup("b", b, 0.1)])
+    # one step with row-dependent gradients so each row's moments are distinct
+    a.grad = torch.arange(n * 3, dtype=torch.float32).reshape(n, 3) + 1
+    b.grad = torch.arange(n, dtype=torch.float32) + 1
+    opt.step()
+    return a, b, opt
+
+
+def _moment(opt, p, key="exp_avg"):
+    return opt.adam.state[p][key]
+
+
+def test_select_rows_keeps_params_and_moments_aligned():
+    a, b, opt = _setup()
+    before_a, before_m = a.detach().clone(), _moment(opt, a).clone()
+    before_v = _moment(opt, b, "exp_avg_sq").clone()
+    keep = torch.tensor([True, False, True, True, False, True])
+    opt.select_rows(keep)
+    assert a.shape == (4, 3) and b.shape == (4,) and opt.num_rows() == 4
+    assert torch.equal(a.detach(), before_a[keep])
+    assert torch.equal(_moment(opt, a), before_m[keep])
+    assert torch.equal(_moment(opt, b, "exp_avg_sq"), before_v[keep])
+    # parameters stay the same objects the optimiser steps
+    a.grad, b.grad = torch.ones_like(a), torch.ones_like(b)
+    opt.step()
+    assert a.shape == (4, 3)
+
+
+def test_select_rows_with_indices_reorders():
+    a, b, opt = _setup()
+    before, m = a.detach().clone(), _moment(opt, a).clone()
+    idx = torch.tensor([5, 0, 0])
+    opt.select_rows(idx)
+    assert torch.equal(a.detach(), before[idx]) and torch.equal(_moment(opt, a), m[idx])
+
+
+def test_extend_rows_appends_with_zero_moments():
+    a, b, opt = _setup()
+    m_before = _moment(opt, a).clone()
+    opt.extend_rows({"a": torch.full((2, 3), 7.0), "b": torch.full((2,), 9.0)})
+    assert a.shape == (8, 3) and b.shape == (8,)
+    assert torch.equal(a.detach()[-2:], torch.full((2, 3), 7.0))
+    assert torch.equal(_moment(opt, a)[:6], m_before)
+    assert torch.count_nonzero(_moment(opt, a)[6:]) == 0
+    assert torch.count_nonzero(_moment(opt, b, "exp_avg_sq")[6:]) == 0
+    # a step on new rows with zero moments moves them by lr (Adam's first step is lr * sign(grad))
+    a.grad, b.grad = torch.ones_like(a), torch.ones_like(b)
+    opt.step()
+    assert a.shape == (8, 3)
+
+
+def test_extend_rows_requires_every_group():
+    _, _, opt = _setup()
+    try:
+        opt.extend_rows({"a": torch.zeros(1, 3)})
+    except ValueError as exc:
+        assert "groups" in str(exc)
+    else:
+        raise AssertionError("extend_rows with a missing group must raise")
+
+
+def test_reset_moments_rows_only():
+    a, _, opt = _setup()
+    opt.reset_moments(torch.tensor([1, 2]))
+    m = _moment(opt, a)
+    assert torch.count_nonzero(m[1:3]) == 0 and torch.count_nonzero(m[0]) == 3
+
+
+def test_state_round_trip():
+    a, b, opt = _setup()
+    state = opt.state_tensors()
+    a2 = nn.Parameter(a.detach().clone())
+    b2 = nn.Parameter(b.detach().clone())
+    opt2 = ParamOptimizer([ParamGroup("a", a2, 0.1), ParamGroup("b", b2, 0.1)])
+    opt2.load_state_tensors(state)
+    for p, q in ((a, a2), (b, b2)):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(opt.adam.state[p][key], opt2.adam.state[q][key])
+    g = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
+    a.grad, a2.grad = g.clone(), g.clone()
+    b.grad, b2.grad = torch.ones(6), torch.ones(6)
+    opt.step()
+    opt2.step()
+    assert torch.equal(a.detach(), a2.detach())
+
+
+def test_learning_rate_schedule_decays_log_linearly():
+    from recon.scenes.base import ExponentialDecayLr
+
+    p = nn.Parameter(torch.zeros(2, 3))
+    opt = ParamOptimizer([ParamGroup("v", p, 0.0018, ExponentialDecayLr(0.01))])
+    opt.set_learning_rates(0, 100)
+    assert abs(opt.learning_rates()["v"] - 0.0018) < 1e-12
+    opt.set_learning_rates(50, 100)
+    assert abs(opt.learning_rates()["v"] - 0.00018) < 1e-9  # geometric mean of 0.0018 and 0.000018
+    opt.set_learning_rates(100, 100)
+    assert abs(opt.learning_rates()["v"] - 0.000018) < 1e-12

@@ -1,0 +1,171 @@
+"""TriangleMCMC (spec §11): counts after split/clone/prune, opacity rule, row alignment of params and moments."""
+
+import math
+
+import torch
+
+from recon.scenes.base import StepContext
+from recon.scenes.triangles import TriangleSceneConfig, TriangleSplatScene
+from recon.train.param_optimizer import ParamOptimizer
+from recon.train.strategy import StrategyContext
+from recon.train.triangles_mcmc import TriangleMCMC, TriangleMCMCConfig, subdivide
+
+
+def _scene(n: int, gen: torch.Generator) -> TriangleSplatScene:
+    pts = torch.randn(n, 3, generator=gen)
+    scene = TriangleSplatScene.from_points(TriangleSceneConfig(sh_degree=1), pts, torch.rand(n, 3, generator=gen),
+                                           generator=gen)  # fmt: skip
+    with torch.no_grad():
+        scene.sh_dc[:, 0, 0] = torch.arange(n, dtype=torch.float32)  # row id marker
+    return scene
+
+
+def _stepped_optimizer(scene: TriangleSplatScene, gen: torch.Generator) -> ParamOptimizer:
+    opt = ParamOptimizer(scene.param_groups())
+    for p in scene.parameters():
+        p.grad = torch.randn(p.shape, generator=gen)
+    opt.step()
+    return opt
+
+
+def _ctx(scene, opt, step: int) -> StrategyContext:
+    cam = None
+    sctx = StepContext(
+        step=step, max_steps=30_000, camera=cam, image=torch.zeros(1, 1, 1, 3), background=torch.zeros(3)
+    )
+    return StrategyContext(sctx, scene, opt)
+
+
+def _strategy(n: int, importance: float = 1.0) -> TriangleMCMC:
+    s = TriangleMCMC(TriangleMCMCConfig(), max_steps=30_000, num_views=100, max_sh_degree=1)
+    s.importance = torch.full((n,), importance)
+    s.image_size = torch.full((n,), 10.0)
+    s.visible_count = torch.full((n,), 5.0)
+    return s
+
+
+def test_densify_count_and_growth(gen):
+    n = 100
+    scene = _scene(n, gen)
+    opt = _stepped_optimizer(scene, gen)
+    strat = _strategy(n)
+    strat.image_size[:50] = 30.0  # half big (split, cost 3), half small (clone, cost 1)
+    strat.densify_and_prune(_ctx(scene, opt, 999), it=1000)
+    n_new = scene.num_primitives()
+    # n_add = floor(1.3 N) - N = 30; draws stop once the accumulated cost reaches 30, the last adding at most 3
+    assert 130 <= n_new <= 132
+    for p in scene.parameters():
+        assert p.shape[0] == n_new
+    for g in opt.groups.values():
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert opt.adam.state[g.param][key].shape == g.param.shape
+    assert strat.importance.shape == (n_new,) and strat.events == 1
+
+
+def test_dead_rows_are_removed_and_replaced(gen):
+    n = 100
+    scene = _scene(n, gen)
+    with torch.no_grad():
+        scene.logit_opacities[:10] = math.log(0.01 / 0.99)  # o = 0.01 <= 0.014: dead
+    opt = _stepped_optimizer(scene, gen)
+    strat = _strategy(n)
+    ids_dead = set(range(10))
+    strat.densify_and_prune(_ctx(scene, opt, 999), it=1000)
+    # n_add = 30 + 10 dead; all small -> every draw costs 1 and adds exactly one net row
+    assert scene.num_primitives() == n - 10 + 40
+    survivors = set(scene.sh_dc[:, 0, 0].round().long().tolist())
+    assert not survivors & ids_dead
+
+
+def test_low_importance_is_dead(gen):
+    n = 20
+    scene = _scene(n, gen)
+    strat = _strategy(n)
+    strat.importance[:5] = 0.001  # below tau_imp = 0.022
+    dead = strat.dead_mask(scene.opacities().detach(), 1000, size_rule=False)
+    assert dead[:5].all() and not dead[5:].any()
+
+
+def test_rows_and_moments_stay_aligned(gen):
+    n = 60
+    scene = _scene(n, gen)
+    opt = _stepped_optimizer(scene, gen)
+    before_params = {g.name: g.param.detach().clone() for g in opt.groups.values()}
+    before_m = {g.name: opt.adam.state[g.param]["exp_avg"].clone() for g in opt.groups.values()}
+    strat = _strategy(n)
+    strat.image_size[::2] = 40.0
+    strat.densify_and_prune(_ctx(scene, opt, 999), it=1000)
+    ids = scene.sh_dc[:, 0, 0].round().long()
+    # kept rows come first: they are the unchanged rows of their ids, with their own moments
+    kept = 0
+    seen: set[int] = set()
+    for r, i in enumerate(ids.tolist()):
+        if i in seen:
+            break
+        if not torch.equal(scene.vertices[r].detach(), before_params["vertices"][i]):
+            break
+        seen.add(i)
+        kept = r + 1
+    assert kept > 0
+    for g in opt.groups.values():
+        rows = ids[:kept]
+        assert torch.equal(g.param.detach()[:kept], before_params[g.name][rows])
+        assert torch.equal(opt.adam.state[g.param]["exp_avg"][:kept], before_m[g.name][rows])
+        assert torch.count_nonzero(opt.adam.state[g.param]["exp_avg"][kept:]) == 0
+        assert torch.count_nonzero(opt.adam.state[g.param]["exp_avg_sq"][kept:]) == 0
+
+
+def test_clone_keeps_plane_and_corrects_opacity(gen):
+    n = 10
+    scene = _scene(n, gen)
+    opt = _stepped_optimizer(scene, gen)
+    strat = _strategy(n)
+    o_before = scene.opacities().detach().clone()
+    v_before = scene.vertices.detach().clone()
+    strat.densify_and_prune(_ctx(scene, opt, 999), it=1000)  # n_add = 3 small clones
+    assert scene.num_primitives() == 13
+    new_v = scene.vertices.detach()[7:]
+    new_ids = scene.sh_dc[7:, 0, 0].round().long()
+    o_new = scene.opacities().detach()[7:]
+    for r, i in enumerate(new_ids.tolist()):
+        expected = 1 - math.sqrt(1 - float(o_before[i]))
+        assert abs(float(o_new[r]) - expected) < 1e-5
+        parent = v_before[i]
+        delta = new_v[r] - parent
+        assert torch.allclose(delta, delta[0].expand(3, 3), atol=1e-6) or torch.allclose(
+            delta, torch.zeros(3, 3)
+        )
+        normal = torch.linalg.cross(parent[1] - parent[0], parent[2] - parent[0])
+        assert abs(float((delta[0] * normal).sum())) / float(normal.norm()) < 1e-5
+
+
+def test_subdivide_preserves_area_and_orientation():
+    tri = torch.tensor([[[0.0, 0, 0], [2.0, 0, 0], [0.0, 2, 0]]])
+    kids = subdivide(tri)[0]
+    areas = 0.5 * torch.linalg.cross(kids[:, 1] - kids[:, 0], kids[:, 2] - kids[:, 0])
+    assert torch.allclose(areas.sum(0), torch.tensor([0.0, 0.0, 2.0]))
+    assert (areas[:, 2] > 0).all()
+
+
+def test_event_schedule_scales_with_budget():
+    s = TriangleMCMC(TriangleMCMCConfig(), max_steps=30_000, num_views=100, max_sh_degree=3)
+    kinds = [s.event_kind(it) for it in (500, 1000, 24_500, 25_000, 25_500, 30_000)]
+    assert kinds == [None, "densify", "densify", "prune", "prune", None]
+    short = TriangleMCMC(
+        TriangleMCMCConfig(min_every_steps=1), max_steps=3000, num_views=100, max_sh_degree=3
+    )
+    assert short.every == 50 and short.event_kind(100) == "densify" and short.event_kind(2500) == "prune"
+    floored = TriangleMCMC(
+        TriangleMCMCConfig(min_every_steps=100), max_steps=3000, num_views=100, max_sh_degree=3
+    )
+    assert floored.every == 100 and floored.event_kind(150) is None and floored.event_kind(200) == "densify"
+
+
+def test_prune_only_after_until(gen):
+    n = 30
+    scene = _scene(n, gen)
+    opt = _stepped_optimizer(scene, gen)
+    strat = _strategy(n)
+    strat.importance[:4] = 0.0
+    strat.prune(_ctx(scene, opt, 25_999))
+    assert scene.num_primitives() == 26
