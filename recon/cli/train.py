@@ -83,10 +83,6 @@ def _progress_bar(cfg, start_step: int):
 
 def main(argv: list[str]) -> int:
     method, cfg, device = parse(argv)
-    if cfg.viewer:
-        raise ReconError(
-            "--viewer is not available for training yet (use 'recon view RUN_DIR' after training)"
-        )
     if cfg.max_minutes < 0 or cfg.steps <= 0:
         raise ReconError("--steps must be positive and --max-minutes non-negative")
     if cfg.threads > 0:
@@ -109,9 +105,19 @@ def main(argv: list[str]) -> int:
         trainer = Trainer(cfg, method, dataset, run, device=device)
         print(f"run {run.path}: {method.name}, preset {cfg.preset}, {trainer.scene.num_primitives()} initial "
               f"primitives, device {device}", file=sys.stderr)  # fmt: skip
+    viewer = None
+    if cfg.viewer:
+        from recon.cli.view import attach_training_viewer
+
+        viewer = attach_training_viewer(trainer, host=cfg.viewer_host, port=cfg.viewer_port)
+        print(f"viewer: {viewer.url} (training waits while paused there)", file=sys.stderr)
     progress, update = _progress_bar(cfg, trainer.step)
-    with progress:
-        result = trainer.train(progress=update)
+    try:
+        with progress:
+            result = trainer.train(progress=update)
+    finally:
+        if viewer is not None:
+            viewer.close()
     print(f"stopped after step {result.step} ({result.stopped}), {result.train_seconds / 60:.2f} training minutes",
           file=sys.stderr)  # fmt: skip
     if result.stopped == "interrupted":

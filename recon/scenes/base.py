@@ -97,6 +97,8 @@ class StepContext:
         view_indices: (C,) indices of the training views of this step.
         num_train_views: number of training views.
         pass_start: whether this step starts a new pass over the training views.
+        target_alpha: (C, H, W, 1) or, for ray batches, (C, R, 1) target alpha / mask of the step, or None
+            when the dataset has none (mask losses).
         progress: progress through the budget in [0, 1] when it is not ``step / max_steps`` (a wall-clock
             budget: the larger of the step and time fractions); None means ``step / max_steps``.
     """
@@ -111,6 +113,7 @@ class StepContext:
     num_train_views: int = 1
     pass_start: bool = False
     progress: float | None = None
+    target_alpha: Tensor | None = None
 
     @property
     def fraction(self) -> float:

@@ -40,7 +40,11 @@ class TrainConfig:
     resume: bool = False
     """Continue the run in --run-dir from its newest checkpoint."""
     viewer: bool = False
-    """Serve the live viewer while training (not available yet for this trainer)."""
+    """Serve the live browser viewer while training (see docs/viewer.md)."""
+    viewer_host: str = "127.0.0.1"
+    """Address the live viewer binds (a warning is logged when it is not loopback)."""
+    viewer_port: int = 8080
+    """Port of the live viewer."""
     max_minutes: float = 0.0
     """Stop with a final checkpoint and eval once this much training time is spent (0: no limit; periodic
     evaluation is not counted). Schedules then follow the larger of the step and time fractions, so they
@@ -72,6 +76,12 @@ class TrainConfig:
     """Show a progress bar on stderr."""
     loss: LossConfig = field(default_factory=LossConfig)
     """Generic loss terms (photometric, depth-normal consistency, distortion)."""
+    batch: Literal["image", "rays"] = "image"
+    """What one step trains on: one whole training view, or rays drawn across the training views (fields)."""
+    rays_per_batch: int = 4096
+    """Rays per step with batch "rays"."""
+    images_per_batch: int = 0
+    """With batch "rays": 0 draws an image per ray; C > 0 draws C images with rays_per_batch / C rays each."""
 
 
 @dataclass(frozen=True)

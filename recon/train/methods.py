@@ -10,8 +10,12 @@ from pathlib import Path
 from recon.core.errors import NotAvailableYet, ReconError
 from recon.export.splat_ply import write_splat_ply
 from recon.scenes.base import Scene
+from recon.scenes.nerf import NerfScene, NerfSceneConfig
+from recon.scenes.neus import NeusScene, NeusSceneConfig
 from recon.scenes.triangles import TriangleSceneConfig, TriangleSplatScene
 from recon.train.config import TrainConfig, TrianglesTrainConfig
+from recon.train.neural_configs import NerfTrainConfig, NeusTrainConfig
+from recon.train.occupancy import OccupancyConfig, OccupancyStrategy
 from recon.train.strategy import Strategy
 from recon.train.triangles_mcmc import TriangleMCMC, TriangleMCMCConfig
 
@@ -45,6 +49,10 @@ def _triangle_strategy(cfg: TrainConfig, num_views: int) -> Strategy:
     )
 
 
+def _occupancy_strategy(cfg: TrainConfig, num_views: int) -> Strategy:
+    return OccupancyStrategy(cfg.strategy, seed=cfg.seed)
+
+
 METHODS: dict[str, Method] = {
     "triangles": Method(
         "triangles",
@@ -55,11 +63,11 @@ METHODS: dict[str, Method] = {
         _triangle_strategy,
         write_splat_ply,
     ),
+    "nerf": Method("nerf", NerfTrainConfig, NerfSceneConfig, OccupancyConfig, NerfScene, _occupancy_strategy),
+    "neus": Method("neus", NeusTrainConfig, NeusSceneConfig, OccupancyConfig, NeusScene, _occupancy_strategy),
 }
 
 NOT_YET: dict[str, str] = {
-    "nerf": "neural fields (spec neural_fields.md) land with their own issue",
-    "neus": "neural SDF fields (spec neural_fields.md) land with their own issue",
     "superquadrics": "superquadric blocks (spec superquadrics.md) land with their own issue",
     "sparseflex": "sparse-voxel FlexiCubes (spec sparseflex.md) land with their own issue",
 }

@@ -18,6 +18,7 @@ from recon.train.evaluate import quick_metrics
 from recon.train.losses import needs_distortion, needs_normals, total_loss
 from recon.train.methods import Method
 from recon.train.param_optimizer import ParamOptimizer
+from recon.train.ray_batches import RayBatchSampler
 from recon.train.strategy import StrategyContext
 
 
@@ -62,7 +63,13 @@ class Trainer:
         self.scene = scene.to(device)
         self.optimizer = ParamOptimizer(self.scene.param_groups())
         self.strategy = method.make_strategy(cfg, len(self.views))
-        self.sampler = ViewSampler(len(self.views), self.generator)
+        if cfg.batch == "rays":
+            self.sampler = RayBatchSampler.from_views(
+                self.views, rays_per_batch=cfg.rays_per_batch, images_per_batch=cfg.images_per_batch,
+                background=cfg.background, generator=self.generator,
+            )  # fmt: skip
+        else:
+            self.sampler = ViewSampler(len(self.views), self.generator)
         self.step = 0
         self.train_seconds = 0.0
         self.eval_indices = _spread(len(dataset.splits.get("test", [])), cfg.eval_images)
@@ -74,18 +81,29 @@ class Trainer:
         cfg, step = self.cfg, self.step
         progress = self.progress()
         fraction = step / cfg.steps if progress is None else progress
-        index, pass_start = self.sampler.next()
-        background = self._background()
-        camera, target = self.views.view(index, background)
+        if cfg.batch == "rays":  # rays across the views, each over its own background (composited below)
+            rays = self.sampler.next()
+            camera, pixels, target, target_alpha = rays.camera, rays.pixels, rays.target, rays.alpha
+            background, render_background = self.views.background, None
+            view_indices, pass_start = rays.view_indices, False
+        else:
+            index, pass_start = self.sampler.next()
+            background = render_background = self._background()
+            camera, target = self.views.view(index, background)
+            pixels, view_indices = None, torch.tensor([index])
+            target_alpha = None if self.views.alphas is None else self.views.alphas[index : index + 1]
         self.optimizer.set_learning_rates(step, cfg.steps, progress=progress)
         options = RenderOptions(
-            background=background, backend=cfg.backend, depth=True, normals=needs_normals(cfg.loss, fraction),
+            background=render_background, backend=cfg.backend, depth=True,
+            normals=needs_normals(cfg.loss, fraction),
             median_depth=needs_normals(cfg.loss, fraction), distortion=needs_distortion(cfg.loss, fraction),
             stats=self.strategy.needs_stats,
         )  # fmt: skip
-        render = self.scene.render(camera, options)
-        ctx = StepContext(step, cfg.steps, camera, target, background, render, torch.tensor([index]),
-                          len(self.views), pass_start, progress)  # fmt: skip
+        render = self.scene.render(camera, options, pixels=pixels)
+        if pixels is not None:
+            render = rays.over_background(render)
+        ctx = StepContext(step, cfg.steps, camera, target, background, render, view_indices,
+                          len(self.views), pass_start, progress, target_alpha=target_alpha)  # fmt: skip
         terms = total_loss(render, target, camera, cfg.loss, fraction=fraction) | self.scene.regularizers(ctx)
         sctx = StrategyContext(ctx, self.scene, self.optimizer)
         self.strategy.before_backward(sctx)
@@ -174,9 +192,11 @@ class Trainer:
             return {}
         if self.test_views is None:
             self.test_views = TrainViews(self.dataset, "test", device=self.device)
+        self.scene.eval()  # deterministic sampling (ray-marched fields jitter their samples in training)
         result = quick_metrics(
             self.scene, self.test_views, indices=self.eval_indices, backend=self.cfg.backend
         )
+        self.scene.train()
         self.run.log_metrics(self.step, {
             "eval_psnr": result["psnr"], "eval_ssim": result["ssim"], "eval_images": len(self.eval_indices),
             "train_seconds": round(self.train_seconds, 3), "num_primitives": self.scene.num_primitives(),

@@ -103,8 +103,8 @@ def test_resume_continues_from_checkpoint(data, tmp_path, capsys):
 
 
 def test_unknown_and_future_methods(capsys):
-    with pytest.raises(NotAvailableYet, match="nerf"):
-        train_cli.main(["nerf", "--data", "x"])
+    with pytest.raises(NotAvailableYet, match="superquadrics"):
+        train_cli.main(["superquadrics", "--data", "x"])
     with pytest.raises(ReconError, match="unknown"):
         train_cli.main(["gaussians", "--data", "x"])
     with pytest.raises(ReconError, match="METHOD"):
@@ -117,3 +117,63 @@ def test_existing_run_dir_needs_resume(data, tmp_path, capsys):
            capsys)  # fmt: skip
     with pytest.raises(ReconError, match="--resume"):
         train_cli.main(["triangles", "--data", str(data), "--steps", "1", "--run-dir", str(run_dir), *TINY])
+
+
+def test_train_with_live_viewer(data, tmp_path, capsys):
+    """`recon train --viewer` serves the viewer on the given port during training and closes it at the end."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir = tmp_path / "run_viewer"
+    seen: dict[str, int] = {}
+    original = train_cli._progress_bar
+
+    def probing_progress_bar(cfg, start_step):
+        # While training runs, the viewer's HTTP server answers on the requested port.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            seen["status"] = response.status
+        return original(cfg, start_step)
+
+    train_cli._progress_bar = probing_progress_bar
+    try:
+        code, last = _train(
+            ["triangles", "--data", str(data), "--steps", "5", "--run-dir", str(run_dir), "--viewer",
+             "--viewer-port", str(port), "--no-final-eval", *TINY],
+            capsys,
+        )  # fmt: skip
+    finally:
+        train_cli._progress_bar = original
+    assert code == 0 and last == str(run_dir)
+    assert seen["status"] == 200
+    with socket.socket() as s:  # closed after training: the port is free again
+        s.bind(("127.0.0.1", port))
+
+
+NEURAL_TINY = ["--scene.grid-levels", "4", "--scene.grid-log2-size", "12", "--scene.grid-max-resolution", "64",
+               "--scene.occupancy-resolution", "16", "--scene.render-step-size", "0.05", "--scene.mesh-resolution",
+               "32", "--strategy.warmup-steps", "4", "--rays-per-batch", "128", "--no-progress", "--threads", "1"]  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["nerf", "neus"])
+def test_train_neural_fields_through_generic_trainer(method, data, tmp_path, capsys):
+    """nerf/neus run through the same trainer (ray batches), checkpoint, resume, evaluate and export."""
+    run_dir = tmp_path / method
+    code, last = _train(
+        [method, "--data", str(data), "--steps", "6", "--run-dir", str(run_dir), "--no-final-eval", *NEURAL_TINY],
+        capsys,
+    )
+    assert code == 0 and last == str(run_dir)
+    code, last = _train([method, "--resume", "--run-dir", str(run_dir), "--steps", "8"], capsys)
+    assert code == 0 and last == str(run_dir)
+    assert not (run_dir / "eval.json").exists()  # the resumed run keeps the saved --no-final-eval
+    assert eval_cli.main([str(run_dir)]) == 0
+    ev = json.loads((run_dir / "eval.json").read_text())
+    assert ev["method"] == method and ev["step"] == 8 and ev["num_images"] == 2
+    assert 0 < ev["psnr"] < 60 and ev["protocol"]["background"] == "white"
+    out = tmp_path / f"{method}.ply"
+    assert export_cli.main([str(run_dir), "--format", "ply", "--output", str(out)]) == 0
+    mesh = trimesh.load(out, force="mesh")
+    assert len(mesh.faces) > 0 and len(o3d.io.read_triangle_mesh(str(out)).triangles) == len(mesh.faces)

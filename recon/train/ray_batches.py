@@ -1,0 +1,148 @@
+"""Ray batches for ray-based fields (NeRF, NeuS): random pixels drawn across the training images.
+
+Each step draws ``R`` rays. With ``images_per_batch = 0`` every ray picks its own random training image and pixel
+(as the nerfacc examples do): the batch is ``C = R`` cameras with one pixel each, ``pixels (R, 1, 2)``. With
+``images_per_batch = C > 0``, ``C`` random images contribute ``R / C`` random pixels each, ``pixels (C, R/C, 2)``.
+The scene renders the batch through ``Scene.render(camera, options, pixels=pixels)``.
+
+Backgrounds: a colour per ray (random for training, spec §4) is composited behind both the target and the
+render: ``target = image + (bg - bg_dataset) (1 - alpha)`` and ``rgb = rgb_black + (1 - A) bg``
+(``RayBatch.over_background``). Images without alpha count as opaque (``alpha = 1``, as the nerfacc examples do for
+360 scenes): their targets are unchanged, and the random colour behind the render pushes the field to be opaque.
+"""
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from recon.core import Camera, ReconError, RenderOutput
+
+__all__ = ["RayBatch", "RayBatchSampler", "RayBackground"]
+
+RayBackground = Literal["dataset", "random", "white", "black"]
+
+
+@dataclass
+class RayBatch:
+    """One batch of training rays.
+
+    Attributes:
+        camera: C cameras (one per image of the batch; repeated images allowed).
+        pixels: (C, R, 2) integer pixel ``(i, j)`` = (column, row) per camera.
+        target: (C, R, 3) target colours composited over ``background``.
+        background: (C, R, 3) background colour of each ray.
+        alpha: (C, R, 1) target alpha / mask, or None when the dataset has none.
+        view_indices: (C,) training-view index of each camera.
+    """
+
+    camera: Camera
+    pixels: Int[Tensor, "C R 2"]
+    target: Float[Tensor, "C R 3"]
+    background: Float[Tensor, "C R 3"]
+    alpha: Float[Tensor, "C R 1"] | None
+    view_indices: Int[Tensor, " C"]
+
+    def over_background(self, render: RenderOutput) -> RenderOutput:
+        """``render`` (made over a black background) composited over the per-ray background:
+        ``rgb + (1 - alpha) bg``. Differentiable w.r.t. ``render.rgb`` and ``render.alpha``."""
+        return replace(render, rgb=render.rgb + (1.0 - render.alpha) * self.background)
+
+
+class RayBatchSampler:
+    """Draws ray batches from preloaded training views.
+
+    Args:
+        images: (N, H, W, 3) training images composited over ``dataset_background``.
+        cameras: N cameras.
+        alphas: (N, H, W, 1) alpha masks, or None.
+        dataset_background: (3,) the colour the stored images are composited over.
+        rays_per_batch: rays per batch R.
+        images_per_batch: 0 (every ray draws its own image) or the number of images C (R must divide by C).
+        background: "dataset" (the stored images as they are), "random" (a random colour per ray), "white" or
+            "black" (images without alpha are opaque: only the render sees the colour).
+        generator: RNG of the draws.
+
+    Example:
+        >>> # sampler = RayBatchSampler.from_views(TrainViews(ds), rays_per_batch=1024, background="random",
+        >>> #                                      generator=torch.Generator().manual_seed(0))
+        >>> # batch = sampler.next(); scene.render(batch.camera, options, pixels=batch.pixels)
+    """
+
+    def __init__(
+        self,
+        images: Float[Tensor, "N H W 3"],
+        cameras: Camera,
+        *,
+        alphas: Float[Tensor, "N H W 1"] | None,
+        dataset_background: Float[Tensor, "3"],
+        rays_per_batch: int,
+        images_per_batch: int = 0,
+        background: RayBackground = "dataset",
+        generator: torch.Generator,
+    ) -> None:
+        if rays_per_batch < 1:
+            raise ReconError(f"rays_per_batch must be >= 1, got {rays_per_batch}")
+        if images_per_batch < 0 or (images_per_batch > 0 and rays_per_batch % images_per_batch != 0):
+            raise ReconError(
+                f"images_per_batch must be 0 or divide rays_per_batch ({rays_per_batch}), got {images_per_batch}"
+            )
+        if background not in ("dataset", "random", "white", "black"):
+            raise ReconError(f"background must be dataset|random|white|black, got {background!r}")
+        if images.ndim != 4 or images.shape[0] != len(cameras):
+            raise ValueError(
+                f"images must be (N, H, W, 3) with N = {len(cameras)}, got {tuple(images.shape)}"
+            )
+        self.images, self.cameras, self.alphas = images, cameras, alphas
+        self.dataset_background = dataset_background.to(images)
+        self.rays_per_batch, self.images_per_batch = rays_per_batch, images_per_batch
+        self.background = background
+        self.generator = generator
+
+    @classmethod
+    def from_views(cls, views, **kwargs) -> "RayBatchSampler":
+        """A sampler over a ``recon.train.data.TrainViews`` (images, alphas, cameras, background)."""
+        return cls(
+            views.images, views.cameras, alphas=views.alphas, dataset_background=views.background, **kwargs
+        )
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def _draw(self, high: int, shape: tuple[int, ...]) -> Tensor:
+        return torch.randint(high, shape, generator=self.generator).to(self.images.device)
+
+    def next(self) -> RayBatch:
+        """The next batch (draws from the sampler's generator)."""
+        n, h, w = self.images.shape[:3]
+        c = self.images_per_batch or self.rays_per_batch
+        r = self.rays_per_batch // c
+        views = self._draw(n, (c,))
+        cols, rows = self._draw(w, (c, r)), self._draw(h, (c, r))
+        target = self.images[views[:, None], rows, cols]
+        alpha = None if self.alphas is None else self.alphas[views[:, None], rows, cols]
+        background = self._backgrounds(c, r)
+        if alpha is not None and self.background != "dataset":
+            target = target + (background - self.dataset_background) * (1.0 - alpha)
+        return RayBatch(
+            camera=self.cameras[views], pixels=torch.stack([cols, rows], -1), target=target,
+            background=background, alpha=alpha, view_indices=views,
+        )  # fmt: skip
+
+    def _backgrounds(self, c: int, r: int) -> Tensor:
+        if self.background == "random":
+            return torch.rand((c, r, 3), generator=self.generator).to(self.images)
+        if self.background == "white":
+            return torch.ones(c, r, 3).to(self.images)
+        if self.background == "black":
+            return torch.zeros(c, r, 3).to(self.images)
+        return self.dataset_background.expand(c, r, 3)
+
+    # the generator belongs to the caller (the trainer checkpoints it); the sampler itself is stateless
+    def state_tensors(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Nothing to restore (see ``state_tensors``)."""

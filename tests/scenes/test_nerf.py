@@ -1,0 +1,215 @@
+"""NerfScene: ray-subset vs full-image rendering, a short CPU fit, mesh export, checkpoint round trip."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from recon.scenes.base import ExportOptions, RenderOptions, StepContext
+from recon.scenes.nerf import NerfScene, NerfSceneConfig, vertex_normals
+from recon.train.occupancy import OccupancyConfig, OccupancyStrategy
+from recon.train.param_optimizer import ParamOptimizer
+from recon.train.ray_batches import RayBatchSampler
+from recon.train.strategy import StrategyContext
+
+# CPU-budget field: 8 levels up to 128^3, a 24^3 occupancy grid, <= 45 samples per ray across the box, a
+# constant learning rate 3x the published one (a 100-step fit instead of 20 000 steps).
+TINY = NerfSceneConfig(
+    grid_levels=8, grid_log2_size=14, grid_max_resolution=128, occupancy_resolution=24, render_step_size=0.1,
+    lr=3e-2, lr_final_ratio=1.0, render_chunk=300, mesh_resolution=40, mesh_density=2.0,
+)  # fmt: skip
+FIT_STEPS = 100
+RAYS = 128
+# Stated margins of the short fit (measured +2.7 dB on the training batches and +5.2 dB on the test views at 100
+# steps; the margins leave slack for the RNG stream).
+TRAIN_PSNR_GAIN_DB = 1.5
+TEST_PSNR_GAIN_DB = 3.0
+LOSS_DROP_RATIO = 0.7  # mean L1 of the last 10 steps below 0.7x that of the first 10
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from recon.datasets import load_dataset
+    from recon.datasets.synthetic import write_scene
+
+    root = write_scene(
+        "object", tmp_path_factory.mktemp("nerf") / "object", resolution=32, views=8, test_views=2
+    )
+    return load_dataset(root)
+
+
+def _sampler(dataset, generator, background="random"):
+    n = len(dataset.splits["train"])
+    images = torch.stack([dataset.image("train", i) for i in range(n)])
+    alphas = torch.stack([dataset.alpha("train", i) for i in range(n)])
+    return RayBatchSampler(
+        images, dataset.cameras("train"), alphas=alphas, dataset_background=dataset.background,
+        rays_per_batch=RAYS, background=background, generator=generator,
+    )  # fmt: skip
+
+
+def _test_psnr(scene, dataset) -> float:
+    scene.eval()
+    values = []
+    with torch.no_grad():
+        for i in range(len(dataset.splits["test"])):
+            rgb = scene.render(dataset.camera("test", i), RenderOptions(background=dataset.background)).rgb[0]
+            values.append(float(-10 * torch.log10(((rgb - dataset.image("test", i)) ** 2).mean())))
+    scene.train()
+    return sum(values) / len(values)
+
+
+def fit(scene, sampler, steps: int, strategy) -> tuple[list[float], list[float]]:
+    """A minimal ray-batch loop (what the trainer does with batch="rays"): losses and batch PSNRs per step."""
+    optimizer = ParamOptimizer(scene.param_groups())
+    losses, psnrs = [], []
+    scene.train()
+    for step in range(steps):
+        batch = sampler.next()
+        optimizer.set_learning_rates(step, steps)
+        render = batch.over_background(
+            scene.render(batch.camera, RenderOptions(background=None), pixels=batch.pixels)
+        )
+        ctx = StepContext(step, steps, batch.camera, batch.target, torch.ones(3), render)
+        terms = {"l1": (render.rgb - batch.target).abs().mean()} | scene.regularizers(ctx)
+        sctx = StrategyContext(ctx, scene, optimizer)
+        strategy.before_backward(sctx)
+        torch.stack(list(terms.values())).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        strategy.after_backward(sctx)
+        losses.append(float(terms["l1"].detach()))
+        psnrs.append(float(-10 * torch.log10(((render.rgb.detach() - batch.target) ** 2).mean())))
+    return losses, psnrs
+
+
+@pytest.fixture(scope="module")
+def fitted(dataset):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(
+        1
+    )  # small ops on a shared CPU: one thread is several times faster than contended two
+    try:
+        return _fit_scene(dataset)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_scene(dataset):
+    generator = torch.Generator().manual_seed(0)
+    scene = NerfScene(TINY, dataset.scene_box, generator=generator)
+    before = _test_psnr(scene, dataset)
+    strategy = OccupancyStrategy(OccupancyConfig(update_every=8, warmup_steps=48), seed=0)
+    losses, psnrs = fit(scene, _sampler(dataset, generator), FIT_STEPS, strategy)
+    print(
+        f"nerf fit: test PSNR {before:.2f} -> {_test_psnr(scene, dataset):.2f}, batch PSNR "
+        f"{sum(psnrs[:10]) / 10:.2f} -> {sum(psnrs[-10:]) / 10:.2f}, L1 {losses[0]:.4f} -> {losses[-1]:.4f}"
+    )
+    return scene, before, losses, psnrs
+
+
+def test_short_fit_loss_falls_and_psnr_rises(fitted, dataset):
+    scene, before, losses, psnrs = fitted
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < LOSS_DROP_RATIO * first, (first, last)
+    assert sum(psnrs[-10:]) / 10 > sum(psnrs[:10]) / 10 + TRAIN_PSNR_GAIN_DB
+    after = _test_psnr(scene, dataset)
+    assert after > before + TEST_PSNR_GAIN_DB, (before, after)
+    # the strategy ran the grid updates (the slow EMA prunes only over longer runs; see tests/train/test_occupancy.py)
+    assert float(scene.occupancy_grid.occs.min()) > 0.0
+
+
+def test_pixel_subset_matches_full_image(fitted, dataset):
+    scene = fitted[0].eval()
+    camera = dataset.camera("test", 0)
+    options = RenderOptions(background=dataset.background)
+    with torch.no_grad():
+        full = scene.render(camera, options)
+        pixels = torch.tensor([[[0, 0], [5, 17], [16, 16], [31, 2], [20, 30]]])
+        part = scene.render(camera, options, pixels=pixels)
+    assert full.rgb.shape == (1, 32, 32, 3) and full.alpha.shape == (1, 32, 32, 1)
+    assert part.rgb.shape == (1, 5, 3) and part.depth_kind == "t" and part.normals is None
+    i, j = pixels[0, :, 0], pixels[0, :, 1]
+    torch.testing.assert_close(part.rgb[0], full.rgb[0, j, i], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(part.depth[0], full.depth[0, j, i], rtol=1e-5, atol=1e-5)
+    assert bool(((full.alpha >= 0) & (full.alpha <= 1 + 1e-5)).all())
+    # background pixels of the synthetic object stay close to the white background
+    assert float(full.rgb[0, 0, 0].min()) > 0.6
+    scene.train()
+
+
+def test_mesh_export_loads_and_is_closed(fitted, tmp_path):
+    import open3d as o3d
+    import trimesh
+
+    scene = fitted[0]
+    mesh = scene.export_mesh(ExportOptions())
+    assert mesh.num_faces > 100 and mesh.vertex_colors is not None
+    assert bool(((mesh.vertex_colors >= 0) & (mesh.vertex_colors <= 1)).all())
+    lo, hi = scene.aabb[0] - 1e-4, scene.aabb[1] + 1e-4
+    assert bool(((mesh.vertices >= lo) & (mesh.vertices <= hi)).all())
+    assert vertex_normals(mesh).shape == mesh.vertices.shape
+    tm = trimesh.Trimesh(mesh.vertices.numpy(), mesh.faces.numpy(), vertex_colors=mesh.vertex_colors.numpy())
+    path = tmp_path / "nerf.ply"
+    tm.export(path)
+    loaded = trimesh.load(path, process=False)
+    assert loaded.is_watertight and len(loaded.faces) == mesh.num_faces
+    o3 = o3d.io.read_triangle_mesh(str(path))
+    assert len(o3.triangles) == mesh.num_faces and o3.has_vertex_colors()
+    # closed 2-manifold (trimesh: every edge in exactly two consistently wound faces; Open3D: edge and vertex
+    # manifold). Open3D's is_watertight also runs a self-intersection test, which the rough density surface of a
+    # 100-step fit fails on near-degenerate marching-cubes triangles; the NeuS test checks it on an SDF surface.
+    assert o3.is_edge_manifold() and o3.is_vertex_manifold()
+
+
+def test_checkpoint_round_trip(fitted, dataset):
+    scene = fitted[0].eval()
+    restored = NerfScene.empty(TINY)
+    restored.load_state_dict_resizing(scene.state_dict())
+    restored.eval()
+    torch.testing.assert_close(restored.aabb, scene.aabb)
+    assert torch.equal(restored.occupancy_grid.binaries, scene.occupancy_grid.binaries)
+    camera, options = dataset.camera("test", 1), RenderOptions(background=dataset.background)
+    with torch.no_grad():
+        torch.testing.assert_close(restored.render(camera, options).rgb, scene.render(camera, options).rgb)
+    scene.train()
+
+
+def test_param_groups_cover_every_parameter():
+    scene = NerfScene(dataclasses.replace(TINY, lr=3e-3), torch.tensor([[-1.0, -2, -1], [1, 2, 1]]))
+    groups = scene.param_groups()
+    assert {g.name for g in groups} == {n for n, _ in scene.named_parameters()}
+    assert all(g.lr == 3e-3 and not g.per_row for g in groups)
+    # the box is forced to a cube around the scene box (spec §2)
+    torch.testing.assert_close(scene.aabb, torch.tensor([[-2.0] * 3, [2.0] * 3]))
+
+
+def test_training_render_depends_only_on_the_step(dataset):
+    # Stratified offsets come from the scene's step (set by the strategy), not a global RNG: a resumed run
+    # renders exactly what the uninterrupted one would.
+    scene = NerfScene(TINY, dataset.scene_box, generator=torch.Generator().manual_seed(1))
+    camera, pixels = dataset.camera("train", 0), torch.tensor([[[3, 4], [16, 16], [20, 9]]])
+    options = RenderOptions(background=None)
+    scene.set_step(7)
+    a = scene.render(camera, options, pixels=pixels).depth
+    torch.rand(5)  # the global RNG is irrelevant
+    b = scene.render(camera, options, pixels=pixels).depth
+    scene.set_step(8)
+    c = scene.render(camera, options, pixels=pixels).depth
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_median_depth_on_opaque_pixels(fitted, dataset):
+    scene = fitted[0].eval()
+    options = RenderOptions(background=dataset.background, median_depth=True)
+    with torch.no_grad():
+        out = scene.render(dataset.camera("test", 0), options)
+    scene.train()
+    median = out.extras["depth_median"]
+    assert median.shape == out.depth.shape
+    opaque, clear = out.alpha > 0.6, out.alpha < 0.4  # (a 100-step fit is only partly opaque)
+    assert int(opaque.sum()) > 10 and bool((median[opaque] > 0).all())
+    # the transmittance crosses 1/2 inside the ray's weight mass: near the expected depth on opaque pixels,
+    # and never on rays that stay more than half transparent
+    assert float((median[opaque] - out.depth[opaque]).abs().median()) < 3 * TINY.render_step_size
+    assert bool((median[clear] == 0).all())
