@@ -162,7 +162,17 @@ def test_train_neural_fields_through_generic_trainer(method, data, tmp_path, cap
     """nerf/neus run through the same trainer (ray batches), checkpoint, resume, evaluate and export."""
     run_dir = tmp_path / method
     code, last = _train(
-        [method, "--data", str(data), "--steps", "6", "--run-dir", str(run_dir), "--no-final-eval", *NEURAL_TINY],
+        [
+            method,
+            "--data",
+            str(data),
+            "--steps",
+            "6",
+            "--run-dir",
+            str(run_dir),
+            "--no-final-eval",
+            *NEURAL_TINY,
+        ],
         capsys,
     )
     assert code == 0 and last == str(run_dir)
