@@ -1,7 +1,7 @@
 """``recon render RUN_DIR [--trajectory orbit|dataset|PATH.json] [--output DIR|FILE.mp4] [--outputs rgb,depth,normal]``.
 
-Images are written as PNGs into a folder. ``.mp4`` output needs an ffmpeg plugin for imageio
-(``pip install imageio-ffmpeg``); without it the command says so and writes nothing.
+Images are written as PNGs into a folder, or as an H.264 ``.mp4`` through imageio-ffmpeg (a dependency, which
+ships its own ffmpeg binary); if video writing fails the command says so and suggests a folder.
 A JSON trajectory is ``{"frames": [{"T_cam_world": 4x4, "K": 3x3, "width": W, "height": H}, ...]}`` in the
 run's normalised frame.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import tyro
+from rich.console import Console
 
 from recon.core import Camera, ReconError
 from recon.core.transforms import look_at
@@ -96,8 +97,10 @@ def main(argv: list[str]) -> int:
         background=dataset_bg, backend=cfg.backend, depth=True, normals="normal" in wanted
     )
     frames: dict[str, list] = {o: [] for o in wanted}
+    from rich.progress import track
+
     with torch.no_grad():
-        for c in range(len(cams)):
+        for c in track(range(len(cams)), description="render", console=Console(stderr=True), transient=True):
             r = scene.render(cams[c], options)
             maps = {"rgb": r.rgb[0], "alpha": r.alpha[0].expand(-1, -1, 3)}
             if r.depth is not None:

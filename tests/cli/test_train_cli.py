@@ -73,6 +73,12 @@ def test_train_eval_export_render(data, tmp_path, capsys):
     assert render_cli.main([str(run_dir), "--trajectory", "orbit", "--frames", "2", "--outputs", "rgb,depth",
                             "--device", "cpu"]) == 0  # fmt: skip
     assert len(list((run_dir / "renders" / "orbit" / "rgb").glob("*.png"))) == 2
+    video = tmp_path / "orbit.mp4"
+    assert render_cli.main([str(run_dir), "--trajectory", "orbit", "--frames", "3", "--output", str(video),
+                            "--device", "cpu"]) == 0  # fmt: skip
+    import imageio.v3 as iio
+
+    assert iio.imread(video, index=None).shape[0] == 3  # three decodable frames
 
 
 def test_export_original_frame_applies_inverse_normalisation(data, tmp_path, capsys):
