@@ -17,10 +17,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from recon.core.camera import Camera, CameraModel
-from recon.core.transforms import apply_T, rigidity_error, similarity_scale, transform_pose
+from recon.core.transforms import apply_T, invert_T, rigidity_error, similarity_scale, transform_pose
 from recon.datasets.errors import DatasetError
 from recon.datasets.images import (
     DEFAULT_CACHE_BYTES,
+    ImageHeader,
     LRUCache,
     decode_depth,
     decode_image,
@@ -35,11 +36,14 @@ __all__ = [
     "Frame",
     "SceneDataset",
     "box_from_points",
+    "camera_centers",
     "check_mask",
     "check_pose",
     "read_json",
+    "every_nth_dataset",
     "every_nth_split",
     "fit_intrinsics",
+    "image_frame",
     "sphere_normalization",
 ]
 
@@ -177,6 +181,37 @@ def check_mask(mask_path: Path, width: int, height: int, image_path: Path) -> No
         )
 
 
+def image_frame(
+    name: str,
+    path: Path,
+    header: ImageHeader,
+    K: Tensor,
+    T_cam_world: Tensor,
+    *,
+    camera_model: CameraModel = "pinhole",
+    distortion: Tensor | None = None,
+    mask_path: Path | None = None,
+) -> Frame:
+    """The ``Frame`` of the image file ``path``, with the stored size and alpha flag read from its ``header``."""
+    return Frame(
+        name=name,
+        image_path=path,
+        width=header.width,
+        height=header.height,
+        K=K,
+        T_cam_world=T_cam_world,
+        camera_model=camera_model,
+        distortion=distortion,
+        has_alpha=header.has_alpha,
+        mask_path=mask_path,
+    )
+
+
+def camera_centers(frames: list[Frame]) -> Tensor:
+    """(N, 3) camera centres of ``frames`` in the original world frame."""
+    return torch.stack([invert_T(f.T_cam_world)[:3, 3] for f in frames])
+
+
 def sphere_normalization(centers: Tensor) -> Tensor:
     """Translate + uniformly scale (no rotation) so that camera centres fit in a sphere of radius 1 around the
     origin: ``x_norm = (x - mean) / max_i |c_i - mean|``. One camera (or coincident ones) only recentres."""
@@ -213,6 +248,33 @@ def every_nth_split(frames: list[Frame], n: int = HOLDOUT_EVERY) -> dict[str, li
 
 def every_nth_rule(n: int = HOLDOUT_EVERY) -> str:
     return f"every {n}th image held out for test (images sorted by name, indices 0, {n}, {2 * n}, ...)"
+
+
+def every_nth_dataset(
+    format: str,
+    root: Path,
+    frames: list[Frame],
+    *,
+    normalization: Tensor,
+    scene_box: Tensor,
+    background: Tensor | None,
+    downscale: float,
+    points3d: Tensor | None = None,
+    points3d_rgb: Tensor | None = None,
+) -> "SceneDataset":
+    """A dataset of ``frames`` split by ``every_nth_split`` (LLFF, COLMAP, DTU); black unless ``background``."""
+    return SceneDataset(
+        format=format,
+        root=root,
+        splits=every_nth_split(frames),
+        split_rule=every_nth_rule(),
+        normalization=normalization,
+        scene_box=scene_box,
+        background=background if background is not None else torch.zeros(3),
+        points3d=points3d,
+        points3d_rgb=points3d_rgb,
+        downscale=downscale,
+    )
 
 
 class SceneDataset:

@@ -21,15 +21,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from recon.core.transforms import invert_T, make_T, quat_to_rotmat
+from recon.core.transforms import make_T, quat_to_rotmat
 from recon.datasets.base import (
-    Frame,
     SceneDataset,
     box_from_points,
+    camera_centers,
     check_pose,
-    every_nth_rule,
-    every_nth_split,
+    every_nth_dataset,
     fit_intrinsics,
+    image_frame,
     sphere_normalization,
 )
 from recon.datasets.errors import DatasetError
@@ -361,22 +361,13 @@ def load_colmap(root: Path, *, downscale: float = 1.0, background: Tensor | None
         path = image_dir / image.name
         header = image_header(path)
         K = fit_intrinsics(K, (cam.width, cam.height), (header.width, header.height), path)
+        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else image.name
         frames.append(
-            Frame(
-                name=path.relative_to(root).as_posix() if path.is_relative_to(root) else image.name,
-                image_path=path,
-                width=header.width,
-                height=header.height,
-                K=K,
-                T_cam_world=T,
-                camera_model=lens,  # type: ignore[arg-type]
-                distortion=dist,
-                has_alpha=header.has_alpha,
-            )
+            image_frame(name, path, header, K, T, camera_model=lens, distortion=dist)  # type: ignore[arg-type]
         )
     if not frames:
         raise DatasetError(f"COLMAP model in {model} has no registered images: expected at least one")
-    centers = torch.stack([invert_T(f.T_cam_world)[:3, 3] for f in frames])
+    centers = camera_centers(frames)
     S = sphere_normalization(centers)
     pts = rgb = None
     if points is not None and len(points.xyz) > 0:
@@ -385,15 +376,7 @@ def load_colmap(root: Path, *, downscale: float = 1.0, background: Tensor | None
         box = box_from_points(pts)
     else:
         box = box_from_points(centers * S[0, 0] + S[:3, 3], percentile=0.0)
-    return SceneDataset(
-        format="colmap",
-        root=root,
-        splits=every_nth_split(frames),
-        split_rule=every_nth_rule(),
-        normalization=S,
-        scene_box=box,
-        background=background if background is not None else torch.zeros(3),
-        points3d=pts,
-        points3d_rgb=rgb,
-        downscale=downscale,
-    )
+    return every_nth_dataset(
+        "colmap", root, frames, normalization=S, scene_box=box, background=background, downscale=downscale,
+        points3d=pts, points3d_rgb=rgb,
+    )  # fmt: skip

@@ -16,12 +16,11 @@ from torch import Tensor
 
 from recon.core.transforms import make_T, similarity_scale
 from recon.datasets.base import (
-    Frame,
     SceneDataset,
     check_mask,
     check_pose,
-    every_nth_rule,
-    every_nth_split,
+    every_nth_dataset,
+    image_frame,
 )
 from recon.datasets.errors import DatasetError
 from recon.datasets.images import image_header
@@ -91,28 +90,10 @@ def load_dtu(root: Path, *, downscale: float = 1.0, background: Tensor | None = 
         mask_path = masks[i] if masks else None
         if mask_path is not None:
             check_mask(mask_path, header.width, header.height, path)
-        frames.append(
-            Frame(
-                name=path.relative_to(root).as_posix(),
-                image_path=path,
-                width=header.width,
-                height=header.height,
-                K=K,
-                T_cam_world=T,
-                has_alpha=header.has_alpha,
-                mask_path=mask_path,
-            )
-        )
+        frames.append(image_frame(path.relative_to(root).as_posix(), path, header, K, T, mask_path=mask_path))
     box = torch.tensor([[-UNIT_BOX_HALF] * 3, [UNIT_BOX_HALF] * 3])
-    return SceneDataset(
-        format="dtu",
-        root=root,
-        splits=every_nth_split(frames),
-        split_rule=every_nth_rule(),
-        normalization=S,
-        scene_box=box,
-        background=background if background is not None else torch.zeros(3),
-        downscale=downscale,
+    return every_nth_dataset(
+        "dtu", root, frames, normalization=S, scene_box=box, background=background, downscale=downscale
     )
 
 

@@ -19,13 +19,13 @@ from torch import Tensor
 
 from recon.core.transforms import apply_T, invert_T, make_T
 from recon.datasets.base import (
-    Frame,
     SceneDataset,
     box_from_points,
+    camera_centers,
     check_pose,
-    every_nth_rule,
-    every_nth_split,
+    every_nth_dataset,
     fit_intrinsics,
+    image_frame,
     sphere_normalization,
 )
 from recon.datasets.errors import DatasetError
@@ -76,30 +76,12 @@ def load_llff(root: Path, *, downscale: float = 1.0, background: Tensor | None =
         T, K, size, (near, far) = llff_row_to_pose(row, f"{source} (row {i})")
         header = image_header(path)
         K = fit_intrinsics(K, size, (header.width, header.height), path)
-        frames.append(
-            Frame(
-                name=path.relative_to(root).as_posix(),
-                image_path=path,
-                width=header.width,
-                height=header.height,
-                K=K,
-                T_cam_world=T,
-                has_alpha=header.has_alpha,
-            )
-        )
+        frames.append(image_frame(path.relative_to(root).as_posix(), path, header, K, T))
         corners.append(_frustum_points(T, K, header.width, header.height, near, far))
-    centers = torch.stack([invert_T(f.T_cam_world)[:3, 3] for f in frames])
-    S = sphere_normalization(centers)
+    S = sphere_normalization(camera_centers(frames))
     box = box_from_points(apply_T(S, torch.cat(corners)), percentile=0.0, margin=0.0)
-    return SceneDataset(
-        format="llff",
-        root=root,
-        splits=every_nth_split(frames),
-        split_rule=every_nth_rule(),
-        normalization=S,
-        scene_box=box,
-        background=background if background is not None else torch.zeros(3),
-        downscale=downscale,
+    return every_nth_dataset(
+        "llff", root, frames, normalization=S, scene_box=box, background=background, downscale=downscale
     )
 
 

@@ -29,6 +29,7 @@ from recon.datasets.base import (
     every_nth_rule,
     every_nth_split,
     fit_intrinsics,
+    image_frame,
     read_json,
 )
 from recon.datasets.errors import DatasetError
@@ -203,21 +204,12 @@ def frame_from_json(root: Path, top: dict, item: dict, index: int, source: Path)
         name = image_path.relative_to(root.resolve()).as_posix()
     except ValueError:
         name = str(item["file_path"])
-    return Frame(
-        name=name,
-        image_path=image_path,
-        width=header.width,
-        height=header.height,
-        K=K,
-        T_cam_world=T,
+    frame = image_frame(
+        name, image_path, header, K, T,
         camera_model=model,  # type: ignore[arg-type]
-        distortion=dist,
-        has_alpha=header.has_alpha,
-        mask_path=mask_path,
-        depth_path=depth_path,
-        depth_scale=depth_scale,
-        normal_path=normal_path,
-    )
+        distortion=dist, mask_path=mask_path,
+    )  # fmt: skip
+    return replace(frame, depth_path=depth_path, depth_scale=depth_scale, normal_path=normal_path)
 
 
 def _explicit_splits(

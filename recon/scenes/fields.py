@@ -82,6 +82,19 @@ class MLP(nn.Module):
         return x
 
 
+class _HashGridField(nn.Module):
+    """Base of the hash-grid fields: the cube ``aabb`` (buffer) and the hash-grid ``encoding``."""
+
+    aabb: Float[Tensor, "2 3"]
+
+    def __init__(
+        self, aabb: Float[Tensor, "2 3"], *, grid: HashGridConfig, generator: torch.Generator | None
+    ) -> None:
+        super().__init__()
+        self.register_buffer("aabb", aabb.detach().clone().float())
+        self.encoding = HashGrid(grid, generator=generator)
+
+
 @dataclass(frozen=True)
 class DensityOutput:
     """Density field evaluation: ``sigmas`` (N,) >= 0 and ``geometry`` (N, G) features for the colour MLP."""
@@ -90,7 +103,7 @@ class DensityOutput:
     geometry: Float[Tensor, "N G"]
 
 
-class NGPField(nn.Module):
+class NGPField(_HashGridField):
     """Instant-NGP radiance field (spec §2).
 
     Density: ``hash(x) (L F) -> 64 (ReLU) -> 1 + G`` with ``sigma = trunc_exp(logit - 1)``, zero outside the
@@ -110,8 +123,6 @@ class NGPField(nn.Module):
         torch.Size([4])
     """
 
-    aabb: Float[Tensor, "2 3"]
-
     def __init__(
         self,
         aabb: Float[Tensor, "2 3"],
@@ -122,9 +133,7 @@ class NGPField(nn.Module):
         color_hidden_layers: int = 2,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__()
-        self.register_buffer("aabb", aabb.detach().clone().float())
-        self.encoding = HashGrid(grid, generator=generator)
+        super().__init__(aabb, grid=grid, generator=generator)
         self.density_mlp = MLP(
             self.encoding.output_dim, 1 + geometry_dim, hidden_dim=hidden_dim, hidden_layers=1
         )
@@ -163,7 +172,7 @@ class SDFOutput:
     gradients: Float[Tensor, "N 3"] | None
 
 
-class SDFField(nn.Module):
+class SDFField(_HashGridField):
     """Hash-grid SDF with sphere initialisation (spec §5 fast variant, instant-nsr-pl ``VolumeSDF``).
 
     Input ``[y, hash((y + 1) / 2)]`` with ``y in [-1, 1]^3`` the cube-normalised position; one hidden layer
@@ -187,8 +196,6 @@ class SDFField(nn.Module):
         generator: RNG of the initialisation.
     """
 
-    aabb: Float[Tensor, "2 3"]
-
     def __init__(
         self,
         aabb: Float[Tensor, "2 3"],
@@ -202,9 +209,7 @@ class SDFField(nn.Module):
         init_variance: float = 0.3,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__()
-        self.register_buffer("aabb", aabb.detach().clone().float())
-        self.encoding = HashGrid(grid, generator=generator)
+        super().__init__(aabb, grid=grid, generator=generator)
         in_dim = 3 + self.encoding.output_dim
         first = nn.Linear(in_dim, hidden_dim)
         last = nn.Linear(hidden_dim, 1 + feature_dim)

@@ -14,12 +14,19 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from recon.core import Camera, Mesh, RenderOutput
-from recon.renderers.encoding import HashGridConfig
-from recon.renderers.isosurface import marching_cubes, sample_grid
-from recon.renderers.volume import OccupancyGrid, PackedSamples, composite
-from recon.scenes.base import ExponentialDecayLr, ExportOptions, ParamGroup, RenderOptions, Scene, StepContext
-from recon.scenes.fields import NGPField, cube_box
+from recon.core import Mesh
+from recon.renderers.volume import OccupancyGrid, composite
+from recon.scenes.base import ExportOptions, RenderOptions, StepContext
+from recon.scenes.field_scene import (
+    FieldScene,
+    HashGridSceneConfig,
+    closed_mesh,
+    median_depth,
+    render_camera,
+    stratified_generator,
+    vertex_normals,
+)
+from recon.scenes.fields import NGPField
 
 __all__ = [
     "NerfScene",
@@ -34,26 +41,12 @@ OCC_THRESHOLD = 0.01  # occupancy threshold on sigma * step_size (spec §3)
 MESH_DENSITY_RULE = (
     0.01  # sigma_thr = 0.01 / step_size: the density the occupancy rule calls occupied (spec §6)
 )
-DEFAULT_BOX_HALF = 1.0  # box of an empty scene before a checkpoint restores the stored one
-MEDIAN_TRANSMITTANCE = 0.5  # median depth: where the transmittance crosses 1/2 (2DGS surface depth)
-STRATIFIED_SEED = 0x5EED  # stratified marching offsets of training step k come from seed STRATIFIED_SEED + k
-RayRenderFn = Callable[[Tensor, Tensor], dict[str, Tensor]]
 
 
 @dataclass(frozen=True)
-class NerfSceneConfig:
+class NerfSceneConfig(HashGridSceneConfig):
     """Instant-NGP field, occupancy grid and sampling (defaults: the NeRF-synthetic recipe of spec §2-§4)."""
 
-    grid_levels: int = 16
-    """Hash-grid levels L."""
-    grid_features: int = 2
-    """Features per level F."""
-    grid_log2_size: int = 19
-    """log2 of the hash-table entries per level T."""
-    grid_min_resolution: int = 16
-    """Coarsest grid resolution N_min."""
-    grid_max_resolution: int = 4096
-    """Finest grid resolution N_max."""
     hidden_dim: int = 64
     """Width of the density and colour MLPs."""
     occupancy_resolution: int = 128
@@ -79,17 +72,8 @@ class NerfSceneConfig:
     mesh_density: float = 0.0
     """Density level of the exported surface (0: 0.01 / render_step_size, spec §6)."""
 
-    def grid(self) -> HashGridConfig:
-        return HashGridConfig(
-            levels=self.grid_levels,
-            features_per_level=self.grid_features,
-            log2_hashmap_size=self.grid_log2_size,
-            base_resolution=self.grid_min_resolution,
-            max_resolution=self.grid_max_resolution,
-        )
 
-
-class NerfScene(Scene):
+class NerfScene(FieldScene):
     """Instant-NGP radiance field with an occupancy grid.
 
     Args:
@@ -98,7 +82,7 @@ class NerfScene(Scene):
         generator: RNG of the initialisation.
     """
 
-    aabb: Float[Tensor, "2 3"]
+    config: NerfSceneConfig
 
     def __init__(
         self,
@@ -107,35 +91,12 @@ class NerfScene(Scene):
         *,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__()
-        self.config = config
-        box = cube_box(scene_box.detach().float().cpu())
-        self.register_buffer("aabb", box)
-        self.register_buffer("step", torch.zeros((), dtype=torch.int64))
-        self._host_step: int | None = None  # host copy of ``step`` (None until set_step or the first read)
+        super().__init__(config, scene_box)
+        box = self.aabb
         self.field = NGPField(box, grid=config.grid(), hidden_dim=config.hidden_dim, generator=generator)
         self.occupancy_grid = OccupancyGrid(
             box, resolution=config.occupancy_resolution, levels=config.occupancy_levels
         )
-
-    # --- construction ---------------------------------------------------------------------------------------
-    @classmethod
-    def from_dataset(cls, config: NerfSceneConfig, dataset, *, generator: torch.Generator) -> "NerfScene":
-        """A new field covering ``dataset.scene_box`` (as a cube)."""
-        return cls(config, dataset.scene_box, generator=generator)
-
-    @classmethod
-    def empty(cls, config: NerfSceneConfig) -> "NerfScene":
-        """A field over a placeholder box; ``load_state_dict_resizing`` restores the stored box and weights."""
-        half = DEFAULT_BOX_HALF
-        return cls(config, torch.tensor([[-half] * 3, [half] * 3]))
-
-    def param_groups(self) -> list[ParamGroup]:
-        schedule = ExponentialDecayLr(final_ratio=self.config.lr_final_ratio)
-        return [
-            ParamGroup(name, p, self.config.lr, schedule, per_row=False)
-            for name, p in self.named_parameters()
-        ]
 
     # --- occupancy-grid capability (used by recon.train.occupancy) ------------------------------------------
     occupancy_threshold: float = OCC_THRESHOLD
@@ -145,35 +106,7 @@ class NerfScene(Scene):
         """Occupancy of points: ``sigma(x) * step_size`` (spec §3)."""
         return self.field.density(points).sigmas * self.config.render_step_size
 
-    def set_step(self, step: int) -> None:
-        """Training-progress hook: the step seeds the stratified sample offsets (resume-exact training)."""
-        self.step.fill_(step)
-        self._host_step = step
-
     # --- rendering ------------------------------------------------------------------------------------------
-    def render(self, camera: Camera, options: RenderOptions, *, pixels: Tensor | None = None) -> RenderOutput:
-        """Render full images ``(C, H, W)`` or the ray subset ``pixels`` ``(C, R, 2)``.
-
-        ``depth`` is the expected distance along the unit ray (``depth_kind="t"``); ``normals`` is None; with
-        ``options.median_depth`` also ``extras["depth_median"]`` (same kind, see ``median_depth``).
-
-        Differentiable w.r.t.: the field parameters (not the camera).
-        """
-        generator = stratified_generator(self._training_step()) if self.training else None
-        return render_camera(
-            lambda o, d: self._render_rays(o, d, options, generator), camera, pixels=pixels,
-            chunk=self.config.render_chunk,
-        )  # fmt: skip
-
-    def load_state_dict_resizing(self, state: dict[str, Tensor]) -> None:
-        super().load_state_dict_resizing(state)
-        self._host_step = None  # re-read the restored step
-
-    def _training_step(self) -> int:
-        if self._host_step is None:  # restored from a checkpoint: one host read of the buffer
-            self._host_step = int(self.step)
-        return self._host_step
-
     def _sigma_fn(self, origins: Tensor, directions: Tensor, backend) -> Callable:
         def sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
             x = origins[ray_indices] + directions[ray_indices] * ((t_starts + t_ends) * 0.5)[:, None]
@@ -184,6 +117,7 @@ class NerfScene(Scene):
     def _render_rays(
         self, origins: Tensor, directions: Tensor, options: RenderOptions, generator: torch.Generator | None
     ) -> dict[str, Tensor]:
+        """``rgb``, ``alpha`` and ``depth`` (expected distance along the unit ray) of a chunk of rays; no normals."""
         cfg, backend = self.config, options.backend
         samples = self.occupancy_grid.sampling(
             origins, directions, render_step_size=cfg.render_step_size,
@@ -218,10 +152,10 @@ class NerfScene(Scene):
         """
         cfg = self.config
         level = cfg.mesh_density if cfg.mesh_density > 0 else MESH_DENSITY_RULE / cfg.render_step_size
-        values = sample_grid(lambda x: self.field.density(x).sigmas, self.aabb, cfg.mesh_resolution)
-        mesh = marching_cubes(
-            _closed_boundary(values, outside=0.0), level=level, bbox=self.aabb, inside="above"
-        )
+        mesh = closed_mesh(
+            lambda x: self.field.density(x).sigmas, self.aabb, cfg.mesh_resolution, level=level, outside=0.0,
+            inside="above",
+        )  # fmt: skip
         if mesh.num_vertices == 0:
             return mesh
         normals = vertex_normals(mesh)
@@ -231,72 +165,3 @@ class NerfScene(Scene):
             for p, n in zip(x.split(cfg.render_chunk), normals.split(cfg.render_chunk), strict=True)
         ])  # fmt: skip
         return Mesh(vertices=mesh.vertices, faces=mesh.faces, vertex_colors=colors.clamp(0.0, 1.0))
-
-
-@torch.no_grad()
-def median_depth(samples: PackedSamples, weights: Tensor, transmittance: Tensor) -> Float[Tensor, "R 1"]:
-    """Per ray, the midpoint ``t`` of the sample where the transmittance falls below 1/2 (0 if it never does).
-
-    ``T`` is monotone along a ray, so exactly one sample has ``T_before >= 1/2 > T_after = T_before - w``.
-    Differentiable w.r.t.: nothing (the median is a selection).
-    """
-    t_mid = (samples.t_starts + samples.t_ends) * 0.5
-    crossing = (transmittance >= MEDIAN_TRANSMITTANCE) & (transmittance - weights < MEDIAN_TRANSMITTANCE)
-    out = torch.zeros(samples.n_rays, 1, dtype=t_mid.dtype, device=t_mid.device)
-    out[samples.ray_indices[crossing], 0] = t_mid[crossing]
-    return out
-
-
-def stratified_generator(step: Tensor) -> torch.Generator:
-    """The RNG of one training step's stratified sample offsets: a function of the step only, so a resumed run
-    draws exactly the offsets of the uninterrupted one."""
-    return torch.Generator().manual_seed(
-        STRATIFIED_SEED + int(step)
-    )  # host read of a CPU buffer: no device sync
-
-
-def _closed_boundary(values: Tensor, *, outside: float) -> Tensor:
-    """``values`` with the outer layer of grid nodes set to ``outside``: surfaces cut by the box are capped there,
-    so the extracted mesh is always closed (watertight)."""
-    out = values.clone()
-    for dim in range(3):
-        out.select(dim, 0).fill_(outside)
-        out.select(dim, out.shape[dim] - 1).fill_(outside)
-    return out
-
-
-def vertex_normals(mesh: Mesh) -> Float[Tensor, "V 3"]:
-    """Area-weighted unit vertex normals of a mesh (outward for counter-clockwise faces)."""
-    v = mesh.vertices
-    tri = v[mesh.faces]
-    face_n = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # |n| = 2 area
-    acc = torch.zeros_like(v).index_add_(0, mesh.faces.reshape(-1), face_n.repeat_interleave(3, dim=0))
-    return acc / acc.norm(dim=-1, keepdim=True).clamp_min(1e-20)
-
-
-def render_camera(
-    render_rays: RayRenderFn, camera: Camera, *, pixels: Tensor | None, chunk: int
-) -> RenderOutput:
-    """Generate the rays of ``camera`` (all pixels or ``pixels``), render them in chunks, reshape.
-
-    Args:
-        render_rays: ``(origins (R, 3), directions (R, 3)) -> {"rgb": (R, 3), "alpha": (R, 1), "depth": (R, 1),
-            optional "normals": (R, 3) and per-ray extras (R, K)}``.
-        camera: C cameras.
-        pixels: (C, R, 2) integer pixels or None (full images).
-        chunk: rays per ``render_rays`` call.
-
-    Returns:
-        ``RenderOutput`` shaped (C, H, W, .) or (C, R, .), ``depth_kind="t"``.
-    """
-    rays = camera.generate_rays(pixels)
-    shape = rays.shape
-    origins = rays.origins.reshape(-1, 3).contiguous()
-    directions = rays.directions.reshape(-1, 3).contiguous()
-    parts = [render_rays(o, d) for o, d in zip(origins.split(chunk), directions.split(chunk), strict=True)]
-    merged = {k: torch.cat([p[k] for p in parts]).reshape(*shape, -1) for k in parts[0]}
-    main = ("rgb", "alpha", "depth", "normals")
-    return RenderOutput(
-        rgb=merged["rgb"], alpha=merged["alpha"], depth=merged["depth"], normals=merged.get("normals"),
-        depth_kind="t", extras={k: v for k, v in merged.items() if k not in main},
-    )  # fmt: skip

@@ -14,19 +14,11 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from recon.core import Camera, Mesh, RenderOutput
-from recon.renderers.encoding import HashGridConfig
-from recon.renderers.isosurface import marching_cubes, sample_grid
+from recon.core import Mesh
 from recon.renderers.volume import OccupancyGrid, accumulate_along_rays, composite
-from recon.scenes.base import ExponentialDecayLr, ExportOptions, ParamGroup, RenderOptions, Scene, StepContext
-from recon.scenes.fields import SDFField, cube_box, unit_normals
-from recon.scenes.nerf import (
-    DEFAULT_BOX_HALF,
-    _closed_boundary,
-    median_depth,
-    render_camera,
-    stratified_generator,
-)
+from recon.scenes.base import ExportOptions, RenderOptions, StepContext
+from recon.scenes.field_scene import FieldScene, HashGridSceneConfig, closed_mesh, median_depth
+from recon.scenes.fields import SDFField, unit_normals
 
 __all__ = ["NeusScene", "NeusSceneConfig", "neus_alpha"]
 
@@ -82,15 +74,9 @@ def neus_alpha(
 
 
 @dataclass(frozen=True)
-class NeusSceneConfig:
+class NeusSceneConfig(HashGridSceneConfig):
     """NeuS fast variant (spec §5, instant-nsr-pl ``neus-dtu.yaml``): field, sampling, losses, learning rates."""
 
-    grid_levels: int = 16
-    """Hash-grid levels L."""
-    grid_features: int = 2
-    """Features per level F."""
-    grid_log2_size: int = 19
-    """log2 of the hash-table entries per level T."""
     grid_min_resolution: int = 32
     """Coarsest grid resolution N_min."""
     grid_max_resolution: int = 2048
@@ -126,17 +112,8 @@ class NeusSceneConfig:
     mesh_resolution: int = 512
     """Marching-cubes grid resolution of ``export_mesh``."""
 
-    def grid(self) -> HashGridConfig:
-        return HashGridConfig(
-            levels=self.grid_levels,
-            features_per_level=self.grid_features,
-            log2_hashmap_size=self.grid_log2_size,
-            base_resolution=self.grid_min_resolution,
-            max_resolution=self.grid_max_resolution,
-        )
 
-
-class NeusScene(Scene):
+class NeusScene(FieldScene):
     """A NeuS SDF field with an occupancy grid.
 
     Buffers: ``aabb`` (2, 3) cube, ``cos_anneal_ratio`` () and ``step`` () set by ``set_step``, the grid's state.
@@ -147,7 +124,7 @@ class NeusScene(Scene):
         generator: RNG of the initialisation.
     """
 
-    aabb: Float[Tensor, "2 3"]
+    config: NeusSceneConfig
     cos_anneal_ratio: Tensor
 
     def __init__(
@@ -157,13 +134,9 @@ class NeusScene(Scene):
         *,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__()
-        self.config = config
-        box = cube_box(scene_box.detach().float().cpu())
-        self.register_buffer("aabb", box)
+        super().__init__(config, scene_box)
+        box = self.aabb
         self.register_buffer("cos_anneal_ratio", torch.tensor(1.0 if config.anneal_end <= 0 else 0.0))
-        self.register_buffer("step", torch.zeros((), dtype=torch.int64))
-        self._host_step: int | None = None  # host copy of ``step`` (None until set_step or the first read)
         self.field = SDFField(
             box, grid=config.grid(), hidden_dim=config.hidden_dim, feature_dim=config.feature_dim,
             color_hidden_dim=config.hidden_dim, init_radius=config.init_radius, init_variance=config.init_variance,
@@ -172,26 +145,8 @@ class NeusScene(Scene):
         self.occupancy_grid = OccupancyGrid(box, resolution=config.occupancy_resolution)
         self.occupancy_threshold = config.occupancy_threshold
 
-    @classmethod
-    def from_dataset(cls, config: NeusSceneConfig, dataset, *, generator: torch.Generator) -> "NeusScene":
-        """A sphere-initialised SDF covering ``dataset.scene_box`` (as a cube)."""
-        return cls(config, dataset.scene_box, generator=generator)
-
-    @classmethod
-    def empty(cls, config: NeusSceneConfig) -> "NeusScene":
-        """A field over a placeholder box; ``load_state_dict_resizing`` restores the stored state."""
-        half = DEFAULT_BOX_HALF
-        return cls(config, torch.tensor([[-half] * 3, [half] * 3]))
-
-    def param_groups(self) -> list[ParamGroup]:
-        cfg = self.config
-        schedule = ExponentialDecayLr(final_ratio=cfg.lr_final_ratio)
-        return [
-            ParamGroup(
-                name, p, cfg.lr_variance if name == "field.variance" else cfg.lr, schedule, per_row=False
-            )
-            for name, p in self.named_parameters()
-        ]
+    def _lr(self, name: str) -> float:
+        return self.config.lr_variance if name == "field.variance" else self.config.lr
 
     # --- occupancy-grid capability (used by recon.train.occupancy) ------------------------------------------
     @torch.no_grad()
@@ -206,41 +161,21 @@ class NeusScene(Scene):
     def set_step(self, step: int) -> None:
         """Cosine annealing ratio ``r = min(1, step / anneal_end)`` for the next renders; the step also seeds the
         stratified sample offsets (resume-exact training)."""
-        self.step.fill_(step)
-        self._host_step = step
+        super().set_step(step)
         end = self.config.anneal_end
         self.cos_anneal_ratio.fill_(1.0 if end <= 0 else min(1.0, step / end))
 
     # --- rendering ------------------------------------------------------------------------------------------
-    def render(self, camera: Camera, options: RenderOptions, *, pixels: Tensor | None = None) -> RenderOutput:
-        """Render full images or the ray subset ``pixels`` (C, R, 2).
-
-        Returns ``rgb``, ``alpha``, ``depth`` (distance along the unit ray, ``depth_kind="t"``), ``normals``
-        (``sum_i w_i n_i``, world space, unnormalised) and per-ray extras ``eikonal`` (sum over the ray's samples
-        of ``(|grad f| - 1)^2``) and ``num_samples`` (samples per ray) for the eikonal regulariser; with
-        ``options.median_depth`` also ``extras["depth_median"]`` (distance along the ray, like ``depth``).
-
-        Differentiable w.r.t.: the field parameters and ``v`` (not the camera); in training mode also through
-        the SDF gradients (normals, eikonal).
-        """
-        generator = stratified_generator(self._training_step()) if self.training else None
-        return render_camera(
-            lambda o, d: self._render_rays(o, d, options, generator), camera, pixels=pixels,
-            chunk=self.config.render_chunk,
-        )  # fmt: skip
-
-    def load_state_dict_resizing(self, state: dict[str, Tensor]) -> None:
-        super().load_state_dict_resizing(state)
-        self._host_step = None  # re-read the restored step
-
-    def _training_step(self) -> int:
-        if self._host_step is None:  # restored from a checkpoint: one host read of the buffer
-            self._host_step = int(self.step)
-        return self._host_step
-
     def _render_rays(
         self, origins: Tensor, directions: Tensor, options: RenderOptions, generator: torch.Generator | None
     ) -> dict[str, Tensor]:
+        """A chunk of rays: ``rgb``, ``alpha``, ``depth`` (distance along the unit ray), ``normals``
+        (``sum_i w_i n_i``, world space, unnormalised) and per-ray extras ``eikonal`` (sum over the ray's samples
+        of ``(|grad f| - 1)^2``) and ``num_samples`` (samples per ray) for the eikonal regulariser.
+
+        Differentiable w.r.t.: the field parameters and ``v``; in training mode also through the SDF gradients
+        (normals, eikonal).
+        """
         cfg, backend, n_rays = self.config, options.backend, origins.shape[0]
         samples = self.occupancy_grid.sampling(
             origins, directions, render_step_size=cfg.render_step_size, stratified=generator is not None,
@@ -309,10 +244,14 @@ class NeusScene(Scene):
         colours: the colour network at the vertex with its analytic normal, seen along ``-n``.
         """
         cfg = self.config
-        values = sample_grid(lambda x: self.field.sdf(x), self.aabb, cfg.mesh_resolution)
         outside = float(self.field.half_size())
-        mesh = marching_cubes(
-            _closed_boundary(values, outside=outside), level=0.0, bbox=self.aabb, inside="below"
+        mesh = closed_mesh(
+            lambda x: self.field.sdf(x),
+            self.aabb,
+            cfg.mesh_resolution,
+            level=0.0,
+            outside=outside,
+            inside="below",
         )
         if mesh.num_vertices == 0:
             return mesh

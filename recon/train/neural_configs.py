@@ -16,7 +16,7 @@ from recon.train.config import BackgroundMode, TrainConfig
 from recon.train.losses import LossConfig
 from recon.train.occupancy import OccupancyConfig
 
-__all__ = ["NERF_LOSS", "RAY_LOSS", "NerfTrainConfig", "NeusTrainConfig"]
+__all__ = ["NERF_LOSS", "RAY_LOSS", "NerfTrainConfig", "NeusTrainConfig", "RayTrainConfig"]
 
 BatchKind = Literal["image", "rays"]
 
@@ -27,19 +27,25 @@ RAY_LOSS = LossConfig(ssim_weight=0.0, normal_weight=0.0, distortion_weight=0.0)
 
 
 @dataclass(frozen=True)
-class NerfTrainConfig(TrainConfig):
-    """``recon train nerf``: Instant-NGP radiance field with occupancy-grid sampling (spec §2-§4)."""
+class RayTrainConfig(TrainConfig):
+    """Overrides shared by the ray-batched field methods (the base of ``NerfTrainConfig``, ``NeusTrainConfig``)."""
 
     steps: int = 20_000
     """Optimisation steps (one ray batch per step)."""
-    background: BackgroundMode = "random"
-    """Random per-ray background behind targets and renders (RGBA data; opaque images are used as they are)."""
     batch: BatchKind = "rays"
     """Batches of rays drawn across the training images."""
-    rays_per_batch: int = 4096
-    """Rays per step (nerfacc starts at 1024 and adapts to ~2^18 samples; fixed here)."""
     images_per_batch: int = 0
     """0: every ray draws its own training image; C > 0: C images with rays_per_batch / C rays each."""
+
+
+@dataclass(frozen=True)
+class NerfTrainConfig(RayTrainConfig):
+    """``recon train nerf``: Instant-NGP radiance field with occupancy-grid sampling (spec §2-§4)."""
+
+    background: BackgroundMode = "random"
+    """Random per-ray background behind targets and renders (RGBA data; opaque images are used as they are)."""
+    rays_per_batch: int = 4096
+    """Rays per step (nerfacc starts at 1024 and adapts to ~2^18 samples; fixed here)."""
     loss: LossConfig = field(default_factory=lambda: NERF_LOSS)
     """Photometric loss on the ray colours."""
     scene: NerfSceneConfig = field(default_factory=NerfSceneConfig)
@@ -47,19 +53,13 @@ class NerfTrainConfig(TrainConfig):
 
 
 @dataclass(frozen=True)
-class NeusTrainConfig(TrainConfig):
+class NeusTrainConfig(RayTrainConfig):
     """``recon train neus``: hash-grid NeuS SDF with eikonal and mask losses (spec §5 fast variant)."""
 
-    steps: int = 20_000
-    """Optimisation steps (one ray batch per step)."""
     background: BackgroundMode = "random"
     """Random per-ray background: with masks (RGBA) the SDF must leave the background empty."""
-    batch: BatchKind = "rays"
-    """Batches of rays drawn across the training images."""
     rays_per_batch: int = 2048
     """Rays per step (instant-nsr-pl adapts 256-8192; fixed here)."""
-    images_per_batch: int = 0
-    """0: every ray draws its own training image; C > 0: C images with rays_per_batch / C rays each."""
     loss: LossConfig = field(default_factory=lambda: RAY_LOSS)
     """Photometric loss on the ray colours (eikonal and mask terms come from the scene's regularisers)."""
     scene: NeusSceneConfig = field(default_factory=NeusSceneConfig)

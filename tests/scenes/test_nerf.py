@@ -9,8 +9,8 @@ from recon.scenes.base import ExportOptions, RenderOptions, StepContext
 from recon.scenes.nerf import NerfScene, NerfSceneConfig, vertex_normals
 from recon.train.occupancy import OccupancyConfig, OccupancyStrategy
 from recon.train.param_optimizer import ParamOptimizer
-from recon.train.ray_batches import RayBatchSampler
 from recon.train.strategy import StrategyContext
+from tests.scenes.helpers import mean_test_psnr, object_dataset, one_thread, ray_sampler
 
 # CPU-budget field: 8 levels up to 128^3, a 24^3 occupancy grid, <= 45 samples per ray across the box, a
 # constant learning rate 3x the published one (a 100-step fit instead of 20 000 steps).
@@ -29,34 +29,7 @@ LOSS_DROP_RATIO = 0.7  # mean L1 of the last 10 steps below 0.7x that of the fir
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    from recon.datasets import load_dataset
-    from recon.datasets.synthetic import write_scene
-
-    root = write_scene(
-        "object", tmp_path_factory.mktemp("nerf") / "object", resolution=32, views=8, test_views=2
-    )
-    return load_dataset(root)
-
-
-def _sampler(dataset, generator, background="random"):
-    n = len(dataset.splits["train"])
-    images = torch.stack([dataset.image("train", i) for i in range(n)])
-    alphas = torch.stack([dataset.alpha("train", i) for i in range(n)])
-    return RayBatchSampler(
-        images, dataset.cameras("train"), alphas=alphas, dataset_background=dataset.background,
-        rays_per_batch=RAYS, background=background, generator=generator,
-    )  # fmt: skip
-
-
-def _test_psnr(scene, dataset) -> float:
-    scene.eval()
-    values = []
-    with torch.no_grad():
-        for i in range(len(dataset.splits["test"])):
-            rgb = scene.render(dataset.camera("test", i), RenderOptions(background=dataset.background)).rgb[0]
-            values.append(float(-10 * torch.log10(((rgb - dataset.image("test", i)) ** 2).mean())))
-    scene.train()
-    return sum(values) / len(values)
+    return object_dataset(tmp_path_factory.mktemp("nerf"))
 
 
 def fit(scene, sampler, steps: int, strategy) -> tuple[list[float], list[float]]:
@@ -85,24 +58,18 @@ def fit(scene, sampler, steps: int, strategy) -> tuple[list[float], list[float]]
 
 @pytest.fixture(scope="module")
 def fitted(dataset):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(
-        1
-    )  # small ops on a shared CPU: one thread is several times faster than contended two
-    try:
+    with one_thread():
         return _fit_scene(dataset)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _fit_scene(dataset):
     generator = torch.Generator().manual_seed(0)
     scene = NerfScene(TINY, dataset.scene_box, generator=generator)
-    before = _test_psnr(scene, dataset)
+    before = mean_test_psnr(scene, dataset)
     strategy = OccupancyStrategy(OccupancyConfig(update_every=8, warmup_steps=48), seed=0)
-    losses, psnrs = fit(scene, _sampler(dataset, generator), FIT_STEPS, strategy)
+    losses, psnrs = fit(scene, ray_sampler(dataset, generator, rays=RAYS), FIT_STEPS, strategy)
     print(
-        f"nerf fit: test PSNR {before:.2f} -> {_test_psnr(scene, dataset):.2f}, batch PSNR "
+        f"nerf fit: test PSNR {before:.2f} -> {mean_test_psnr(scene, dataset):.2f}, batch PSNR "
         f"{sum(psnrs[:10]) / 10:.2f} -> {sum(psnrs[-10:]) / 10:.2f}, L1 {losses[0]:.4f} -> {losses[-1]:.4f}"
     )
     return scene, before, losses, psnrs
@@ -113,7 +80,7 @@ def test_short_fit_loss_falls_and_psnr_rises(fitted, dataset):
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < LOSS_DROP_RATIO * first, (first, last)
     assert sum(psnrs[-10:]) / 10 > sum(psnrs[:10]) / 10 + TRAIN_PSNR_GAIN_DB
-    after = _test_psnr(scene, dataset)
+    after = mean_test_psnr(scene, dataset)
     assert after > before + TEST_PSNR_GAIN_DB, (before, after)
     # the strategy ran the grid updates (the slow EMA prunes only over longer runs; see tests/train/test_occupancy.py)
     assert float(scene.occupancy_grid.occs.min()) > 0.0

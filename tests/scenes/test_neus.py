@@ -10,8 +10,8 @@ from recon.scenes.base import ExportOptions, RenderOptions, StepContext
 from recon.scenes.neus import NeusScene, NeusSceneConfig, neus_alpha
 from recon.train.occupancy import OccupancyConfig, OccupancyStrategy
 from recon.train.param_optimizer import ParamOptimizer
-from recon.train.ray_batches import RayBatchSampler
 from recon.train.strategy import StrategyContext
+from tests.scenes.helpers import mean_test_psnr, object_dataset, one_thread, ray_sampler
 
 # CPU-budget field: 6 levels up to 64^3, a 24^3 grid, <= 45 samples per ray; learning rate 3x the fast variant's
 # and a 60-step annealing for an 80-step fit.
@@ -101,36 +101,14 @@ def test_initial_mesh_is_the_init_sphere(tmp_path):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    from recon.datasets import load_dataset
-    from recon.datasets.synthetic import write_scene
-
-    root = write_scene(
-        "object", tmp_path_factory.mktemp("neus") / "object", resolution=32, views=8, test_views=2
-    )
-    return load_dataset(root)
-
-
-def _test_psnr(scene, dataset) -> float:
-    scene.eval()
-    values = []
-    with torch.no_grad():
-        for i in range(len(dataset.splits["test"])):
-            rgb = scene.render(dataset.camera("test", i), RenderOptions(background=dataset.background)).rgb[0]
-            values.append(float(-10 * torch.log10(((rgb - dataset.image("test", i)) ** 2).mean())))
-    scene.train()
-    return sum(values) / len(values)
+    return object_dataset(tmp_path_factory.mktemp("neus"))
 
 
 def _fit(dataset):
     generator = torch.Generator().manual_seed(0)
     scene = NeusScene(TINY, dataset.scene_box, generator=generator)
-    before = _test_psnr(scene, dataset)
-    n = len(dataset.splits["train"])
-    sampler = RayBatchSampler(
-        torch.stack([dataset.image("train", i) for i in range(n)]), dataset.cameras("train"),
-        alphas=torch.stack([dataset.alpha("train", i) for i in range(n)]), dataset_background=dataset.background,
-        rays_per_batch=RAYS, background="random", generator=generator,
-    )  # fmt: skip
+    before = mean_test_psnr(scene, dataset)
+    sampler = ray_sampler(dataset, generator, rays=RAYS)
     optimizer = ParamOptimizer(scene.param_groups())
     strategy = OccupancyStrategy(OccupancyConfig(update_every=8, warmup_steps=40), seed=0)
     history = []
@@ -155,7 +133,7 @@ def _fit(dataset):
         history.append(
             {k: float(v.detach()) for k, v in terms.items()} | {"psnr": float(-10 * torch.log10(mse))}
         )
-    after = _test_psnr(scene, dataset)
+    after = mean_test_psnr(scene, dataset)
     first = {k: sum(h[k] for h in history[:10]) / 10 for k in history[0]}
     last = {k: sum(h[k] for h in history[-10:]) / 10 for k in history[0]}
     print(f"neus fit: test PSNR {before:.2f} -> {after:.2f}; first 10 {first}; last 10 {last}")
@@ -164,14 +142,8 @@ def _fit(dataset):
 
 @pytest.fixture(scope="module")
 def fitted(dataset):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(
-        1
-    )  # small ops on a shared CPU: one thread is several times faster than contended two
-    try:
+    with one_thread():
         return _fit(dataset)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_short_fit_loss_falls_and_psnr_rises(fitted):

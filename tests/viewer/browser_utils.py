@@ -53,6 +53,19 @@ def ensure_chromium() -> None:
         pytest.skip("the playwright Python package is missing and scripts/setup.sh could not install it")
 
 
+def launch_chromium(playwright):
+    """Headless ``CHROMIUM`` with ``CHROMIUM_ARGS`` from a started Playwright."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+def open_viewer(browser, viewer):
+    """A new ``VIEWPORT``-sized page on ``viewer.url``, returned once the viewer has seen it connect."""
+    page = browser.new_context(viewport=VIEWPORT).new_page()
+    page.goto(viewer.url)
+    assert viewer.wait_for_clients(1, timeout=WAIT_SECONDS), "the browser never connected to the viewer"
+    return page
+
+
 def dismiss_notifications(page) -> None:
     """Close viser's "software WebGL" notice (expected without a GPU) so it does not cover the view."""
     buttons = page.locator(".mantine-Notification-closeButton")

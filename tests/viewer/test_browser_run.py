@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 
 from .browser_utils import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    VIEWPORT,
-    WAIT_SECONDS,
     dismiss_notifications,
     ensure_chromium,
     free_port,
+    launch_chromium,
+    open_viewer,
     screenshot,
     wait_for,
 )
@@ -58,7 +56,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        chromium = launch_chromium(pw)
         try:
             yield chromium
         finally:
@@ -74,9 +72,7 @@ def scene_data(tmp_path_factory):
 
 
 def _open(browser, viewer):
-    page = browser.new_context(viewport=VIEWPORT).new_page()
-    page.goto(viewer.url)
-    assert viewer.wait_for_clients(1, timeout=WAIT_SECONDS), "the browser never connected to the viewer"
+    page = open_viewer(browser, viewer)
     dismiss_notifications(page)
     return page
 

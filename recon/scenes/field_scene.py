@@ -1,0 +1,232 @@
+"""Shared plumbing of the ray-marched field scenes ``nerf`` and ``neus`` (spec neural_fields.md §3, §4, §6).
+
+* ``HashGridSceneConfig``: the hash-grid fields of both scene configs and their ``HashGridConfig``.
+* ``FieldScene``: a ``Scene`` over a cube box with a training-step buffer (stratified offsets of resumed runs),
+  chunked full-image and ray-subset rendering, construction and per-parameter learning rates.
+* Helpers: ``render_camera`` (rays -> chunks -> ``RenderOutput``), ``median_depth``, ``stratified_generator``,
+  ``closed_mesh`` (watertight marching cubes over the box) and ``vertex_normals``.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from recon.core import Camera, Mesh, RenderOutput
+from recon.renderers.encoding import HashGridConfig
+from recon.renderers.isosurface import marching_cubes, sample_grid
+from recon.renderers.volume import PackedSamples
+from recon.scenes.base import ExponentialDecayLr, ParamGroup, RenderOptions, Scene
+from recon.scenes.fields import cube_box
+
+__all__ = [
+    "FieldScene",
+    "HashGridSceneConfig",
+    "closed_mesh",
+    "median_depth",
+    "render_camera",
+    "stratified_generator",
+    "vertex_normals",
+]
+
+DEFAULT_BOX_HALF = 1.0  # box of an empty scene before a checkpoint restores the stored one
+MEDIAN_TRANSMITTANCE = 0.5  # median depth: where the transmittance crosses 1/2 (2DGS surface depth)
+STRATIFIED_SEED = 0x5EED  # stratified marching offsets of training step k come from seed STRATIFIED_SEED + k
+RayRenderFn = Callable[[Tensor, Tensor], dict[str, Tensor]]
+
+
+@dataclass(frozen=True)
+class HashGridSceneConfig:
+    """Hash-grid hyper-parameters of a field scene (defaults: Instant-NGP, spec §2)."""
+
+    grid_levels: int = 16
+    """Hash-grid levels L."""
+    grid_features: int = 2
+    """Features per level F."""
+    grid_log2_size: int = 19
+    """log2 of the hash-table entries per level T."""
+    grid_min_resolution: int = 16
+    """Coarsest grid resolution N_min."""
+    grid_max_resolution: int = 4096
+    """Finest grid resolution N_max."""
+
+    def grid(self) -> HashGridConfig:
+        return HashGridConfig(
+            levels=self.grid_levels,
+            features_per_level=self.grid_features,
+            log2_hashmap_size=self.grid_log2_size,
+            base_resolution=self.grid_min_resolution,
+            max_resolution=self.grid_max_resolution,
+        )
+
+
+class FieldSceneConfig(Protocol):
+    """What ``FieldScene`` reads from its subclass's config."""
+
+    @property
+    def lr(self) -> float: ...
+    @property
+    def lr_final_ratio(self) -> float: ...
+    @property
+    def render_chunk(self) -> int: ...
+
+
+class FieldScene(Scene):
+    """A field over a cube box, rendered by marching rays in chunks (the base of ``NerfScene``, ``NeusScene``).
+
+    Buffers: ``aabb`` (2, 3) cube and ``step`` () set by ``set_step``. Subclasses build the field and the
+    occupancy grid after ``super().__init__`` and implement ``_render_rays``.
+
+    Args:
+        config: scene configuration.
+        scene_box: (2, 3) box of the scene (forced to a cube).
+    """
+
+    aabb: Float[Tensor, "2 3"]
+    config: FieldSceneConfig
+
+    def __init__(self, config: FieldSceneConfig, scene_box: Float[Tensor, "2 3"]) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("aabb", cube_box(scene_box.detach().float().cpu()))
+        self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+        self._host_step: int | None = None  # host copy of ``step`` (None until set_step or the first read)
+
+    # --- construction ---------------------------------------------------------------------------------------
+    @classmethod
+    def from_dataset(cls, config, dataset, *, generator: torch.Generator):
+        """A new field covering ``dataset.scene_box`` (as a cube)."""
+        return cls(config, dataset.scene_box, generator=generator)
+
+    @classmethod
+    def empty(cls, config):
+        """A field over a placeholder box; ``load_state_dict_resizing`` restores the stored box and state."""
+        half = DEFAULT_BOX_HALF
+        return cls(config, torch.tensor([[-half] * 3, [half] * 3]))
+
+    def param_groups(self) -> list[ParamGroup]:
+        """One group per parameter at ``_lr(name)``, all on the config's exponential decay."""
+        schedule = ExponentialDecayLr(final_ratio=self.config.lr_final_ratio)
+        return [
+            ParamGroup(name, p, self._lr(name), schedule, per_row=False)
+            for name, p in self.named_parameters()
+        ]
+
+    def _lr(self, name: str) -> float:
+        """Base learning rate of the parameter ``name`` (the config's ``lr`` unless a subclass says otherwise)."""
+        return self.config.lr
+
+    def set_step(self, step: int) -> None:
+        """Training-progress hook: the step seeds the stratified sample offsets (resume-exact training)."""
+        self.step.fill_(step)
+        self._host_step = step
+
+    def load_state_dict_resizing(self, state: dict[str, Tensor]) -> None:
+        super().load_state_dict_resizing(state)
+        self._host_step = None  # re-read the restored step
+
+    def _training_step(self) -> int:
+        if self._host_step is None:  # restored from a checkpoint: one host read of the buffer
+            self._host_step = int(self.step)
+        return self._host_step
+
+    # --- rendering ------------------------------------------------------------------------------------------
+    def render(self, camera: Camera, options: RenderOptions, *, pixels: Tensor | None = None) -> RenderOutput:
+        """Render full images ``(C, H, W)`` or the ray subset ``pixels`` ``(C, R, 2)``.
+
+        The outputs are those of the subclass's ``_render_rays`` (``depth_kind="t"``: distance along the unit
+        ray); with ``options.median_depth`` also ``extras["depth_median"]`` (same kind, see ``median_depth``).
+
+        Differentiable w.r.t.: the field parameters (not the camera).
+        """
+        generator = stratified_generator(self._training_step()) if self.training else None
+        return render_camera(
+            lambda o, d: self._render_rays(o, d, options, generator), camera, pixels=pixels,
+            chunk=self.config.render_chunk,
+        )  # fmt: skip
+
+    def _render_rays(
+        self, origins: Tensor, directions: Tensor, options: RenderOptions, generator: torch.Generator | None
+    ) -> dict[str, Tensor]:  # pragma: no cover - interface
+        """Render a chunk of rays into the per-ray outputs described by ``render_camera``."""
+        raise NotImplementedError
+
+
+@torch.no_grad()
+def median_depth(samples: PackedSamples, weights: Tensor, transmittance: Tensor) -> Float[Tensor, "R 1"]:
+    """Per ray, the midpoint ``t`` of the sample where the transmittance falls below 1/2 (0 if it never does).
+
+    ``T`` is monotone along a ray, so exactly one sample has ``T_before >= 1/2 > T_after = T_before - w``.
+    Differentiable w.r.t.: nothing (the median is a selection).
+    """
+    t_mid = (samples.t_starts + samples.t_ends) * 0.5
+    crossing = (transmittance >= MEDIAN_TRANSMITTANCE) & (transmittance - weights < MEDIAN_TRANSMITTANCE)
+    out = torch.zeros(samples.n_rays, 1, dtype=t_mid.dtype, device=t_mid.device)
+    out[samples.ray_indices[crossing], 0] = t_mid[crossing]
+    return out
+
+
+def stratified_generator(step: Tensor) -> torch.Generator:
+    """The RNG of one training step's stratified sample offsets: a function of the step only, so a resumed run
+    draws exactly the offsets of the uninterrupted one."""
+    return torch.Generator().manual_seed(
+        STRATIFIED_SEED + int(step)
+    )  # host read of a CPU buffer: no device sync
+
+
+def closed_mesh(
+    values_fn: Callable[[Tensor], Tensor],
+    aabb: Float[Tensor, "2 3"],
+    resolution: int,
+    *,
+    level: float,
+    outside: float,
+    inside: Literal["above", "below"],
+) -> Mesh:
+    """Marching cubes of ``values_fn`` sampled over ``aabb`` at ``resolution``, with the outer layer of grid nodes
+    set to ``outside``: surfaces cut by the box are capped there, so the mesh is always closed (watertight)."""
+    values = sample_grid(values_fn, aabb, resolution)
+    for dim in range(3):
+        values.select(dim, 0).fill_(outside)
+        values.select(dim, values.shape[dim] - 1).fill_(outside)
+    return marching_cubes(values, level=level, bbox=aabb, inside=inside)
+
+
+def vertex_normals(mesh: Mesh) -> Float[Tensor, "V 3"]:
+    """Area-weighted unit vertex normals of a mesh (outward for counter-clockwise faces)."""
+    v = mesh.vertices
+    tri = v[mesh.faces]
+    face_n = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # |n| = 2 area
+    acc = torch.zeros_like(v).index_add_(0, mesh.faces.reshape(-1), face_n.repeat_interleave(3, dim=0))
+    return acc / acc.norm(dim=-1, keepdim=True).clamp_min(1e-20)
+
+
+def render_camera(
+    render_rays: RayRenderFn, camera: Camera, *, pixels: Tensor | None, chunk: int
+) -> RenderOutput:
+    """Generate the rays of ``camera`` (all pixels or ``pixels``), render them in chunks, reshape.
+
+    Args:
+        render_rays: ``(origins (R, 3), directions (R, 3)) -> {"rgb": (R, 3), "alpha": (R, 1), "depth": (R, 1),
+            optional "normals": (R, 3) and per-ray extras (R, K)}``.
+        camera: C cameras.
+        pixels: (C, R, 2) integer pixels or None (full images).
+        chunk: rays per ``render_rays`` call.
+
+    Returns:
+        ``RenderOutput`` shaped (C, H, W, .) or (C, R, .), ``depth_kind="t"``.
+    """
+    rays = camera.generate_rays(pixels)
+    shape = rays.shape
+    origins = rays.origins.reshape(-1, 3).contiguous()
+    directions = rays.directions.reshape(-1, 3).contiguous()
+    parts = [render_rays(o, d) for o, d in zip(origins.split(chunk), directions.split(chunk), strict=True)]
+    merged = {k: torch.cat([p[k] for p in parts]).reshape(*shape, -1) for k in parts[0]}
+    main = ("rgb", "alpha", "depth", "normals")
+    return RenderOutput(
+        rgb=merged["rgb"], alpha=merged["alpha"], depth=merged["depth"], normals=merged.get("normals"),
+        depth_kind="t", extras={k: v for k, v in merged.items() if k not in main},
+    )  # fmt: skip
