@@ -238,7 +238,7 @@ def main() -> None:
                 )
             )
             if not args.json:
-                print(rows[-1], flush=True)
+                _print_row(rows[-1], header=len(rows) == 1)
     speedup = {}
     a_rows = {r["backend"]: r for r in rows if r["name"] == "a"}
     if "warp" in a_rows and "torch" in a_rows:
@@ -271,7 +271,39 @@ def main() -> None:
     if args.json:
         print(json.dumps(report))
     else:
-        print(json.dumps({k: v for k, v in report.items() if k != "cases"}, indent=1))
+        print(f"\nspeed-up warp/ref on (a): {speedup or 'not measured'}")
+        for axis, entries in scaling.items():
+            print(f"warp forward+backward scaling over {axis}: " + ", ".join(
+                f"{e['width']}x{e['height']}/{e['primitives']}: {e['forward_backward_s']:.3f} s" for e in entries))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    k: v
+                    for k, v in report.items()
+                    if k not in ("cases", "scaling_warp", "speedup_warp_over_ref_a")
+                },
+                indent=1,
+            )
+        )
+
+
+def _print_row(row: dict, *, header: bool) -> None:
+    """One line of the markdown table printed without --json."""
+    cols = (
+        "name",
+        "backend",
+        "device",
+        "width",
+        "height",
+        "primitives",
+        "forward_s",
+        "forward_backward_s",
+        "peak_mem_mb",
+    )
+    if header:
+        print("| " + " | ".join(cols) + " |")
+        print("|" + "---|" * len(cols))
+    print("| " + " | ".join(str(row.get(c, "")) for c in cols) + " |", flush=True)
 
 
 if __name__ == "__main__":

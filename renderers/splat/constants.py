@@ -9,6 +9,12 @@ TILE_SIZE = (
 # quadruple the keys to sort for a smaller gain.
 RASTER_TILE = 8
 BBOX_MARGIN_PX = 1.0  # safety margin of the sub-tile refinement against rounding of the edge tests
+# Edge culling of the (raster tile, triangle) pairs (binning.subtile_outside): a pair is dropped only if every pixel
+# centre of the 8x8 tile lies strictly outside one edge line, L_k > margin, where the window is exactly 0. Margin
+# (pixels, evaluated in float64) = ABS + REL * (|d_k| + x_max + y_max): far above the float32 rounding of the
+# raster kernels' L_k = n_x x + n_y y + d (a few ulps of that same magnitude, ulp = 6e-8 relative).
+CULL_MARGIN_ABS_PX = 1e-3
+CULL_MARGIN_REL = 1e-5
 ALPHA_MAX = 0.99  # alpha clamp (spec 4): keeps 1 - alpha >= 0.01 so backward can divide T by (1 - alpha)
 ALPHA_MIN = 1.0 / 255.0  # alpha below which a triangle is skipped at a pixel (invisible in 8-bit output)
 T_EARLY_STOP = 1e-4  # transmittance below which a ray ends; the triangle that would cross it is not blended

@@ -7,7 +7,8 @@ torch zero-copy (``wp.from_torch``).
 Design choices (fastest on both CPU and CUDA):
 
 * Footprint tiles of 16x16 (spec 5) refined to 8x8 raster tiles (``constants.RASTER_TILE``); on CUDA one
-  64-thread block per raster tile, on CPU (serial launches) the tile list stays in cache.
+  64-thread block per raster tile, on CPU (serial launches) the tile list stays in cache. Raster tiles entirely
+  outside one of the triangle's edge lines are dropped too (exact, ``binning.subtile_outside``): ~20% fewer pairs.
 * Keys ``tile << 32 | bits(zbar)`` in int64 with one global stable radix sort over only the occupied bits
   (``end_bit = 32 + bit_length(num_tiles)``): fewer passes than a full 64-bit sort, same order.
 * Per-pixel atomics into an (N, 19) gradient buffer rather than per-tile reductions: on CUDA (as in 3DGS) atomics
@@ -26,8 +27,8 @@ import torch
 from torch import Tensor
 
 from recon.renderers._backend import get_warp, warp_device
-from recon.renderers.splat.binning import depth_key_bits, raster_rects
-from recon.renderers.splat.constants import RASTER_TILE
+from recon.renderers.splat.binning import SUBTILES, depth_key_bits
+from recon.renderers.splat.constants import BBOX_MARGIN_PX, RASTER_TILE
 from recon.renderers.splat.project import tile_grid
 from recon.renderers.splat.types import PARAM_SIZE, ProjectedTriangles, RasterOutput, TileBins
 
@@ -69,8 +70,29 @@ def bin_tiles_warp(proj: ProjectedTriangles) -> TileBins:
     tiles_x, tiles_y = tile_grid(proj.width, proj.height, RASTER_TILE)
     num_tiles = tiles_x * tiles_y
     device = proj.zbar.device
-    rect = raster_rects(proj).contiguous()
-    counts = ((rect[:, 2] - rect[:, 0]) * (rect[:, 3] - rect[:, 1])).to(torch.int64)
+    # Raster rectangles (binning.raster_rects) and edge culling (binning.subtile_outside) in one kernel: count the
+    # kept raster tiles of each rectangle, then emit them.
+    lines = proj.lines.detach().reshape(-1, 9).to(torch.float64).contiguous()
+    rect = torch.empty(len(proj), 4, dtype=torch.int32, device=device)
+    counts = torch.empty(len(proj), dtype=torch.int64, device=device)
+    launcher = _Launcher(proj.zbar)
+    a = launcher.arr
+    launcher.launch(
+        k.count_tiles,
+        len(proj),
+        [
+            a(proj.rect.to(torch.int32)),
+            a(proj.bbox.detach().to(torch.float64)),
+            a(proj.visible),
+            a(lines),
+            SUBTILES,
+            tiles_x,
+            tiles_y,
+            BBOX_MARGIN_PX,
+            a(rect),
+            a(counts),
+        ],
+    )
     offsets = torch.cumsum(counts, 0)
     # Host sync: the total number of (tile, triangle) pairs sizes the key buffers.
     total = int(offsets[-1]) if len(proj) > 0 else 0
@@ -83,13 +105,13 @@ def bin_tiles_warp(proj: ProjectedTriangles) -> TileBins:
     # radix_sort_pairs needs 2x storage for its ping-pong buffers.
     keys = torch.empty(2 * total, dtype=torch.int64, device=device)
     values = torch.empty(2 * total, dtype=torch.int32, device=device)
-    launcher = _Launcher(proj.zbar)
     wp = launcher.wp
     launcher.launch(
         k.emit_keys,
         len(proj),
         [
             launcher.arr(rect),
+            launcher.arr(lines),
             launcher.arr(offsets),
             launcher.arr(depth_key_bits(proj.zbar)),
             tiles_x,

@@ -18,6 +18,8 @@ import warp as wp
 from recon.renderers.splat.constants import (
     ALPHA_MAX,
     ALPHA_MIN,
+    CULL_MARGIN_ABS_PX,
+    CULL_MARGIN_REL,
     DIST_FAR,
     DIST_NEAR,
     MEDIAN_T,
@@ -41,18 +43,103 @@ _MEDIAN_T = wp.constant(MEDIAN_T)
 _DIST_NEAR = wp.constant(DIST_NEAR)
 _DIST_SCALE = wp.constant(DIST_SCALE)
 _KEY_SHIFT = wp.constant(wp.int64(KEY_SHIFT))
+_CULL_ABS = wp.constant(wp.float64(CULL_MARGIN_ABS_PX))
+_CULL_REL = wp.constant(wp.float64(CULL_MARGIN_REL))
+
+
+@wp.func
+def subtile_outside(lines: wp.array2d(dtype=wp.float64), n: int, sx: int, sy: int) -> bool:
+    """Raster tile (sx, sy) entirely outside one edge line of triangle n: the pair is dropped (exact, see the torch
+    twin ``binning.subtile_outside`` for why this is conservative). float64, same formula and order as the twin."""
+    x_lo = wp.float64(sx * _TILE) + wp.float64(0.5)
+    y_lo = wp.float64(sy * _TILE) + wp.float64(0.5)
+    x_hi = x_lo + wp.float64(_TILE - 1)
+    y_hi = y_lo + wp.float64(_TILE - 1)
+    for k in range(3):
+        nx = lines[n, 3 * k]
+        ny = lines[n, 3 * k + 1]
+        d = lines[n, 3 * k + 2]
+        xc = x_hi
+        if nx > wp.float64(0.0):
+            xc = x_lo
+        yc = y_hi
+        if ny > wp.float64(0.0):
+            yc = y_lo
+        l_min = nx * xc + ny * yc + d
+        margin = _CULL_ABS + _CULL_REL * (wp.abs(d) + x_hi + y_hi)
+        if l_min > margin:
+            return True
+    return False
+
+
+@wp.func
+def _bbox_tile(v: wp.float64, limit: int) -> int:
+    # torch twin: floor(v).nan_to_num(0).clamp(min=0).to(int64).minimum(limit)
+    f = wp.floor(v)
+    if wp.isnan(f) or f < wp.float64(0.0):
+        return 0
+    if f >= wp.float64(limit):
+        return limit
+    return int(f)
+
+
+@wp.kernel
+def count_tiles(
+    footprint: wp.array2d(dtype=wp.int32),
+    bbox: wp.array2d(dtype=wp.float64),
+    visible: wp.array(dtype=wp.bool),
+    lines: wp.array2d(dtype=wp.float64),
+    subtiles: int,
+    tiles_x: int,
+    tiles_y: int,
+    bbox_margin: wp.float64,
+    rect: wp.array2d(dtype=wp.int32),
+    counts: wp.array(dtype=wp.int64),
+):
+    """One thread per triangle: its raster-tile rectangle (same as ``binning.raster_rects``, fused here to save
+    the torch ops) and the number of its raster tiles that survive the edge culling."""
+    n = wp.tid()
+    tile = wp.float64(_TILE)
+    lo_x = _bbox_tile((wp.ceil(bbox[n, 0] - wp.float64(0.5)) - bbox_margin) / tile, tiles_x)
+    lo_y = _bbox_tile((wp.ceil(bbox[n, 1] - wp.float64(0.5)) - bbox_margin) / tile, tiles_y)
+    hi_x = wp.min(
+        _bbox_tile((wp.floor(bbox[n, 2] - wp.float64(0.5)) + bbox_margin) / tile, tiles_x) + 1, tiles_x
+    )
+    hi_y = wp.min(
+        _bbox_tile((wp.floor(bbox[n, 3] - wp.float64(0.5)) + bbox_margin) / tile, tiles_y) + 1, tiles_y
+    )
+    x0 = wp.max(footprint[n, 0] * subtiles, lo_x)
+    y0 = wp.max(footprint[n, 1] * subtiles, lo_y)
+    x1 = wp.min(wp.min(footprint[n, 2] * subtiles, hi_x), tiles_x)
+    y1 = wp.min(wp.min(footprint[n, 3] * subtiles, hi_y), tiles_y)
+    if x1 <= x0 or y1 <= y0 or not visible[n]:
+        x0 = 0
+        y0 = 0
+        x1 = 0
+        y1 = 0
+    rect[n, 0] = x0
+    rect[n, 1] = y0
+    rect[n, 2] = x1
+    rect[n, 3] = y1
+    c = wp.int64(0)
+    for ty in range(y0, y1):
+        for tx in range(x0, x1):
+            if not subtile_outside(lines, n, tx, ty):
+                c = c + wp.int64(1)
+    counts[n] = c
 
 
 @wp.kernel
 def emit_keys(
     rect: wp.array2d(dtype=wp.int32),
+    lines: wp.array2d(dtype=wp.float64),
     offsets: wp.array(dtype=wp.int64),
     depth_bits: wp.array(dtype=wp.int64),
     tiles_x: int,
     keys: wp.array(dtype=wp.int64),
     values: wp.array(dtype=wp.int32),
 ):
-    """One thread per triangle: write a (tile, depth) key for every tile of its footprint rectangle."""
+    """One thread per triangle: write a (tile, depth) key for every tile of its rectangle kept by the culling."""
     n = wp.tid()
     x0 = rect[n, 0]
     y0 = rect[n, 1]
@@ -61,6 +148,8 @@ def emit_keys(
     off = offsets[n]
     for ty in range(y0, y1):
         for tx in range(x0, x1):
+            if subtile_outside(lines, n, tx, ty):
+                continue
             keys[off] = wp.int64(ty * tiles_x + tx) * _KEY_SHIFT + depth_bits[n]
             values[off] = n
             off = off + wp.int64(1)

@@ -105,6 +105,40 @@ def test_footprint_conservative(gen):
     assert checked > 500
 
 
+def test_edge_culling_drops_only_empty_raster_tiles(gen):
+    # The binning drops (raster tile, triangle) pairs of the bbox rectangle whose tile lies outside an edge line:
+    # every pixel centre of a dropped tile must be outside the triangle (window exactly 0), and some are dropped.
+    from recon.renderers.splat import bin_tiles
+    from recon.renderers.splat.binning import raster_rects
+    from tests.renderers.splat.helpers import camera
+
+    dropped = 0
+    for seed in range(3):
+        g = torch.Generator().manual_seed(200 + seed)
+        verts, cols, ops, sigs = random_scene(30, g, width=72, height=56, size=0.6)
+        proj = project_triangles(verts, cols, ops, sigs, camera(72, 56))
+        bins = bin_tiles(proj, backend="torch")
+        ys, xs = torch.meshgrid(torch.arange(56), torch.arange(72), indexing="ij")
+        pix = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1).float() + 0.5
+        lines = proj.lines.detach().float()
+        phi = (
+            pix[:, None, None, 0] * lines[None, :, :, 0]
+            + pix[:, None, None, 1] * lines[None, :, :, 1]
+            + lines[None, :, :, 2]
+        ).amax(dim=-1)  # (P, N)
+        tile = (ys.reshape(-1) // 8) * bins.tiles_x + xs.reshape(-1) // 8
+        binned = torch.zeros(bins.tiles_x * bins.tiles_y, len(proj), dtype=torch.bool)
+        for t, (start, end) in enumerate(bins.tile_ranges.tolist()):
+            binned[t, bins.point_list[start:end].long()] = True
+        r = raster_rects(proj)
+        tx, ty = (xs.reshape(-1) // 8)[:, None], (ys.reshape(-1) // 8)[:, None]
+        in_rect = (tx >= r[:, 0]) & (tx < r[:, 2]) & (ty >= r[:, 1]) & (ty < r[:, 3])
+        culled = in_rect & ~binned[tile]
+        dropped += int(culled.sum())
+        assert not bool((culled & (phi <= 0)).any()), f"seed {seed}: a pixel inside a triangle was culled"
+    assert dropped > 0
+
+
 def _stack_scene(opacities, colors, depths):
     # Identical right triangles (incenter at pixel (5, 5)) at increasing depths.
     p = (RIGHT - 0.5).expand(len(opacities), 3, 2)
