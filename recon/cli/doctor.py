@@ -228,6 +228,7 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def _print_table(report: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="recon doctor")
@@ -236,7 +237,7 @@ def _print_table(report: dict[str, Any]) -> None:
     table.add_column("details", overflow="fold")
     styles = {"ok": "green", "FAILED": "red", "missing": "yellow"}
     for name, status, detail in _rows(report):
-        table.add_row(name, f"[{styles.get(status, 'dim')}]{status}[/]", detail)
+        table.add_row(escape(name), f"[{styles.get(status, 'dim')}]{escape(status)}[/]", escape(detail))
     Console().print(table)
 
 

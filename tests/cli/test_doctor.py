@@ -61,3 +61,12 @@ def test_table_rows_cover_every_component():
     assert rows["open3d"] == ("FAILED", "OSError: libGL")
     assert rows["chromium"] == ("missing", "not found")
     assert rows["torch"][0] == "ok"
+
+
+def test_table_prints_brackets_literally(monkeypatch, capsys):
+    # Details such as "pip install 'recon[lpips]'" must not be eaten as rich markup.
+    monkeypatch.setattr(
+        doctor, "_rows", lambda report: [("lpips weights", "missing", "pip install 'recon[lpips]'")]
+    )
+    doctor._print_table({})
+    assert "recon[lpips]" in capsys.readouterr().out
