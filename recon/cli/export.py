@@ -28,7 +28,8 @@ class ExportArgs:
     format: Literal["ply", "obj", "glb"] = "ply"
     """Mesh file format."""
     mesh: Literal["soup", "surface"] = "soup"
-    """soup: the triangles with their colours; surface: a TSDF-fused surface of rendered depth."""
+    """soup: the representation's native mesh with its colours (the triangle soup for triangles, the marching-cubes
+    surface of the field for nerf/neus); surface: a TSDF-fused surface of rendered depth (any method)."""
     output: str = ""
     """Output file (default: RUN_DIR/exports/<mesh>_<frame>.<format>)."""
     frame: Literal["original", "normalized"] = "original"
@@ -76,5 +77,6 @@ def main(argv: list[str]) -> int:
     args = tyro.cli(ExportArgs, args=argv, prog="recon export")
     for path in export_run(args):
         print(path)
-    print(f"exported {args.mesh} ({args.frame} frame)", file=sys.stderr)
+    what = "native mesh" if args.mesh == "soup" else "TSDF-fused surface"
+    print(f"exported the {what} ({args.frame} frame)", file=sys.stderr)
     return 0
