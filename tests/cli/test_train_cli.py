@@ -193,3 +193,18 @@ def test_train_neural_fields_through_generic_trainer(method, data, tmp_path, cap
     assert export_cli.main([str(run_dir), "--format", "ply", "--output", str(out)]) == 0
     mesh = trimesh.load(out, force="mesh")
     assert len(mesh.faces) > 0 and len(o3d.io.read_triangle_mesh(str(out)).triangles) == len(mesh.faces)
+    # The viewer's render callback works on the run as for every method (recon view RUN_DIR uses it).
+    from recon.cli.view import scene_render_fn
+    from recon.train.run_io import open_run_config
+    from recon.train.trainer import load_scene
+    from recon.viewer import ViewState
+
+    run, m, cfg = open_run_config(run_dir)
+    scene, step = load_scene(m, cfg, run)
+    from recon.datasets import load_dataset
+
+    camera = load_dataset(data).camera("test", 0)
+    for mode in ("rgb", "depth", "normals", "alpha"):
+        view = scene_render_fn(scene, device="cpu")(camera, ViewState(mode=mode))
+        assert step == 8 and view.rgb.shape == (1, camera.height, camera.width, 3)
+        assert bool(torch.isfinite(view.rgb).all()) and float(view.alpha.max()) > 0
