@@ -183,6 +183,19 @@ def gather_geometry(
         geom[i, k] = params[j, k]
 
 
+@wp.func
+def thread_pixel(tid: int, tiles_x: int, row_start: int, row_step: int):
+    """(px, py, tile) of raster thread ``tid``: threads walk tile rows row_start, row_start + row_step, ...,
+    each tile's 16x16 pixels consecutively (so a warp/CPU batch stays inside one tile list)."""
+    row_pixels = tiles_x * _TILE_PIXELS
+    row = tid // row_pixels
+    rem = tid - row * row_pixels
+    tx = rem // _TILE_PIXELS
+    local = rem - tx * _TILE_PIXELS
+    ty = row_start + row * row_step
+    return wp.vec3i(tx * _TILE + local % _TILE, ty * _TILE + local // _TILE, ty * tiles_x + tx)
+
+
 @wp.kernel
 def render_fwd(
     params: wp.array2d(dtype=wp.float32),
@@ -205,16 +218,10 @@ def render_fwd(
 ):
     """Front-to-back compositing of one pixel over its tile list (spec 4)."""
     # tile rows row_start, row_start + row_step, ... (one launch per CPU worker; row_step = 1 on CUDA)
-    tid = wp.tid()
-    row_pixels = tiles_x * _TILE_PIXELS
-    row = tid // row_pixels
-    rem = tid - row * row_pixels
-    tx = rem // _TILE_PIXELS
-    local = rem - tx * _TILE_PIXELS
-    ty = row_start + row * row_step
-    tile = ty * tiles_x + tx
-    px = tx * _TILE + local % _TILE
-    py = ty * _TILE + local // _TILE
+    where = thread_pixel(wp.tid(), tiles_x, row_start, row_step)
+    px = where[0]
+    py = where[1]
+    tile = where[2]
     if px >= width or py >= height:
         return
     pix = py * width + px
@@ -315,16 +322,10 @@ def render_bwd(
 ):
     """Adjoint of ``render_fwd``: walk the blended triangles back to front (spec 7), atomics into grad_params."""
     # tile rows row_start, row_start + row_step, ... (one launch per CPU worker; row_step = 1 on CUDA)
-    tid = wp.tid()
-    row_pixels = tiles_x * _TILE_PIXELS
-    row = tid // row_pixels
-    rem = tid - row * row_pixels
-    tx = rem // _TILE_PIXELS
-    local = rem - tx * _TILE_PIXELS
-    ty = row_start + row * row_step
-    tile = ty * tiles_x + tx
-    px = tx * _TILE + local % _TILE
-    py = ty * _TILE + local // _TILE
+    where = thread_pixel(wp.tid(), tiles_x, row_start, row_step)
+    px = where[0]
+    py = where[1]
+    tile = where[2]
     if px >= width or py >= height:
         return
     pix = py * width + px
