@@ -1,17 +1,24 @@
-"""Backend selection and lazy Warp loading shared by every renderer op family.
+"""Backend selection and lazy Warp loading shared by every renderer op family: the one place that decides.
 
 ``resolve_backend`` implements the ``backend: Literal["auto", "torch", "warp"]`` contract of STYLE.md section 2:
 
-* ``"auto"`` picks ``"warp"`` when Warp imports and every tensor lives on a device Warp supports (CPU or CUDA),
-  else ``"torch"`` and logs the fallback once (INFO) per reason;
-* ``"warp"`` raises ``ReconError`` when Warp cannot run on the tensors' device;
-* ``"torch"`` always works (the reference path).
+* ``"torch"`` always runs the reference;
+* ``"auto"`` *implies* warp: it picks ``"warp"`` when Warp imports, every tensor lives on a device Warp supports
+  (CPU or CUDA) and every floating-point tensor is float32 (the Warp kernels are float32 only); otherwise it
+  falls back to ``"torch"`` and logs a WARNING naming the op and the reason, once per op per run (the reference
+  is typically hundreds of times slower, so a silent fallback would be a lie about speed);
+* ``"warp"`` raises :class:`BackendError` (a ``ReconError``) naming the op and the reason when Warp cannot run.
+
+Every decision is recorded per op family (``"splat"``, ``"volume"``, ``"encoding"``, ``"isosurface"``,
+``"raster"``, ...): :func:`backend_report` returns what really ran, with the reason of any fallback, and runs
+write it into their metadata and eval.json. :func:`reset_backend_report` starts a new record (a new run).
 
 ``get_warp`` imports and initialises Warp once, quietly; nothing here imports Warp at module import time.
 """
 
 import logging
 import threading
+from dataclasses import dataclass
 from types import ModuleType
 from typing import get_args
 
@@ -22,7 +29,12 @@ from recon.core.shapes import Backend
 
 __all__ = [
     "BACKENDS",
+    "BackendDecision",
+    "BackendError",
+    "backend_report",
+    "decide_backend",
     "get_warp",
+    "reset_backend_report",
     "resolve_backend",
     "warp_available",
     "warp_device",
@@ -31,19 +43,46 @@ __all__ = [
 
 BACKENDS: tuple[str, ...] = get_args(Backend)
 WARP_DEVICE_TYPES = ("cpu", "cuda")  # device types Warp kernels run on (bundled LLVM / NVRTC)
+WARP_FLOAT_DTYPE = (
+    torch.float32
+)  # every Warp kernel of recon is written for float32 (references take float64)
 
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _warp_module: ModuleType | None = None
 _warp_error: str | None = None
-_logged_fallbacks: set[str] = set()
+_warned: set[tuple[str, str]] = set()
+_report: dict[str, "BackendDecision"] = {}
+
+
+class BackendError(ReconError):
+    """An explicit ``backend="warp"`` that cannot run on the given tensors (names the op and why)."""
+
+
+@dataclass(frozen=True)
+class BackendDecision:
+    """What ``resolve_backend`` decided for one call.
+
+    Attributes:
+        requested: the backend asked for ("auto", "torch" or "warp").
+        backend: the backend that runs ("torch" or "warp").
+        reason: why ``backend`` differs from what "auto" implies (None when Warp runs, or torch was asked for).
+    """
+
+    requested: str
+    backend: str
+    reason: str | None = None
+
+    def describe(self) -> str:
+        """``"warp"``, ``"torch"`` or ``"torch (fallback: <reason>)"``."""
+        return self.backend if self.reason is None else f"{self.backend} (fallback: {self.reason})"
 
 
 def get_warp() -> ModuleType:
     """Import and initialise Warp once (quietly) and return the module.
 
     Raises:
-        ReconError: if Warp cannot be imported or initialised (with the reason).
+        BackendError: if Warp cannot be imported or initialised (with the reason).
     """
     global _warp_module, _warp_error
     if _warp_module is not None:
@@ -61,26 +100,27 @@ def get_warp() -> ModuleType:
             except (ImportError, RuntimeError, OSError) as exc:
                 _warp_error = f"{type(exc).__name__}: {exc}"
     if _warp_module is None:
-        raise ReconError(
-            f"backend='warp' is unavailable: Warp failed to import or initialise ({_warp_error})"
-        )
+        raise BackendError(f"Warp failed to import or initialise ({_warp_error})")
     return _warp_module
 
 
 def warp_unavailable_reason(*tensors: torch.Tensor) -> str | None:
-    """Why Warp cannot run on these tensors, or None if it can."""
+    """Why Warp cannot run on these tensors (device, dtype or import), or None if it can."""
     for t in tensors:
         if t.device.type not in WARP_DEVICE_TYPES:
             return f"tensors on device {t.device} (Warp runs on {', '.join(WARP_DEVICE_TYPES)})"
+    for t in tensors:
+        if t.is_floating_point() and t.dtype != WARP_FLOAT_DTYPE:
+            return f"{t.dtype} inputs (the Warp kernels are float32 only; the torch reference takes float64)"
     try:
         get_warp()
-    except ReconError as exc:
+    except BackendError as exc:
         return str(exc)
     return None
 
 
 def warp_available(*tensors: torch.Tensor) -> bool:
-    """True if Warp imports and supports the devices of ``tensors``."""
+    """True if Warp imports and supports the devices and dtypes of ``tensors``."""
     return warp_unavailable_reason(*tensors) is None
 
 
@@ -92,32 +132,61 @@ def warp_device(tensor: torch.Tensor) -> str:
     return "cpu"
 
 
-def resolve_backend(backend: str, *tensors: torch.Tensor) -> str:
-    """Resolve ``backend`` ("auto" | "torch" | "warp") for ops on ``tensors`` to ``"torch"`` or ``"warp"``.
+def decide_backend(backend: str, *tensors: torch.Tensor, op: str) -> BackendDecision:
+    """Decide the backend of op ``op`` (``"<family>.<name>"``, e.g. ``"splat.rasterize"``) on ``tensors``.
 
-    Args:
-        backend: the requested backend.
-        *tensors: the op's input tensors (their devices decide whether Warp can run).
-
-    Returns:
-        ``"torch"`` or ``"warp"``.
+    Records the decision under the op family (see :func:`backend_report`) and logs a fallback from an implied
+    warp request ("auto") as a WARNING, once per op per run.
 
     Raises:
         ValueError: for an unknown backend name.
-        ReconError: for an explicit ``"warp"`` that cannot run here.
+        BackendError: for an explicit ``"warp"`` that cannot run here (names the op and the reason).
     """
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+        raise ValueError(f"{op}: backend must be one of {list(BACKENDS)}, got {backend!r}")
     if backend == "torch":
-        return "torch"
-    reason = warp_unavailable_reason(*tensors)
-    if backend == "warp":
-        if reason is not None:
-            raise ReconError(f"backend='warp' cannot run: {reason}")
-        return "warp"
-    if reason is None:
-        return "warp"
-    if reason not in _logged_fallbacks:
-        _logged_fallbacks.add(reason)
-        _log.info("backend='auto' falls back to 'torch': %s", reason)
-    return "torch"
+        decision = BackendDecision("torch", "torch")
+    else:
+        reason = warp_unavailable_reason(*tensors)
+        if reason is not None and backend == "warp":
+            raise BackendError(f"{op}: backend='warp' cannot run: {reason} (use backend='torch' or 'auto')")
+        decision = BackendDecision(backend, "warp" if reason is None else "torch", reason)
+        if reason is not None and (op, reason) not in _warned:
+            _warned.add((op, reason))
+            _log.warning("%s: backend='auto' falls back to the torch reference (much slower): %s", op, reason)
+    _record(op, decision)
+    return decision
+
+
+def resolve_backend(backend: str, *tensors: torch.Tensor, op: str) -> str:
+    """``decide_backend(...).backend``: ``"torch"`` or ``"warp"`` (see :func:`decide_backend`)."""
+    return decide_backend(backend, *tensors, op=op).backend
+
+
+def _record(op: str, decision: BackendDecision) -> None:
+    family = op.split(".", 1)[0]
+    with _lock:
+        previous = _report.get(family)
+        # A family that fell back anywhere in the run is reported as such: the slow path is what users must see.
+        if (
+            previous is None
+            or (previous.reason is None and decision.reason is not None)
+            or previous.backend == "torch"
+            and previous.reason is None
+            and decision.backend == "warp"
+        ):
+            _report[family] = decision
+
+
+def backend_report() -> dict[str, str]:
+    """Per op family, the backend that ran since the last reset: ``{"splat": "warp", "volume": "torch
+    (fallback: ...)", ...}`` (a family that ran both an explicit torch call and warp reports warp)."""
+    with _lock:
+        return {family: d.describe() for family, d in sorted(_report.items())}
+
+
+def reset_backend_report() -> None:
+    """Forget recorded decisions and warnings (start of a run, or a test)."""
+    with _lock:
+        _report.clear()
+        _warned.clear()

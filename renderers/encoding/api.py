@@ -61,12 +61,7 @@ def hash_grid_encode(
         )
     if table.dtype != x.dtype:
         raise TypeError(f"x and table must share a dtype, got {x.dtype} and {table.dtype}")
-    choice = resolve_backend(backend, x, table)
-    if choice == "warp" and x.dtype != torch.float32:
-        if backend == "warp":
-            raise ValueError(f"backend='warp' needs float32 tensors, got {x.dtype} (use backend='torch')")
-        choice = "torch"
-    if choice == "warp":
+    if resolve_backend(backend, x, table, op="encoding.hash_grid") == "warp":
         from recon.renderers.encoding import warp_impl
 
         return warp_impl.hash_grid_encode(x, table, layout)

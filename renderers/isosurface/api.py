@@ -67,13 +67,10 @@ def marching_cubes(
     if inside not in ("below", "above"):
         raise ValueError(f"inside must be 'below' or 'above', got {inside!r}")
     impl = ref
-    if resolve_backend(backend, values) == "warp":
-        if values.dtype != torch.float32 and backend == "warp":
-            raise ValueError(f"backend='warp' needs float32 values, got {values.dtype} (use backend='torch')")
-        if values.dtype == torch.float32:
-            from recon.renderers.isosurface import warp_impl
+    if resolve_backend(backend, values, op="isosurface.marching_cubes") == "warp":
+        from recon.renderers.isosurface import warp_impl
 
-            impl = warp_impl
+        impl = warp_impl
     # The table winds triangles counter-clockwise seen from the side with values >= level; for an SDF that
     # side is outside, for a density it is inside.
     vertices, faces = impl.marching_cubes(values.detach(), float(level), flip=(inside == "above"))

@@ -38,17 +38,12 @@ __all__ = [
 
 
 def resolve_splat_backend(backend: Backend, *tensors: Tensor) -> str:
-    """``resolve_backend`` plus the dtype rule: Warp kernels are float32 only, so "auto" on float64 picks torch.
+    """``resolve_backend`` for the splat family (the float32 rule lives there).
 
     Raises:
-        TypeError: explicit ``backend="warp"`` with non-float32 tensors.
+        BackendError: explicit ``backend="warp"`` that cannot run (e.g. float64 tensors).
     """
-    if backend == "auto" and any(t.dtype != torch.float32 for t in tensors):
-        return "torch"
-    resolved = resolve_backend(backend, *tensors)
-    if resolved == "warp" and any(t.dtype != torch.float32 for t in tensors):
-        raise TypeError("backend='warp' needs float32 tensors; use backend='torch' for float64")
-    return resolved
+    return resolve_backend(backend, *tensors, op="splat.rasterize")
 
 
 def bin_tiles(proj: ProjectedTriangles, *, backend: Backend = "auto") -> TileBins:

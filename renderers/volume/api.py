@@ -48,17 +48,9 @@ EARLY_STOP_EPS = 1e-4  # transmittance below which a ray ends (spec section 1, n
 Spacing = Literal["uniform", "lindisp"]
 
 
-def _impl(backend: Backend, *tensors: Tensor):
-    """The implementation module: Warp only for float32 inputs (an explicit "warp" with float64 raises)."""
-    choice = resolve_backend(backend, *tensors)
-    if choice == "warp":
-        wrong = [t.dtype for t in tensors if t.is_floating_point() and t.dtype != torch.float32]
-        if wrong:
-            if backend == "warp":
-                raise ValueError(
-                    f"backend='warp' needs float32 tensors, got {wrong[0]} (use backend='torch')"
-                )
-            return ref
+def _impl(backend: Backend, *tensors: Tensor, op: str):
+    """The implementation module of volume op ``op`` (the float32 rule lives in ``resolve_backend``)."""
+    if resolve_backend(backend, *tensors, op=f"volume.{op}") == "warp":
         from recon.renderers.volume import warp_impl
 
         return warp_impl
@@ -133,7 +125,7 @@ def render_weight_from_density(
         tensor([[0.0000, 0.5000, 0.3750]])
     """
     (ts, te, sg), ri, n, batched = _as_packed(ray_indices, n_rays, t_starts, t_ends, sigmas)
-    impl = _impl(backend, ts, te, sg)
+    impl = _impl(backend, ts, te, sg, op="render_weight_from_density")
     weights, trans, alphas = impl.render_weight_from_density(ts.detach(), te.detach(), sg, ri, n)
     if batched is not None:
         weights, trans, alphas = (x.reshape(batched) for x in (weights, trans, alphas))
@@ -165,7 +157,7 @@ def render_weight_from_alpha(
         tensor([[0.5000, 0.2500]])
     """
     (al,), ri, n, batched = _as_packed(ray_indices, n_rays, alphas)
-    weights, trans = _impl(backend, al).render_weight_from_alpha(al, ri, n)
+    weights, trans = _impl(backend, al, op="render_weight_from_alpha").render_weight_from_alpha(al, ri, n)
     if batched is not None:
         weights, trans = weights.reshape(batched), trans.reshape(batched)
     return WeightsFromAlpha(weights, trans)
@@ -314,7 +306,7 @@ def composite(
     if background is not None and background.shape != (colors.shape[-1],):
         raise ValueError(f"background must have shape ({colors.shape[-1]},), got {tuple(background.shape)}")
     extra = [background] if background is not None else []
-    impl = _impl(backend, ts, te, fl, flat_colors, *extra)
+    impl = _impl(backend, ts, te, fl, flat_colors, *extra, op="composite")
     is_density = sigmas is not None
     out = impl.composite(
         ts.detach(),
@@ -381,7 +373,9 @@ def ray_aabb_intersect(
             f"rays_o and rays_d must both be (R, 3), got {tuple(rays_o.shape)}, {tuple(rays_d.shape)}"
         )
     box = _as_box(aabb).to(rays_o)
-    return RayAABBHits(*_impl(backend, rays_o, rays_d).ray_aabb_intersect(rays_o, rays_d, box))
+    return RayAABBHits(
+        *_impl(backend, rays_o, rays_d, op="ray_aabb_intersect").ray_aabb_intersect(rays_o, rays_d, box)
+    )
 
 
 @torch.no_grad()
@@ -439,7 +433,7 @@ def march_rays(
         raise ValueError(f"step_size must be > 0, got {step_size}")
     box = _as_box(aabb).to(rays_o)
     offsets = torch.zeros_like(rays_o[:, 0]) if t_offsets is None else t_offsets.to(rays_o)
-    impl = _impl(backend, rays_o, rays_d)
+    impl = _impl(backend, rays_o, rays_d, op="march_rays")
     return impl.march_rays(
         rays_o, rays_d, binaries.to(rays_o.device), box, near_plane, far_plane, step_size, cone_angle, offsets
     )
@@ -531,4 +525,6 @@ def importance_sampling(
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     u = _stratified_u(t_edges.shape[0], num_samples, stratified, generator, t_edges)
-    return _impl(backend, t_edges, weights).importance_sampling(t_edges.detach(), weights.detach(), u)
+    return _impl(backend, t_edges, weights, op="importance_sampling").importance_sampling(
+        t_edges.detach(), weights.detach(), u
+    )

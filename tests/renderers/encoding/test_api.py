@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from recon.core.errors import ReconError
 from recon.renderers.encoding import HashGrid, HashGridConfig, HashGridLayout, hash_grid_encode
 from recon.renderers.encoding.ref import grid_index
 from tests.renderers.encoding.helpers import register  # noqa: F401  (tolerances registered on import)
@@ -98,7 +99,7 @@ def test_module_init_and_validation():
     assert grid.table.abs().max() <= 1e-4 and grid.output_dim == 8
     with pytest.raises(ValueError, match="table"):
         hash_grid_encode(torch.rand(2, 3), torch.zeros(3, 2), LAYOUT)
-    with pytest.raises(ValueError, match="float32"):
+    with pytest.raises(ReconError, match="float32"):
         hash_grid_encode(
             torch.rand(2, 3).double(), torch.zeros(LAYOUT.num_params, 2).double(), LAYOUT, backend="warp"
         )

@@ -6,6 +6,7 @@ import pytest
 import torch
 import trimesh
 
+from recon.core.errors import ReconError
 from recon.renderers.isosurface import grid_points, isosurface_vertices, marching_cubes, sample_grid
 from tests.tolerances import assert_close
 
@@ -97,7 +98,7 @@ def test_empty_and_validation():
     # ValueError from the api check, or jaxtyping's TypeCheckError (a TypeError) when runtime checking is on.
     with pytest.raises((ValueError, TypeError)):
         marching_cubes(torch.ones(4, 4))
-    with pytest.raises(ValueError, match="float32"):
+    with pytest.raises(ReconError, match="float32"):
         marching_cubes(torch.ones(4, 4, 4, dtype=torch.float64), backend="warp")
 
 

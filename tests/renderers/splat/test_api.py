@@ -59,12 +59,12 @@ def test_validation_background_camera_device():
 
 def test_backend_resolution():
     x32 = torch.zeros(1)
-    assert resolve_backend("torch", x32) == "torch"
-    assert resolve_backend("auto", x32) == "warp"  # warp-lang is a dependency and runs on CPU
-    assert resolve_backend("auto", torch.zeros(1, device="meta")) == "torch"
+    assert resolve_backend("torch", x32, op="test.op") == "torch"
+    assert resolve_backend("auto", x32, op="test.op") == "warp"  # warp-lang is a dependency and runs on CPU
+    assert resolve_backend("auto", torch.zeros(1, device="meta"), op="test.op") == "torch"
     with pytest.raises(ReconError, match="backend='warp' cannot run"):
-        resolve_backend("warp", torch.zeros(1, device="meta"))
-    with pytest.raises(TypeError, match="float32"):
+        resolve_backend("warp", torch.zeros(1, device="meta"), op="test.op")
+    with pytest.raises(ReconError, match="float32"):
         rasterize_triangles(*_args(dtype=torch.float64), camera(16, 16, dtype=torch.float64), backend="warp")
     # float64 with "auto" runs the reference
     out = rasterize_triangles(*_args(dtype=torch.float64), camera(16, 16, dtype=torch.float64))

@@ -6,6 +6,7 @@ import nerfacc
 import pytest
 import torch
 
+from recon.core.errors import ReconError
 from recon.renderers.volume import (
     accumulate_along_rays,
     composite,
@@ -304,5 +305,5 @@ def test_validation_errors():
         )
     with pytest.raises(ValueError, match="exactly one"):
         composite(torch.zeros(1, 2), torch.ones(1, 2), torch.zeros(1, 2, 3))
-    with pytest.raises(ValueError, match="float32"):
+    with pytest.raises(ReconError, match="float32"):
         render_weight_from_alpha(torch.zeros(1, 2, dtype=torch.float64), backend="warp")
