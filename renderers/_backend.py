@@ -36,6 +36,7 @@ __all__ = [
     "get_warp",
     "reset_backend_report",
     "resolve_backend",
+    "torch_only",
     "warp_available",
     "warp_device",
     "warp_unavailable_reason",
@@ -156,6 +157,24 @@ def decide_backend(backend: str, *tensors: torch.Tensor, op: str) -> BackendDeci
             _log.warning("%s: backend='auto' falls back to the torch reference (much slower): %s", op, reason)
     _record(op, decision)
     return decision
+
+
+def torch_only(backend: str, *, op: str, reason: str) -> str:
+    """Record that op ``op`` runs on the torch reference for ``reason`` (a capability the Warp kernel lacks, e.g.
+    double backward) and return ``"torch"``; a warp request (explicit or implied by "auto") gets the WARNING,
+    once per op per run.
+
+    Raises:
+        ValueError: for an unknown backend name.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"{op}: backend must be one of {list(BACKENDS)}, got {backend!r}")
+    decision = BackendDecision(backend, "torch", None if backend == "torch" else reason)
+    if backend != "torch" and (op, reason) not in _warned:
+        _warned.add((op, reason))
+        _log.warning("%s: runs on the torch reference (much slower): %s", op, reason)
+    _record(op, decision)
+    return "torch"
 
 
 def resolve_backend(backend: str, *tensors: torch.Tensor, op: str) -> str:

@@ -47,10 +47,7 @@ def _depth_for_compositing(camera: Camera, output: RenderOutput) -> np.ndarray |
     """Camera-z depth (H, W) of a render for viser's depth compositing, or None without a depth map."""
     if output.depth is None:
         return None
-    depth = output.depth.detach()[0, ..., 0].to("cpu", torch.float32)
-    if output.depth_kind == "t":  # distance along unit rays -> camera z: z = t / |K^-1 (u, v, 1)|
-        dirs = camera.pixels_to_camera_dirs(camera.pixel_grid().reshape(1, -1, 2).to(camera.dtype) + 0.5)
-        depth = depth / dirs[0].norm(dim=-1).reshape(camera.height, camera.width).to(depth)
+    depth = output.depth.detach()[0, ..., 0].to("cpu", torch.float32)  # RenderOutput depths are camera z
     alpha = output.alpha.detach()[0, ..., 0].to("cpu", torch.float32)
     depth = torch.where(alpha > 0.5, depth, torch.full_like(depth, FAR_DEPTH))
     return np.clip(depth.numpy(), 0.0, MAX_VIEWER_DEPTH)

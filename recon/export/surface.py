@@ -161,11 +161,7 @@ def fuse_surface(
     depths, colors, empty = [], [], []
     for c in range(len(cams)):
         out = scene.render(cams[c], options)
-        depth = out.extras["depth_median"]
-        if out.depth_kind == "t":  # distance along the unit ray (volume renderers) -> camera-frame z
-            directions = cams[c].generate_rays().directions
-            depth = depth * (directions @ cams[c].T_cam_world[:, None, :3, :3].transpose(-1, -2))[..., 2:]
-        depth = depth.float().cpu()
+        depth = out.require("depth_median", by="TSDF surface fusion").float().cpu()  # camera z
         alpha = out.alpha.cpu()
         depths.append(torch.where(alpha > FUSION_ALPHA, depth, torch.zeros_like(depth)))
         empty.append(alpha < EMPTY_ALPHA)

@@ -6,7 +6,7 @@ area-uniform surface samples with the ground-truth bounding-box diagonal reporte
 """
 
 from recon.metrics.geometry import FScore, chamfer, fscore, sample_surface
-from recon.metrics.image import lpips, lpips_unavailable_reason, ms_ssim, psnr, ssim
+from recon.metrics.image import lpips, lpips_unavailable_reason, ms_ssim, psnr, psnr_tensor, ssim, ssim_tensor
 
 __all__ = [
     "FScore",
@@ -16,6 +16,8 @@ __all__ = [
     "lpips_unavailable_reason",
     "ms_ssim",
     "psnr",
+    "psnr_tensor",
     "sample_surface",
     "ssim",
+    "ssim_tensor",
 ]

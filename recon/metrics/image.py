@@ -2,8 +2,9 @@
 
 Images are ``(H, W, 3)`` or ``(B, H, W, 3)`` float tensors in [0, 1], already composited over the evaluation
 background. A batch returns the mean of the per-image values. PSNR is computed in float64; SSIM and MS-SSIM in
-float64 for float64 inputs, else in float32 (as torchmetrics does). Metrics are not differentiable (use
-``recon.train.losses`` for training losses).
+float64 for float64 inputs, else in float32 (as torchmetrics does). The float-returning metrics are not
+differentiable; ``ssim_tensor`` and ``psnr_tensor`` are the same formulas as differentiable tensors (training losses
+and training-time logs use them, so there is one SSIM and one PSNR in recon).
 """
 
 import functools
@@ -22,6 +23,7 @@ SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, five scales
+PSNR_MIN_MSE = 1e-20  # psnr_tensor's MSE floor: identical images give 200 dB instead of inf (no NaN in logs)
 LPIPS_NET = "alex"  # the LPIPS paper's default backbone
 TORCHVISION_CHECKPOINTS = {  # files torchvision's pretrained backbones load from the torch hub cache
     "alex": "alexnet-owt-7be5be79.pth",
@@ -50,6 +52,40 @@ def _as_batch(img: Tensor, ref: Tensor, dtype: torch.dtype | None = torch.float6
         img.detach().to(dtype).permute(0, 3, 1, 2),
         ref.detach().to(device=img.device, dtype=dtype).permute(0, 3, 1, 2),
     )
+
+
+def _as_batch_differentiable(img: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, 3, H, W) views of two same-shaped images in ``img``'s dtype, keeping the autograd graph."""
+    if not isinstance(img, Tensor) or not isinstance(ref, Tensor):
+        raise TypeError("img and ref must be torch tensors of shape (H, W, 3) or (B, H, W, 3)")
+    if img.shape != ref.shape or img.ndim not in (3, 4) or img.shape[-1] != 3:
+        raise ValueError(
+            f"img and ref must both have shape (H, W, 3) or (B, H, W, 3), got {tuple(img.shape)} and "
+            f"{tuple(ref.shape)}"
+        )
+    if img.ndim == 3:
+        img, ref = img[None], ref[None]
+    return img.permute(0, 3, 1, 2), ref.to(img).permute(0, 3, 1, 2)
+
+
+def psnr_tensor(img: Float[Tensor, "*batch H W 3"], ref: Float[Tensor, "*batch H W 3"]) -> Tensor:
+    """The PSNR of :func:`psnr` as a 0-d tensor in ``img``'s dtype (no host sync; for training-time logs).
+
+    ``-10 log10(MSE)`` per image (MSE clamped at 1e-20 so identical images give 200 dB, not inf), averaged.
+    Differentiable w.r.t. ``img`` and ``ref``.
+    """
+    x, y = _as_batch_differentiable(img, ref)
+    mse = ((x - y) ** 2).flatten(1).mean(1).clamp_min(PSNR_MIN_MSE)
+    return (-10.0 * torch.log10(mse / DATA_RANGE**2)).mean()
+
+
+def ssim_tensor(img: Float[Tensor, "*batch H W 3"], ref: Float[Tensor, "*batch H W 3"]) -> Tensor:
+    """The SSIM of :func:`ssim` (torchmetrics' convention, reflect padding) as a differentiable 0-d tensor.
+
+    Computed in ``img``'s dtype; used by the D-SSIM training loss. Differentiable w.r.t. ``img`` and ``ref``.
+    """
+    x, y = _as_batch_differentiable(img, ref)
+    return _ssim_and_cs(x, y)[0].mean()
 
 
 def psnr(

@@ -6,13 +6,13 @@ it can be restored into a freshly constructed scene of any size).
 """
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from recon.core import Camera, Mesh, RenderOutput
+from recon.core import Camera, Mesh, RenderCapabilities, RenderOutput
 from recon.core.shapes import Backend
 
 # --- learning-rate schedules (data only; recon.train.schedules evaluates them) --------------------------------
@@ -66,12 +66,14 @@ class RenderOptions:
     Attributes:
         background: (3,) colour composited behind the scene, or None for black.
         backend: kernel backend of the renderer ("auto" picks warp where it runs).
-        depth: also return expected depth.
-        normals: also return world-space normals (alpha-weighted, unnormalised).
-        distortion: also return the 2DGS distortion map in ``extras["distortion"]``.
-        median_depth: also return the median depth in ``extras["depth_median"]``.
-        stats: also return per-primitive statistics in ``extras`` (``max_blending`` (C, N), ``radius_px``,
-            ``inradius_px``, ``visible``) for densification strategies.
+        depth: also return expected depth (camera z) in ``RenderOutput.depth``.
+        normals: also return world-space normals (alpha-weighted, unnormalised) in ``RenderOutput.normals``.
+        distortion: also return the distortion map in ``RenderOutput.distortion``.
+        median_depth: also return the median depth (camera z) in ``RenderOutput.depth_median``.
+        stats: also return per-primitive statistics (``RenderOutput.stats``) for densification strategies.
+
+    Asking for an output the scene cannot produce (see ``Scene.capabilities``) is an error of the consumer, which
+    checks its needs once with ``recon.core.require_capabilities`` before training.
     """
 
     background: Float[Tensor, "3"] | None = None
@@ -140,9 +142,13 @@ class ExportOptions:
 class Scene(nn.Module):
     """Base class of every scene representation (see DESIGN.md, Scenes and training).
 
-    Subclasses implement ``render``, ``param_groups``, ``regularizers`` and ``export_mesh``; the trainer and the
-    exporters only use this interface.
+    Subclasses implement ``render``, ``param_groups``, ``regularizers`` and ``export_mesh``, and declare what they
+    can render besides rgb/alpha in ``capabilities``; the trainer, strategies, the viewer and the exporters only use
+    this interface (adding a representation: docs/adding-a-method.md).
     """
+
+    capabilities: ClassVar[RenderCapabilities] = RenderCapabilities()
+    """What ``render`` can produce besides rgb and alpha (checked by consumers before training)."""
 
     def render(
         self, camera: Camera, options: RenderOptions, *, pixels: Tensor | None = None

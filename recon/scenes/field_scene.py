@@ -15,7 +15,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from recon.core import Camera, Mesh, RenderOutput
+from recon.core import Camera, EikonalSamples, Mesh, RenderOutput
+from recon.core.render import ray_t_to_z
 from recon.renderers.encoding import HashGridConfig
 from recon.renderers.isosurface import marching_cubes, sample_grid
 from recon.renderers.volume import PackedSamples
@@ -137,15 +138,15 @@ class FieldScene(Scene):
     def render(self, camera: Camera, options: RenderOptions, *, pixels: Tensor | None = None) -> RenderOutput:
         """Render full images ``(C, H, W)`` or the ray subset ``pixels`` ``(C, R, 2)``.
 
-        The outputs are those of the subclass's ``_render_rays`` (``depth_kind="t"``: distance along the unit
-        ray); with ``options.median_depth`` also ``extras["depth_median"]`` (same kind, see ``median_depth``).
+        The outputs are those of the subclass's ``_render_rays``, with depths converted to camera z; with
+        ``options.median_depth`` also ``depth_median`` (see ``median_depth``).
 
         Differentiable w.r.t.: the field parameters (not the camera).
         """
         generator = stratified_generator(self._training_step()) if self.training else None
         return render_camera(
             lambda o, d: self._render_rays(o, d, options, generator), camera, pixels=pixels,
-            chunk=self.config.render_chunk,
+            chunk=self.config.render_chunk, producer=type(self).__name__,
         )  # fmt: skip
 
     def _render_rays(
@@ -205,19 +206,25 @@ def vertex_normals(mesh: Mesh) -> Float[Tensor, "V 3"]:
 
 
 def render_camera(
-    render_rays: RayRenderFn, camera: Camera, *, pixels: Tensor | None, chunk: int
+    render_rays: RayRenderFn, camera: Camera, *, pixels: Tensor | None, chunk: int, producer: str = "field"
 ) -> RenderOutput:
     """Generate the rays of ``camera`` (all pixels or ``pixels``), render them in chunks, reshape.
 
+    Ray renderers work with distances ``t`` along unit rays; the output depths are converted here, once, to
+    camera-frame z (``z = t * d_z`` with ``d_z`` the camera-frame z component of the unit ray direction), the
+    convention of ``RenderOutput``.
+
     Args:
         render_rays: ``(origins (R, 3), directions (R, 3)) -> {"rgb": (R, 3), "alpha": (R, 1), "depth": (R, 1),
-            optional "normals": (R, 3) and per-ray extras (R, K)}``.
+            optional "normals": (R, 3), "depth_median": (R, 1), "eikonal": (R, 1), "num_samples": (R, 1)}`` with
+            depths as distances along the unit rays.
         camera: C cameras.
         pixels: (C, R, 2) integer pixels or None (full images).
         chunk: rays per ``render_rays`` call.
+        producer: the scene's name (for error messages of consumers).
 
     Returns:
-        ``RenderOutput`` shaped (C, H, W, .) or (C, R, .), ``depth_kind="t"``.
+        ``RenderOutput`` shaped (C, H, W, .) or (C, R, .).
     """
     rays = camera.generate_rays(pixels)
     shape = rays.shape
@@ -225,8 +232,14 @@ def render_camera(
     directions = rays.directions.reshape(-1, 3).contiguous()
     parts = [render_rays(o, d) for o, d in zip(origins.split(chunk), directions.split(chunk), strict=True)]
     merged = {k: torch.cat([p[k] for p in parts]).reshape(*shape, -1) for k in parts[0]}
-    main = ("rgb", "alpha", "depth", "normals")
+    forward = camera.T_cam_world[:, 2, :3].reshape(len(camera), *([1] * (len(shape) - 1)), 3)
+    cos_z = (rays.directions * forward.to(rays.directions)).sum(-1, keepdim=True)  # unit-ray camera z
+    eikonal = None
+    if "eikonal" in merged:
+        eikonal = EikonalSamples(residual_sum=merged["eikonal"], num_samples=merged["num_samples"])
+    median = merged.get("depth_median")
     return RenderOutput(
-        rgb=merged["rgb"], alpha=merged["alpha"], depth=merged["depth"], normals=merged.get("normals"),
-        depth_kind="t", extras={k: v for k, v in merged.items() if k not in main},
+        rgb=merged["rgb"], alpha=merged["alpha"], depth=ray_t_to_z(merged["depth"], cos_z),
+        normals=merged.get("normals"), depth_median=None if median is None else ray_t_to_z(median, cos_z),
+        eikonal=eikonal, producer=producer,
     )  # fmt: skip

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
 from recon.core.shapes import Backend
+from recon.renderers._backend import torch_only
 from recon.renderers.encoding import HashGrid, HashGridConfig, spherical_harmonics, trunc_exp
 
 __all__ = [
@@ -38,6 +39,9 @@ SOFTPLUS_BETA = (
 )
 VARIANCE_SCALE = 10.0  # NeuS sharpness s = exp(10 v) (spec §5)
 INV_S_RANGE = (1e-6, 1e6)  # clamp of s (NeuS models/fields.py SingleVarianceNetwork + renderer clip)
+DOUBLE_BACKWARD_REASON = (
+    "the eikonal term needs the double backward of the hash grid, and the Warp encoding is first-order only"
+)
 GRAD_EPS = 1e-12  # floor of |grad f| when normalising SDF gradients into normals
 
 
@@ -256,7 +260,11 @@ class SDFField(_HashGridField):
         """SDF, features and (optionally) the analytic gradient ``grad_x sdf``.
 
         With ``create_graph`` the gradient stays differentiable (eikonal loss, normals in training); the hash grid
-        then runs on the torch reference (the Warp encoding is first-order only).
+        then runs on the torch reference, because the eikonal term needs the double backward (the gradient, w.r.t.
+        the table, of the SDF's gradient w.r.t. x) and the Warp encoding is first-order only. This is recorded and
+        logged as a WARNING once per run (``recon.renderers._backend.torch_only``); every other op of a NeuS render
+        (occupancy marching, compositing) and every render without ``create_graph`` (evaluation, export, the
+        viewer) uses Warp.
 
         Differentiable w.r.t.: the field parameters (and, with ``create_graph``, through ``gradients``).
         """
@@ -266,7 +274,8 @@ class SDFField(_HashGridField):
         grad_enabled = torch.is_grad_enabled()
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            out = self._forward(xg, "torch" if create_graph else backend)
+            out = self._forward(xg, torch_only(backend, op="encoding.hash_grid", reason=DOUBLE_BACKWARD_REASON)
+                                if create_graph else backend)  # fmt: skip
             (grad,) = torch.autograd.grad(out[:, 0].sum(), xg, create_graph=create_graph)
         if not grad_enabled:
             out, grad = out.detach(), grad.detach()

@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from recon.core import Mesh
+from recon.core import Mesh, RenderCapabilities
 from recon.renderers.volume import OccupancyGrid, composite
 from recon.scenes.base import ExportOptions, RenderOptions, StepContext
 from recon.scenes.field_scene import (
@@ -83,6 +83,7 @@ class NerfScene(FieldScene):
     """
 
     config: NerfSceneConfig
+    capabilities = RenderCapabilities(depth=True, depth_median=True, pixel_subsets=True)
 
     def __init__(
         self,

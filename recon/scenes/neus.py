@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from recon.core import Mesh
+from recon.core import Mesh, RenderCapabilities
 from recon.renderers.volume import OccupancyGrid, accumulate_along_rays, composite
 from recon.scenes.base import ExportOptions, RenderOptions, StepContext
 from recon.scenes.field_scene import FieldScene, HashGridSceneConfig, closed_mesh, median_depth
@@ -126,6 +126,9 @@ class NeusScene(FieldScene):
 
     config: NeusSceneConfig
     cos_anneal_ratio: Tensor
+    capabilities = RenderCapabilities(
+        depth=True, normals=True, depth_median=True, eikonal=True, pixel_subsets=True
+    )
 
     def __init__(
         self,
@@ -170,8 +173,9 @@ class NeusScene(FieldScene):
         self, origins: Tensor, directions: Tensor, options: RenderOptions, generator: torch.Generator | None
     ) -> dict[str, Tensor]:
         """A chunk of rays: ``rgb``, ``alpha``, ``depth`` (distance along the unit ray), ``normals``
-        (``sum_i w_i n_i``, world space, unnormalised) and per-ray extras ``eikonal`` (sum over the ray's samples
-        of ``(|grad f| - 1)^2``) and ``num_samples`` (samples per ray) for the eikonal regulariser.
+        (``sum_i w_i n_i``, world space, unnormalised) and per ray ``eikonal`` (sum over the ray's samples
+        of ``(|grad f| - 1)^2``) and ``num_samples`` (samples per ray) for the eikonal regulariser (differentiable
+        through the SDF gradient only in training mode with gradients enabled).
 
         Differentiable w.r.t.: the field parameters and ``v``; in training mode also through the SDF gradients
         (normals, eikonal).
@@ -225,9 +229,10 @@ class NeusScene(FieldScene):
         if render is None:
             return terms
         cfg = self.config
-        if cfg.eikonal_weight > 0 and "eikonal" in render.extras:
-            count = render.extras["num_samples"].sum().clamp_min(1.0)
-            terms["eikonal"] = cfg.eikonal_weight * render.extras["eikonal"].sum() / count
+        if cfg.eikonal_weight > 0:
+            samples = render.require_eikonal(by=f"{type(self).__name__}'s eikonal regulariser")
+            count = samples.num_samples.sum().clamp_min(1.0)
+            terms["eikonal"] = cfg.eikonal_weight * samples.residual_sum.sum() / count
         mask = getattr(ctx, "target_alpha", None)
         if cfg.mask_weight > 0 and mask is not None:
             opacity = render.alpha.clamp(MASK_CLAMP, 1.0 - MASK_CLAMP)

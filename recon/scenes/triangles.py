@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from recon.core import Camera, Mesh, RenderOutput
+from recon.core import Camera, Mesh, PrimitiveStats, RenderCapabilities, RenderOutput
 from recon.renderers.splat import eval_sh, rasterize_triangles
 from recon.renderers.splat.sh import num_sh_coeffs, rgb_to_sh
 from recon.scenes.base import (
@@ -81,6 +81,10 @@ class TriangleSplatScene(Scene):
         vertices: (N, 3, 3) initial vertices.
         colors: (N, 3) initial RGB in [0, 1] (stored as the SH DC term).
     """
+
+    capabilities = RenderCapabilities(
+        depth=True, normals=True, depth_median=True, distortion=True, stats=True
+    )
 
     def __init__(
         self, config: TriangleSceneConfig, vertices: Float[Tensor, "N 3 3"], colors: Float[Tensor, "N 3"]
@@ -179,8 +183,8 @@ class TriangleSplatScene(Scene):
 
         Returns:
             RenderOutput with rgb/alpha (C, H, W, ·), expected depth (z), world-space normals when requested,
-            ``extras`` ``depth_median``/``distortion`` when requested and the per-triangle statistics
-            ``max_blending``, ``radius_px``, ``inradius_px``, ``visible`` (C, N) when ``options.stats``.
+            median depth and distortion when requested and the per-triangle statistics (``stats``: max
+            blending weight, radii, visibility, (C, N)) when ``options.stats``.
 
         Differentiable w.r.t. all parameters (statistics are detached).
         """
@@ -204,22 +208,21 @@ class TriangleSplatScene(Scene):
             R_cam_world = camera.T_cam_world[:, :3, :3]
             # n_world = R_world_cam n_view = R_cam_world^T n_view; as row vectors: n_view @ R_cam_world
             normals = torch.einsum("chwi,cij->chwj", out.normals, R_cam_world)
-        extras: dict[str, Tensor] = {}
-        if options.median_depth:
-            extras["depth_median"] = out.depth_median
-        if options.distortion and out.distortion is not None:
-            extras["distortion"] = out.distortion
+        stats = None
         if options.stats:
-            extras["max_blending"] = out.stats.max_blending
-            extras["radius_px"] = out.stats.radius_px
-            extras["inradius_px"] = out.stats.inradius_px
-            extras["visible"] = out.stats.visible
+            stats = PrimitiveStats(
+                max_blending=out.stats.max_blending, radius_px=out.stats.radius_px,
+                inradius_px=out.stats.inradius_px, visible=out.stats.visible,
+            )  # fmt: skip
         result = RenderOutput(
             rgb=out.rgb,
             alpha=out.alpha,
             depth=out.depth if options.depth else None,
             normals=normals,
-            extras=extras,
+            depth_median=out.depth_median if options.median_depth else None,
+            distortion=out.distortion if options.distortion else None,
+            stats=stats,
+            producer=type(self).__name__,
         )
         return _gather(result, pixels) if pixels is not None else result
 
@@ -267,15 +270,4 @@ def _gather(out: RenderOutput, pixels: Tensor) -> RenderOutput:
     """Select (C, R, 2) integer pixels ``(i, j)`` = (column, row) from full-image outputs."""
     c = torch.arange(pixels.shape[0], device=pixels.device)[:, None]
     i, j = pixels[..., 0], pixels[..., 1]
-
-    def pick(t: Tensor | None) -> Tensor | None:
-        return None if t is None else t[c, j, i]
-
-    extras = {k: (v[c, j, i] if v.ndim == 4 else v) for k, v in out.extras.items()}
-    return RenderOutput(
-        rgb=pick(out.rgb),
-        alpha=pick(out.alpha),
-        depth=pick(out.depth),
-        normals=pick(out.normals),
-        extras=extras,
-    )
+    return out.map_pixels(lambda t: t[c, j, i])

@@ -13,7 +13,6 @@ from torch import Tensor
 
 from recon.core import ReconError
 from recon.scenes.base import RenderOptions, Scene
-from recon.train.losses import ssim as differentiable_ssim
 
 FSCORE_THRESHOLD_FRACTION = 0.01  # F-score threshold as a fraction of the ground-truth bounding-box diagonal
 CHAMFER_SAMPLES = (
@@ -28,11 +27,6 @@ def _metrics():
     except ImportError as exc:  # the metrics package is a sibling deliverable
         raise ReconError(f"recon.metrics is not available: {exc}") from exc
     return metrics
-
-
-def _psnr(img: Tensor, ref: Tensor) -> float:
-    mse = torch.mean((img.clamp(0, 1) - ref) ** 2)
-    return float(-10.0 * torch.log10(mse.clamp_min(1e-12)))
 
 
 @torch.no_grad()
@@ -91,16 +85,18 @@ def render_metrics(
 
 
 def quick_metrics(scene: Scene, views, *, indices: list[int], backend: str) -> dict[str, float]:
-    """Mean PSNR/SSIM over preloaded views (``recon.train.data.TrainViews``); used during training."""
+    """Mean PSNR/SSIM (``recon.metrics``, as the final evaluation) over preloaded views
+    (``recon.train.data.TrainViews``); used during training."""
+    metrics = _metrics()
     psnrs, ssims = [], []
     with torch.no_grad():
         for i in indices:
             camera, target = views.view(i)
             rgb = scene.render(
                 camera, RenderOptions(background=views.background, backend=backend, depth=False)
-            ).rgb
-            psnrs.append(_psnr(rgb, target))
-            ssims.append(float(differentiable_ssim(rgb.clamp(0, 1), target)))
+            ).rgb.clamp(0.0, 1.0)
+            psnrs.append(metrics.psnr(rgb, target))  # the same PSNR/SSIM as the final evaluation
+            ssims.append(metrics.ssim(rgb, target))
     return {"psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims)}
 
 
@@ -132,7 +128,14 @@ def geometry_metrics(pred_mesh, gt_mesh_path: Path) -> dict[str, Any]:
 
 
 def protocol(dataset, *, split: str, resolution: list[int], backend: str, device: str) -> dict[str, Any]:
-    """The evaluation protocol record of eval.json."""
+    """The evaluation protocol record of eval.json.
+
+    ``backend`` is what ran, per renderer op family (``recon.renderers._backend.backend_report`` after the
+    renders, e.g. ``{"splat": "warp"}`` or ``{"volume": "torch (fallback: ...)"}``); ``backend_requested`` the
+    run's setting ("auto" implies warp).
+    """
+    from recon.renderers._backend import backend_report
+
     bg = [round(float(x), 6) for x in dataset.background]
     name = "white" if bg == [1.0, 1.0, 1.0] else ("black" if bg == [0.0, 0.0, 0.0] else bg)
     return {
@@ -140,7 +143,8 @@ def protocol(dataset, *, split: str, resolution: list[int], backend: str, device
         "resolution": resolution,
         "split_rule": dataset.split_rule,
         "split": split,
-        "backend": backend,
+        "backend": backend_report(),
+        "backend_requested": backend,
         "device": device,
         "dataset_format": dataset.format,
         "published_protocol": (

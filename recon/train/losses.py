@@ -10,12 +10,10 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from recon.core import Camera, RenderOutput
+from recon.core import Camera, RenderCapabilities, RenderOutput
+from recon.metrics import ssim_tensor
 
-SSIM_WINDOW = 11  # SSIM window of Wang et al. 2004 (and of recon.metrics.ssim): 11x11 Gaussian, sigma 1.5
-SSIM_SIGMA = 1.5
-SSIM_C1 = 0.01**2  # (K1 L)^2 with K1 = 0.01, L = 1 for images in [0, 1]
-SSIM_C2 = 0.03**2  # (K2 L)^2 with K2 = 0.03
+SSIM_WINDOW = 11  # recon.metrics' SSIM window (11x11 Gaussian): images smaller than this skip the D-SSIM term
 
 
 @dataclass(frozen=True)
@@ -36,44 +34,6 @@ class LossConfig:
     """Surface depth for the normal term: median depth (depth_ratio 1, bounded scenes) or expected depth."""
 
 
-def _gaussian_window(dtype: torch.dtype, device: torch.device) -> Tensor:
-    x = torch.arange(SSIM_WINDOW, dtype=dtype, device=device) - (SSIM_WINDOW - 1) / 2
-    g = torch.exp(-(x**2) / (2 * SSIM_SIGMA**2))
-    g = g / g.sum()
-    return g
-
-
-def ssim_map(img: Float[Tensor, "B H W 3"], ref: Float[Tensor, "B H W 3"]) -> Float[Tensor, "B 3 h w"]:
-    """Differentiable SSIM map with an 11x11 Gaussian window (sigma 1.5), valid convolution (no padding).
-
-    .. math:: SSIM = \\frac{(2\\mu_x\\mu_y + C_1)(2\\sigma_{xy} + C_2)}{(\\mu_x^2+\\mu_y^2+C_1)(\\sigma_x^2+\\sigma_y^2+C_2)}
-
-    Differentiable w.r.t. ``img`` and ``ref``.
-    """
-    x = img.permute(0, 3, 1, 2)
-    y = ref.permute(0, 3, 1, 2)
-    g = _gaussian_window(x.dtype, x.device)
-    channels = x.shape[1]
-    wx = g.reshape(1, 1, 1, -1).expand(channels, 1, 1, -1)
-    wy = g.reshape(1, 1, -1, 1).expand(channels, 1, -1, 1)
-
-    def blur(t: Tensor) -> Tensor:  # separable Gaussian filter
-        return F.conv2d(F.conv2d(t, wx, groups=channels), wy, groups=channels)
-
-    mu_x, mu_y = blur(x), blur(y)
-    sxx = blur(x * x) - mu_x**2
-    syy = blur(y * y) - mu_y**2
-    sxy = blur(x * y) - mu_x * mu_y
-    num = (2 * mu_x * mu_y + SSIM_C1) * (2 * sxy + SSIM_C2)
-    den = (mu_x**2 + mu_y**2 + SSIM_C1) * (sxx + syy + SSIM_C2)
-    return num / den
-
-
-def ssim(img: Float[Tensor, "B H W 3"], ref: Float[Tensor, "B H W 3"]) -> Tensor:
-    """Mean SSIM (see ``ssim_map``)."""
-    return ssim_map(img, ref).mean()
-
-
 def photometric_loss(
     rgb: Float[Tensor, "B H W 3"], target: Float[Tensor, "B H W 3"], config: LossConfig
 ) -> dict[str, Tensor]:
@@ -82,7 +42,7 @@ def photometric_loss(
     data = (diff * diff).mean() if config.l2 else diff.abs().mean()
     terms = {"l2" if config.l2 else "l1": (1.0 - config.ssim_weight) * data}
     if config.ssim_weight > 0 and min(rgb.shape[1:3]) >= SSIM_WINDOW:
-        terms["dssim"] = config.ssim_weight * (1.0 - ssim(rgb, target))
+        terms["dssim"] = config.ssim_weight * (1.0 - ssim_tensor(rgb, target))
     return terms
 
 
@@ -106,11 +66,11 @@ def depth_to_normals(depth: Float[Tensor, "C H W 1"], camera: Camera) -> Float[T
 
 def normal_consistency_loss(render: RenderOutput, camera: Camera, *, median_depth: bool) -> Tensor:
     """``mean(1 - N_rend · N_surf)`` with ``N_surf`` from depth, times the detached alpha (spec §8)."""
-    if render.normals is None or render.depth is None:
-        raise ValueError("normal_consistency_loss needs a render with normals and depth")
-    depth = render.extras.get("depth_median", render.depth) if median_depth else render.depth
+    by = "the depth-normal consistency loss"
+    normals = render.require("normals", by=by)
+    depth = render.require("depth_median" if median_depth else "depth", by=by)
     n_surf = depth_to_normals(depth, camera) * render.alpha.detach()
-    return (1.0 - (render.normals * n_surf).sum(-1)).mean()
+    return (1.0 - (normals * n_surf).sum(-1)).mean()
 
 
 def total_loss(
@@ -123,9 +83,19 @@ def total_loss(
             terms["normal"] = config.normal_weight * normal_consistency_loss(
                 render, camera, median_depth=config.median_depth
             )
-        if config.distortion_weight > 0 and "distortion" in render.extras:
-            terms["distortion"] = config.distortion_weight * render.extras["distortion"].mean()
+        if config.distortion_weight > 0:
+            distortion = render.require("distortion", by="the distortion loss")
+            terms["distortion"] = config.distortion_weight * distortion.mean()
     return terms
+
+
+def loss_needs(config: LossConfig) -> RenderCapabilities:
+    """What the scene must be able to render for these loss weights (checked once before training)."""
+    normal = config.normal_weight > 0 and config.normal_from_fraction < 1.0
+    return RenderCapabilities(
+        depth=normal, normals=normal, depth_median=normal and config.median_depth,
+        distortion=config.distortion_weight > 0 and config.normal_from_fraction < 1.0,
+    )  # fmt: skip
 
 
 def needs_normals(config: LossConfig, fraction: float) -> bool:

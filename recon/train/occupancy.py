@@ -6,23 +6,26 @@ uniformly plus as many occupied ones), where ``occ_new = scene.occupancy_eval(x)
 cell: ``sigma(x) * step_size`` for a density field, the NeuS section opacity for an SDF field. The binary mask is
 ``occ > min(mean(occ), scene.occupancy_threshold)``.
 
-The strategy talks to the scene through a small capability (no type checks): ``occupancy_grid``
+The strategy talks to the scene through a typed protocol, ``OccupancyScene`` (checked before training): ``occupancy_grid``
 (``recon.renderers.volume.OccupancyGrid``), ``occupancy_eval(points) -> (N,)``, ``occupancy_threshold`` and
 ``set_step(step)`` (training progress for schedules such as NeuS's cosine annealing).
 """
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
+from recon.core import MissingRenderOutput
 from recon.renderers.volume import OccupancyGrid
+from recon.scenes.base import Scene
 from recon.train.strategy import Strategy, StrategyContext
 
 __all__ = ["OccupancyConfig", "OccupancyScene", "OccupancyStrategy"]
 
 
+@runtime_checkable
 class OccupancyScene(Protocol):
     """What ``OccupancyStrategy`` needs from a scene."""
 
@@ -61,6 +64,15 @@ class OccupancyStrategy(Strategy):
     def __init__(self, config: OccupancyConfig = OccupancyConfig(), *, seed: int = 0) -> None:
         self.config = config
         self.generator = torch.Generator().manual_seed(seed)
+
+    def check_scene(self, scene: Scene) -> None:
+        """The scene must implement the ``OccupancyScene`` protocol (grid, evaluation, threshold, set_step)."""
+        super().check_scene(scene)
+        if not isinstance(scene, OccupancyScene):
+            raise MissingRenderOutput(
+                f"{type(self).__name__} needs a scene with an occupancy grid (the OccupancyScene protocol: "
+                f"occupancy_grid, occupancy_eval, occupancy_threshold, set_step); {type(scene).__name__} has none"
+            )
 
     def before_backward(self, ctx: StrategyContext) -> None:
         self.update(ctx.scene, ctx.step.step)

@@ -13,6 +13,7 @@ import torch
 
 from recon.config import apply_overrides, load_preset, load_yaml
 from recon.core import ReconError
+from recon.renderers._backend import reset_backend_report
 from recon.runs import RunDir
 from recon.train.config import TrainConfig
 from recon.train.evaluate import geometry_metrics, protocol, render_metrics
@@ -92,6 +93,7 @@ def evaluate_run(
     device = device or torch.device("cpu")
     dataset = dataset if dataset is not None else load_run_dataset(cfg)
     scene, step = load_scene(method, cfg, run, device=device)
+    reset_backend_report()  # the protocol records what this evaluation's renders ran on
     save_dir = run.renders_dir / f"eval_{split}" if save_renders else None
     start = time.perf_counter()
     m = render_metrics(

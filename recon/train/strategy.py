@@ -6,9 +6,11 @@ side channels: everything it needs is in the ``StrategyContext``.
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
+from recon.core import RenderCapabilities, require_capabilities
 from recon.scenes.base import Scene, StepContext
 from recon.train.param_optimizer import ParamOptimizer
 
@@ -31,8 +33,21 @@ class StrategyContext:
 class Strategy:
     """Base strategy: does nothing. Subclasses override hooks and state (tensors only, for checkpoints)."""
 
-    needs_stats: bool = False
-    """Whether the scene must render per-primitive statistics for this strategy."""
+    needs: ClassVar[RenderCapabilities] = RenderCapabilities(depth=False)
+    """What the scene must render for this strategy (checked by ``check_scene`` before training)."""
+
+    @property
+    def needs_stats(self) -> bool:
+        """Whether every training render must carry per-primitive statistics."""
+        return self.needs.stats
+
+    def check_scene(self, scene: Scene) -> None:
+        """Raise ``MissingRenderOutput`` (a ReconError) if ``scene`` cannot serve this strategy.
+
+        The default checks ``needs`` against ``scene.capabilities``; strategies that need more of the scene (a
+        typed protocol such as ``OccupancyScene``) extend it.
+        """
+        require_capabilities(type(scene).__name__, scene.capabilities, self.needs, by=type(self).__name__)
 
     def before_backward(self, ctx: StrategyContext) -> None:
         """Called after rendering and loss computation, before ``backward``."""

@@ -11,11 +11,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from recon.core import require_capabilities
+from recon.metrics import psnr_tensor
+from recon.renderers._backend import backend_report, reset_backend_report
 from recon.scenes.base import RenderOptions, Scene, StepContext
 from recon.train.config import TrainConfig
 from recon.train.data import TrainViews, ViewSampler
 from recon.train.evaluate import quick_metrics
-from recon.train.losses import needs_distortion, needs_normals, total_loss
+from recon.train.losses import loss_needs, needs_distortion, needs_normals, total_loss
 from recon.train.methods import Method
 from recon.train.param_optimizer import ParamOptimizer
 from recon.train.ray_batches import RayBatchSampler
@@ -63,6 +66,12 @@ class Trainer:
         self.scene = scene.to(device)
         self.optimizer = ParamOptimizer(self.scene.param_groups())
         self.strategy = method.make_strategy(cfg, len(self.views))
+        # Capabilities are checked once, here: a loss or strategy needing an output the scene cannot render fails
+        # before any work, naming both (instead of skipping a term silently at every step).
+        scene_name = type(self.scene).__name__
+        require_capabilities(scene_name, self.scene.capabilities, loss_needs(cfg.loss), by="the loss config")
+        self.strategy.check_scene(self.scene)
+        reset_backend_report()  # backend_report() then says what this run's renders really ran on
         if cfg.batch == "rays":
             self.sampler = RayBatchSampler.from_views(
                 self.views, rays_per_batch=cfg.rays_per_batch, images_per_batch=cfg.images_per_batch,
@@ -112,10 +121,9 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.strategy.after_backward(sctx)
-        mse = torch.mean((render.rgb.detach() - target) ** 2)
         return {k: v.detach() for k, v in terms.items()} | {
             "loss": loss.detach(),
-            "psnr": -10 * torch.log10(mse),
+            "psnr": psnr_tensor(render.rgb.detach(), target),
         }
 
     def progress(self) -> float | None:
@@ -214,7 +222,7 @@ class Trainer:
 
     def save_checkpoint(self):
         meta = {"method": self.method.name, "train_seconds": self.train_seconds,
-                "num_primitives": self.scene.num_primitives()}  # fmt: skip
+                "num_primitives": self.scene.num_primitives(), "backends": backend_report()}  # fmt: skip
         return self.run.save_checkpoint(
             self.step, self.state_tensors(), meta, keep_last=self.cfg.keep_checkpoints
         )

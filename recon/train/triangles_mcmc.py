@@ -12,6 +12,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from recon.core import RenderCapabilities
 from recon.train.schedules import active_sh_degree
 from recon.train.strategy import Strategy, StrategyContext
 
@@ -65,7 +66,7 @@ class TriangleMCMCConfig:
 class TriangleMCMC(Strategy):
     """Spec §11 densify/prune with statistics from the renderer (``options.stats``)."""
 
-    needs_stats = True
+    needs = RenderCapabilities(depth=False, stats=True)
 
     def __init__(
         self, config: TriangleMCMCConfig, *, max_steps: int, num_views: int, max_sh_degree: int
@@ -112,13 +113,14 @@ class TriangleMCMC(Strategy):
                 self.visible_count.zero_()
             elif self.counting == COUNTING:
                 self.counting = COUNTED
-        extras = step.render.extras if step.render is not None else {}
-        if "max_blending" in extras:
-            self.importance = torch.maximum(self.importance, extras["max_blending"].detach().amax(0).float())
-            self.image_size = torch.maximum(self.image_size, extras["radius_px"].detach().amax(0).float())
-            if self.counting == COUNTING:
-                seen = (extras["inradius_px"].detach() > VISIBLE_INRADIUS_PX).sum(0)
-                self.visible_count += seen.float()
+        if step.render is None:
+            raise ValueError("TriangleMCMC.after_backward needs the step's render (StepContext.render)")
+        stats = step.render.require_stats(by="TriangleMCMC densification")
+        self.importance = torch.maximum(self.importance, stats.max_blending.detach().amax(0).float())
+        self.image_size = torch.maximum(self.image_size, stats.radius_px.detach().amax(0).float())
+        if self.counting == COUNTING:
+            seen = (stats.inradius_px.detach() > VISIBLE_INRADIUS_PX).sum(0)
+            self.visible_count += seen.float()
         it = step.step + 1
         progress = it / self.max_steps if step.progress is None else step.progress
         scene.active_sh_degree.fill_(

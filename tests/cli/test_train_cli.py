@@ -56,6 +56,8 @@ def test_train_eval_export_render(data, tmp_path, capsys):
         assert key in ev, key
     assert ev["step"] == 20 and ev["num_images"] == 2 and ev["protocol"]["background"] == "white"
     assert set(ev["protocol"]) >= {"background", "resolution", "split_rule", "backend", "device"}
+    # what really ran, per op family (not the requested "auto"); Warp runs on this CPU
+    assert ev["protocol"]["backend"] == {"splat": "warp"} and ev["protocol"]["backend_requested"] == "auto"
     assert "chamfer" in ev and "fscore" in ev and "fscore_threshold" in ev  # synthetic data has a GT mesh
 
     assert eval_cli.main([str(run_dir), "--max-images", "1", "--no-geometry", "--device", "cpu"]) == 0
@@ -189,6 +191,7 @@ def test_train_neural_fields_through_generic_trainer(method, data, tmp_path, cap
     ev = json.loads((run_dir / "eval.json").read_text())
     assert ev["method"] == method and ev["step"] == 8 and ev["num_images"] == 2
     assert 0 < ev["psnr"] < 60 and ev["protocol"]["background"] == "white"
+    assert ev["protocol"]["backend"]["volume"] == "warp" and ev["protocol"]["backend"]["encoding"] == "warp"
     out = tmp_path / f"{method}.ply"
     assert export_cli.main([str(run_dir), "--format", "ply", "--output", str(out)]) == 0
     mesh = trimesh.load(out, force="mesh")

@@ -95,7 +95,7 @@ def test_pixel_subset_matches_full_image(fitted, dataset):
         pixels = torch.tensor([[[0, 0], [5, 17], [16, 16], [31, 2], [20, 30]]])
         part = scene.render(camera, options, pixels=pixels)
     assert full.rgb.shape == (1, 32, 32, 3) and full.alpha.shape == (1, 32, 32, 1)
-    assert part.rgb.shape == (1, 5, 3) and part.depth_kind == "t" and part.normals is None
+    assert part.rgb.shape == (1, 5, 3) and part.normals is None
     i, j = pixels[0, :, 0], pixels[0, :, 1]
     torch.testing.assert_close(part.rgb[0], full.rgb[0, j, i], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(part.depth[0], full.depth[0, j, i], rtol=1e-5, atol=1e-5)
@@ -172,7 +172,7 @@ def test_median_depth_on_opaque_pixels(fitted, dataset):
     with torch.no_grad():
         out = scene.render(dataset.camera("test", 0), options)
     scene.train()
-    median = out.extras["depth_median"]
+    median = out.require("depth_median", by="this test")
     assert median.shape == out.depth.shape
     opaque, clear = out.alpha > 0.6, out.alpha < 0.4  # (a 100-step fit is only partly opaque)
     assert int(opaque.sum()) > 10 and bool((median[opaque] > 0).all())

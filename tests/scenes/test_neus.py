@@ -162,7 +162,7 @@ def test_render_outputs(fitted, dataset):
     with torch.no_grad():
         out = scene.render(dataset.camera("test", 0), RenderOptions(background=dataset.background))
     scene.train()
-    assert out.rgb.shape == (1, 32, 32, 3) and out.normals.shape == (1, 32, 32, 3) and out.depth_kind == "t"
+    assert out.rgb.shape == (1, 32, 32, 3) and out.normals.shape == (1, 32, 32, 3)
     hit = out.alpha[..., 0] > 0.9
     assert int(hit.sum()) > 20
     # rendered normals are weighted sums of unit normals with weights summing to alpha <= 1; on opaque pixels the

@@ -56,7 +56,8 @@ def test_render_outputs_and_gradients_reach_every_parameter(gen):
                                           median_depth=True, stats=True))  # fmt: skip
     assert out.rgb.shape == (1, 32, 32, 3) and out.alpha.shape == (1, 32, 32, 1)
     assert out.depth.shape == (1, 32, 32, 1) and out.normals.shape == (1, 32, 32, 3)
-    assert out.extras["max_blending"].shape == (1, 80) and out.extras["radius_px"].shape == (1, 80)
+    assert out.stats is not None
+    assert out.stats.max_blending.shape == (1, 80) and out.stats.radius_px.shape == (1, 80)
     assert 0.05 < float(out.alpha.detach().mean()) < 1.0
     loss = (out.rgb * torch.randn(out.rgb.shape, generator=gen)).sum() + out.depth.sum() + out.normals.sum()
     loss.backward()

@@ -1,19 +1,30 @@
-"""Losses (spec §8): differentiable SSIM agrees with recon.metrics.ssim; depth normals; photometric weights."""
+"""Losses (spec §8): the D-SSIM term is recon.metrics' SSIM; depth normals; photometric weights; missing outputs."""
 
+import pytest
 import torch
 
-from recon.core import Camera, RenderOutput
+from recon.core import Camera, MissingRenderOutput, RenderOutput
 from recon.core.transforms import look_at
-from recon.train.losses import LossConfig, depth_to_normals, normal_consistency_loss, photometric_loss, ssim
+from recon.metrics import ssim_tensor
+from recon.train.losses import (
+    LossConfig,
+    depth_to_normals,
+    loss_needs,
+    normal_consistency_loss,
+    photometric_loss,
+    total_loss,
+)
 
 
-def test_ssim_matches_metrics(gen):
+def test_dssim_is_the_metric_ssim(gen):
     from recon.metrics import ssim as metric_ssim
 
-    a = torch.rand(1, 40, 36, 3, generator=gen)
-    b = (a + 0.1 * torch.randn(a.shape, generator=gen)).clamp(0, 1)
-    assert abs(float(ssim(a, b)) - float(metric_ssim(a[0], b[0]))) < 1e-4
-    assert abs(float(ssim(a, a)) - 1.0) < 1e-6
+    a = torch.rand(1, 40, 36, 3, generator=gen, requires_grad=True)
+    b = (a.detach() + 0.1 * torch.randn(a.shape, generator=gen)).clamp(0, 1)
+    terms = photometric_loss(a, b, LossConfig(ssim_weight=1.0))
+    assert abs(float(1.0 - terms["dssim"].detach()) - metric_ssim(a[0].detach(), b[0])) < 1e-5
+    terms["dssim"].backward()
+    assert a.grad is not None and bool(torch.isfinite(a.grad).all()) and float(a.grad.abs().sum()) > 0
 
 
 def test_photometric_weights(gen):
@@ -21,7 +32,7 @@ def test_photometric_weights(gen):
     b = torch.rand(1, 16, 16, 3, generator=gen)
     terms = photometric_loss(a, b, LossConfig(ssim_weight=0.2))
     assert torch.isclose(terms["l1"], 0.8 * (a - b).abs().mean())
-    assert torch.isclose(terms["dssim"], 0.2 * (1 - ssim(a, b)))
+    assert torch.isclose(terms["dssim"], 0.2 * (1 - ssim_tensor(a, b)))
     assert "l2" in photometric_loss(a, b, LossConfig(l2=True))
 
 
@@ -49,3 +60,20 @@ def test_normal_consistency_is_zero_for_matching_normals():
     loss = normal_consistency_loss(render, cam, median_depth=False)
     border = 1 - (14 * 14) / (16 * 16)  # border pixels have N_surf = 0 and contribute 1 each
     assert abs(float(loss) - border) < 1e-5
+
+
+def test_missing_outputs_name_the_scene_and_the_field():
+    cam = _plane_camera()
+    render = RenderOutput(rgb=torch.zeros(1, 16, 16, 3), alpha=torch.ones(1, 16, 16, 1), producer="ToyScene")
+    with pytest.raises(MissingRenderOutput, match="ToyScene.*'normals'|'normals'.*ToyScene"):
+        normal_consistency_loss(render, cam, median_depth=True)
+    cfg = LossConfig(ssim_weight=0.0, normal_weight=0.0, distortion_weight=0.1, normal_from_fraction=0.0)
+    with pytest.raises(MissingRenderOutput, match="distortion"):
+        total_loss(render, torch.zeros(1, 16, 16, 3), cam, cfg, fraction=0.5)
+
+
+def test_loss_needs_follow_the_weights():
+    assert loss_needs(LossConfig(normal_weight=0.0)).normals is False
+    needs = loss_needs(LossConfig(normal_weight=1e-4, normal_from_fraction=0.2))
+    assert needs.normals and needs.depth_median and not needs.distortion
+    assert loss_needs(LossConfig(normal_weight=1e-4, normal_from_fraction=1.0)).normals is False

@@ -48,7 +48,6 @@ def sphere_render_fn(camera: Camera, state: ViewState) -> RenderOutput:
         alpha=alpha.float(),
         depth=depth.float(),
         normals=(normals * alpha).float(),
-        depth_kind="z",
     )
 
 
