@@ -32,12 +32,18 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+CUDA_SKIP_REASON = "CUDA case: no CUDA GPU on this machine (run scripts/gpu_check.sh on one)"
 DEVICES = ["cpu"] + (["cuda"] if _cuda_available() else [])
+_DEVICE_PARAMS = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not _cuda_available(), reason=CUDA_SKIP_REASON)),
+]
 
 
-@pytest.fixture(params=DEVICES)
+@pytest.fixture(params=_DEVICE_PARAMS)
 def device(request) -> str:
-    """Every test taking `device` runs on CPU, and on CUDA when a GPU is present."""
+    """Every test taking `device` runs on CPU, and on CUDA when a GPU is present; without one the CUDA case is
+    collected and skipped with ``CUDA_SKIP_REASON``, so CPU runs report how many GPU cases they did not run."""
     return request.param
 
 
@@ -53,3 +59,11 @@ def gen() -> torch.Generator:
 
 def pytest_report_header(config) -> str:
     return f"recon devices under test: {DEVICES} (torch {torch.__version__})"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """One line saying how many CUDA cases were skipped and why (the CPU CI never runs them)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    cuda = sum(1 for report in skipped if CUDA_SKIP_REASON in str(getattr(report, "longrepr", "")))
+    if cuda:
+        terminalreporter.write_line(f"recon: {cuda} CUDA cases skipped: {CUDA_SKIP_REASON}")

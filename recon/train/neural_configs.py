@@ -2,9 +2,8 @@
 
 The dataclass defaults are the published recipes (nerfacc occupancy-grid NeRF, instant-nsr-pl NeuS) as far as the
 generic trainer supports them; ``configs/{nerf,neus}.yaml`` hold overrides and ``configs/{nerf,neus}_cpu.yaml`` the
-CPU-budget presets. ``batch``, ``rays_per_batch`` and ``images_per_batch`` are the ray-batch fields the trainer
-integration (``/work/brief/nerf_integration.patch``) moves into ``TrainConfig`` with ``batch="image"`` as the
-default there; these classes keep ``batch="rays"``.
+CPU-budget presets. ``batch``, ``rays_per_batch`` and ``images_per_batch`` are ray-batch fields of the generic
+``TrainConfig`` (default ``batch="image"``); these classes set ``batch="rays"``.
 """
 
 from dataclasses import dataclass, field

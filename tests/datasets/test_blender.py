@@ -2,7 +2,6 @@
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +10,10 @@ from PIL import Image
 
 from recon.core.transforms import transform_pose
 from recon.datasets import dataset_info, detect_format, load_dataset
+from tests.shared_data import require_shared
 from tests.tolerances import assert_close, tol
 
 W, H = 16, 12
-CHAIR = Path("/work/shared/data/nerf_synthetic_chair_200")
 
 
 def _info_tensors(info: dict, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,15 +116,15 @@ def test_missing_test_split_falls_back_to_every_8th(tmp_path, dw):
     assert "every 8th" in ds.split_rule
 
 
-@pytest.mark.skipif(not CHAIR.is_dir(), reason=f"real-data check: {CHAIR} is not present on this machine")
 def test_real_nerf_synthetic_chair():
-    ds = load_dataset(CHAIR)
+    chair = require_shared("nerf_synthetic_chair_200")
+    ds = load_dataset(chair)
     assert ds.format == "blender"
     assert {s: len(f) for s, f in ds.splits.items()} == {"train": 100, "test": 200}
     assert ds.white_background and ds.has_masks and not ds.has_depth
     cams = ds.cameras("test")
     assert (cams.width, cams.height) == (200, 200)
-    angle = json.loads((CHAIR / "transforms_train.json").read_text())["camera_angle_x"]
+    angle = json.loads((chair / "transforms_train.json").read_text())["camera_angle_x"]
     assert math.isclose(float(cams.K[0, 0, 0]), 100 / math.tan(angle / 2), rel_tol=1e-6)
     img, alpha = ds.image("train", 0), ds.alpha("train", 0)
     assert img.shape == (200, 200, 3) and img.dtype == torch.float32 and float(img.max()) <= 1.0
