@@ -9,7 +9,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float
@@ -64,6 +64,7 @@ class HashGridSceneConfig:
         )
 
 
+@runtime_checkable
 class FieldSceneConfig(Protocol):
     """What ``FieldScene`` reads from its subclass's config."""
 
