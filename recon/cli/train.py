@@ -13,7 +13,7 @@ import tyro
 
 from recon.core import ReconError
 from recon.runs import RunDir
-from recon.train.methods import METHODS, NOT_YET, get_method
+from recon.train.methods import REGISTRY, get_method, method_summaries
 from recon.train.run_io import (
     evaluate_run,
     load_run_dataset,
@@ -24,14 +24,28 @@ from recon.train.run_io import (
 )
 from recon.train.trainer import Trainer
 
-USAGE = "usage: recon train METHOD --data PATH [options]   (METHOD: " + " | ".join([*METHODS, *NOT_YET]) + ")"
+USAGE = "usage: recon train METHOD --data PATH [options]   (METHOD: " + " | ".join(REGISTRY) + ")"
+
+
+def usage() -> str:
+    """The usage line and one line per method (``recon train --help``)."""
+    return "\n".join(
+        [
+            USAGE,
+            "",
+            "methods:",
+            *method_summaries(),
+            "",
+            "'recon train METHOD --help' lists every option of a method (with its preset's defaults).",
+        ]
+    )
 
 
 def parse(argv: list[str]):
     """(method, resolved config, device) from the command line (two passes: preset choice, then flags)."""
     if not argv or argv[0].startswith("-"):
         if argv and argv[0] in ("-h", "--help"):
-            print(USAGE)
+            print(usage())
             raise SystemExit(0)
         raise ReconError(f"METHOD is missing; {USAGE}")
     method = get_method(argv[0])
