@@ -150,14 +150,14 @@ def load_primitives(path: str | Path) -> Primitives:
     except (KeyError, TypeError) as exc:
         raise ReconError(f"{path}: missing or malformed key {exc}") from exc
     table = (
-        _tensor(rows, (len(rows), 14), "blocks", path) if rows else torch.zeros(0, 14, dtype=torch.float64)
+        _tensor(rows, (len(rows), 13), "blocks", path) if rows else torch.zeros(0, 13, dtype=torch.float64)
     )
     return Primitives(
         exponents=table[:, 0:2],
         scales=table[:, 2:5],
         rotations=quat_to_rotmat(table[:, 5:9]),
         translations=table[:, 9:12],
-        opacities=table[:, 13],
+        opacities=table[:, 12],
         block_index=torch.tensor(index, dtype=torch.int64),
         ratio=ratio,
         T_world_canon=T,
@@ -206,7 +206,7 @@ def _block_parts(b: BlockSet, keep: Tensor, level: int, texture_size: int) -> li
     base = icosphere(level)
     atlas = build_atlas(base, texture_size=texture_size)
     eta, omega = base_angles(base)
-    verts = b.select(keep).vertices(eta.to(b.translations), omega.to(b.translations)).double().cpu()
+    verts = b.select(keep).vertices(eta, omega).double().cpu()
     names = [f"block_{j:02d}" for j in torch.nonzero(keep.cpu()).flatten().tolist()]
     logits = b.texture_logits[keep]
     return [

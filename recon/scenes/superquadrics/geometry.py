@@ -32,6 +32,9 @@ EXPONENT_MAX = EXPONENT_MIN + EXPONENT_RANGE
 POW_BASE_MIN = 1.5e-8  # clamp of every fractional-power base in F(x): exponents reach 20 (spec 2)
 COORD_CLAMP = 5.0  # |x| clamp before F(x): 5^(2*10) is still finite in float32 (spec 2)
 SIGNED_POW_TINY = 1e-300  # keeps log(|f|) finite inside the f > 0 branch of signed_pow's gradient
+TRIG_ZERO = (
+    1e-12  # cos(pi/2) is 6e-17 in float64 and 6e-17^0.1 = 0.02: trig values this small are exact zeros
+)
 ROT6D_NORM_MIN = 1e-12  # guard of the normalisations in rot6d (a degenerate input has no rotation)
 
 
@@ -82,6 +85,14 @@ def base_angles(base: BaseMesh) -> tuple[Float[Tensor, " V"], Float[Tensor, " V"
     return torch.asin(u[:, 1].clamp(-1.0, 1.0)), torch.atan2(u[:, 0], u[:, 2])
 
 
+def _trig(angle: Tensor, fn, like: Tensor) -> Tensor:
+    """``fn(angle)`` evaluated in float64 with near-zeros snapped to 0, then cast to ``like`` (the angles are
+    constants, so computing them precisely costs nothing and keeps float32 blocks exact at poles and meridians)."""
+    value = fn(angle.to(torch.float64))
+    value = torch.where(value.abs() < TRIG_ZERO, torch.zeros_like(value), value)
+    return value.to(like)[None]
+
+
 def superquadric_points(
     eta: Float[Tensor, " V"], omega: Float[Tensor, " V"], eps: Float[Tensor, "N 2"]
 ) -> Float[Tensor, "N V 3"]:
@@ -91,7 +102,7 @@ def superquadric_points(
         \\quad z = \\cos^{\\varepsilon_1}\\eta \\cos^{\\varepsilon_2}\\omega
 
     Args:
-        eta: (V,) latitude angles (constants).
+        eta: (V,) latitude angles (constants; float64 recommended, trig is evaluated in float64).
         omega: (V,) longitude angles (constants).
         eps: (N, 2) exponents ``(ε1, ε2)``.
 
@@ -106,10 +117,12 @@ def superquadric_points(
     """
     if eps.ndim != 2 or eps.shape[-1] != 2:
         raise ValueError(f"eps must have shape (N, 2), got {tuple(eps.shape)}")
-    eta, omega = eta.to(eps), omega.to(eps)
     e1, e2 = eps[:, 0:1], eps[:, 1:2]
-    cos_eta, sin_eta = signed_pow(torch.cos(eta)[None], e1), signed_pow(torch.sin(eta)[None], e1)
-    cos_om, sin_om = signed_pow(torch.cos(omega)[None], e2), signed_pow(torch.sin(omega)[None], e2)
+    cos_eta, sin_eta = signed_pow(_trig(eta, torch.cos, eps), e1), signed_pow(_trig(eta, torch.sin, eps), e1)
+    cos_om, sin_om = (
+        signed_pow(_trig(omega, torch.cos, eps), e2),
+        signed_pow(_trig(omega, torch.sin, eps), e2),
+    )
     return torch.stack([cos_eta * sin_om, sin_eta.expand_as(cos_eta * sin_om), cos_eta * cos_om], dim=-1)
 
 

@@ -242,3 +242,15 @@ def test_blockset_validates_shapes():
     b = init_block_set(2, generator=torch.Generator().manual_seed(0), texture_size=8)
     with pytest.raises(ValueError, match="log_scales"):
         BlockSet(**{**b.__dict__, "log_scales": torch.zeros(3, 3)})
+
+
+def test_float32_blocks_are_exact_at_poles_and_meridians():
+    # trig of the constant angles is evaluated in float64 with exact zeros: float32 cos(π/2) = -4.4e-8 raised to
+    # ε = 0.1 would otherwise put the pole vertex at x = -0.18 instead of 0
+    eta, omega = _angles(2)
+    eps = torch.tensor([[0.1, 0.25], [1.9, 0.1]])
+    p32 = superquadric_points(eta, omega, eps)
+    p64 = superquadric_points(eta, omega, eps.double())
+    torch.testing.assert_close(p32.double(), p64, rtol=0, atol=1e-5)
+    poles = eta.abs() == math.pi / 2
+    assert int(poles.sum()) == 2 and bool((p32[:, poles][..., [0, 2]] == 0).all())
