@@ -114,6 +114,11 @@ class BlockSet:
         per_block = ("raw_exponents", "log_scales", "rot6d", "translations", "alpha_logits", "texture_logits")
         return replace(self, **{name: getattr(self, name)[mask] for name in per_block})
 
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "BlockSet":
+        """A copy with every tensor moved to ``device`` / cast to ``dtype``."""
+        tensors = {f.name: getattr(self, f.name) for f in fields(self) if f.type is not float}
+        return replace(self, **{k: v.to(device=device, dtype=dtype) for k, v in tensors.items()})
+
     def detached(self) -> "BlockSet":
         """A copy with every tensor detached (for export and logging)."""
         return replace(

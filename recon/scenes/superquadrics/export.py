@@ -25,10 +25,11 @@ from recon.core.errors import ReconError
 from recon.core.transforms import apply_T, quat_to_rotmat, rotmat_to_quat
 from recon.scenes.superquadrics.blocks import BlockSet
 from recon.scenes.superquadrics.config import SuperquadricsConfig
+from recon.scenes.superquadrics.environment import background_mesh, ground_mesh, posed_ground_vertices
 from recon.scenes.superquadrics.geometry import base_angles, block_vertices, superquadric_points
 from recon.scenes.superquadrics.losses import opaque_mask
-from recon.scenes.superquadrics.tessellation import background_sphere, ground_square, icosphere
-from recon.scenes.superquadrics.uv import build_atlas, spherical_uv
+from recon.scenes.superquadrics.tessellation import icosphere
+from recon.scenes.superquadrics.uv import build_atlas
 
 __all__ = [
     "PRIMITIVES_SCHEMA",
@@ -216,19 +217,16 @@ def _block_parts(b: BlockSet, keep: Tensor, level: int, texture_size: int) -> li
 
 
 def _ground_part(b: BlockSet, cfg: SuperquadricsConfig, extent: float) -> TexturedPart:
-    full = ground_square(cfg.z_far, cfg.ground_subdivisions)
-    uv = (full.vertices[:, [0, 2]] / cfg.z_far + 1.0) / 2.0  # UVs of the full square, also on the reduced one
-    local = full.vertices * full.vertices.new_tensor([extent / cfg.z_far, 1.0, extent / cfg.z_far])
-    R, t = b.ground_rotation().double().cpu(), b.ground_translation.double().cpu()
-    return TexturedPart("ground", local @ R.T + t, full.faces, uv, _to_image(b.ground_texture_logits))
+    ground = ground_mesh(cfg.z_far, cfg.ground_subdivisions, extent=extent)
+    vertices = posed_ground_vertices(
+        ground.vertices, b.ground_rot6d.double().cpu(), b.ground_translation.double().cpu()
+    )
+    return TexturedPart("ground", vertices, ground.faces, ground.uv, _to_image(b.ground_texture_logits))
 
 
 def _background_part(b: BlockSet, cfg: SuperquadricsConfig) -> TexturedPart:
-    sphere = background_sphere(cfg.z_far, cfg.background_level)
-    uv = spherical_uv(sphere.vertices)  # the plain spherical map of the reference background
-    return TexturedPart(
-        "background", sphere.vertices, sphere.faces, uv, _to_image(b.background_texture_logits)
-    )
+    bkg = background_mesh(cfg.z_far, cfg.background_level)
+    return TexturedPart("background", bkg.vertices, bkg.faces, bkg.uv, _to_image(b.background_texture_logits))
 
 
 def scene_parts(

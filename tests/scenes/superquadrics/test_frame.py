@@ -1,6 +1,8 @@
 """Canonical frame from synthetic camera rings with a known centre and up (spec superquadrics.md 9)."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,3 +100,23 @@ def test_errors():
     flipped[1::2, :3, :3] = torch.diag(torch.tensor([-1.0, -1.0, 1.0], dtype=F64)) @ flipped[1::2, :3, :3]
     with pytest.raises(ValueError, match="up"):
         canonical_frame(Camera(flipped, cams.K, 100, 80), roi_radius=1.0, roi_center=center)
+
+
+DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "nerf_synthetic_chair_200"
+
+
+@pytest.mark.skipif(
+    not (DATA / "transforms_train.json").exists(), reason="shared NeRF-synthetic chair not present"
+)
+def test_nerf_synthetic_cameras_give_blender_up_and_origin():
+    """Real cameras: Blender scenes are z-up around the origin; the frame must find both (cameras only, no images)."""
+    frames = json.loads((DATA / "transforms_train.json").read_text())["frames"]
+    T_world_cam_gl = torch.tensor([f["transform_matrix"] for f in frames], dtype=F64)
+    T_world_cam = T_world_cam_gl @ torch.diag(
+        torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=F64)
+    )  # OpenGL -> OpenCV
+    T_cam_world = torch.linalg.inv(T_world_cam)
+    K = torch.eye(3, dtype=F64).expand(len(frames), 3, 3).clone()
+    frame = canonical_frame(Camera(T_cam_world, K, 800, 800), roi_radius=1.5)
+    assert float(frame.center.norm()) < 0.1  # the chair's cameras all look at the origin
+    assert float(frame.up[2]) > 0.95  # Blender up is +z

@@ -1,6 +1,7 @@
 """Opacity rules, parsimony, TV and overlap (spec superquadrics.md 5 and 7)."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -143,3 +144,33 @@ def test_overlap_gradients_reach_every_geometric_input():
     assert float(loss.detach()) > 0
     for g in torch.autograd.grad(loss, (eps, scales, R, t)):
         assert bool(torch.isfinite(g).all()) and float(g.abs().sum()) > 0
+
+
+def test_losses_on_device_match_cpu(device):
+    from recon.scenes.superquadrics.blocks import init_block_set
+    from recon.scenes.superquadrics.geometry import base_angles
+    from recon.scenes.superquadrics.tessellation import icosphere
+
+    blocks = init_block_set(
+        3, generator=torch.Generator().manual_seed(0), texture_size=8, translation_range=(0.1,) * 3
+    )
+    eta, omega = base_angles(icosphere(1))
+
+    def run(dev):
+        b = blocks.to(dev)
+        raw, t = b.raw_exponents.requires_grad_(), b.translations.requires_grad_()
+        b = replace(b, raw_exponents=raw, translations=t)
+        alpha = effective_opacities(b.alpha_logits, coarse=True)
+        loss = overlap_loss(
+            b.exponents(), b.scales(), b.rotations(), t, alpha, generator=torch.Generator().manual_seed(1)
+        )
+        loss = loss + parsimony_loss(alpha) + b.vertices(eta, omega).square().mean()
+        grads = torch.autograd.grad(loss, (raw, t))
+        return loss.detach().cpu(), [g.cpu() for g in grads]
+
+    loss_cpu, grads_cpu = run("cpu")
+    loss_dev, grads_dev = run(device)
+    assert float(loss_cpu) > 0
+    torch.testing.assert_close(loss_dev, loss_cpu, rtol=1e-4, atol=1e-5)
+    for g_dev, g_cpu in zip(grads_dev, grads_cpu):
+        torch.testing.assert_close(g_dev, g_cpu, rtol=1e-3, atol=1e-5)
