@@ -100,6 +100,7 @@ def write_primitives(
         )
     doc = {
         "schema": PRIMITIVES_SCHEMA,
+        "frame": "block poses and the ground pose are in the canonical frame; x_world = T_world_canon x_canon",
         "ratio_block_scene": b.ratio,
         "T_world_canon": T_world_canon.detach().double().cpu().tolist(),
         "ground": {

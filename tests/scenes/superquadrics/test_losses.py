@@ -127,6 +127,9 @@ def test_overlap_ignores_killed_and_transparent_blocks():
     eps = torch.ones(2, 2, dtype=F64)
     scales = torch.ones(2, 3, dtype=F64)
     t = torch.zeros(2, 3, dtype=F64)
+    opaque = overlap_loss(eps, scales, _pose(2), t, torch.ones(2, dtype=F64), generator=torch.Generator())
+    # exactly coincident unit-sphere blocks: inside (≈ π/6 of each box) the sum is ~2, i.e. ~0.05 above 1.95
+    assert 0.5 * 0.05 * math.pi / 6 < float(opaque) < 1.5 * 0.05 * math.pi / 6
     for alpha in ([1.0, 0.0], [0.5, 0.5]):
         loss = overlap_loss(
             eps, scales, _pose(2), t, torch.tensor(alpha, dtype=F64), generator=torch.Generator()
