@@ -5,6 +5,8 @@ Modules, each pure and tested on its own:
 - ``tessellation``: icosphere (built here), UV sphere, background sphere, ground square;
 - ``geometry``: exponent/scale activations, signed power map, rot6d, block vertices, implicit form and sdf proxy;
 - ``blocks``: ``BlockSet`` (the raw parameters as plain tensors) and its initialisation;
+- ``template``: the shared block template (base mesh, fixed angles, atlas) from the config;
+- ``environment``: background sphere and ground plane with UVs, the ground pose;
 - ``uv``: spherical atlas with seam and pole fixes, circular texture padding, texture decimation;
 - ``frame``: the canonical frame ``T_canon_world`` from the training cameras;
 - ``losses``: opacity rules, parsimony, texture TV, overlap;

@@ -88,8 +88,9 @@ class SuperquadricsConfig:
     """Temperature of the occupancy sigmoid(-sdf / temperature)."""
     overlap_max_blocks: float = 1.95
     """Occupancy sum above which a point counts as inside two blocks."""
-    export_tessellation_level: int = 1
-    """Icosphere level of exported blocks (1 = as trained; finer levels re-tessellate the analytic surface)."""
+    export_tessellation_level: int | None = None
+    """Tessellation level of exported blocks: None = as trained; an icosphere level (or, for the UV sphere,
+    2^(level - icosphere_level) times the trained size) re-tessellates the analytic surface."""
     export_ground_extent: float = 3.0
     """Half-extent of the reduced ground in the exported mesh of opaque blocks."""
 

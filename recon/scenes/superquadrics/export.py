@@ -28,8 +28,8 @@ from recon.scenes.superquadrics.config import SuperquadricsConfig
 from recon.scenes.superquadrics.environment import background_mesh, ground_mesh, posed_ground_vertices
 from recon.scenes.superquadrics.geometry import base_angles, block_vertices, superquadric_points
 from recon.scenes.superquadrics.losses import opaque_mask
-from recon.scenes.superquadrics.tessellation import icosphere
-from recon.scenes.superquadrics.uv import build_atlas
+from recon.scenes.superquadrics.template import BlockTemplate, block_template
+from recon.scenes.superquadrics.tessellation import BaseMesh, icosphere
 
 __all__ = [
     "PRIMITIVES_SCHEMA",
@@ -169,15 +169,16 @@ def load_primitives(path: str | Path) -> Primitives:
 
 
 def primitive_vertices(
-    prims: Primitives, *, level: int = 1, frame: ExportFrame = "canonical"
+    prims: Primitives, *, base: BaseMesh | None = None, frame: ExportFrame = "canonical"
 ) -> tuple[Float[Tensor, "P V 3"], Int[Tensor, "F 3"]]:
-    """Rebuild the block meshes of ``prims`` on an icosphere of ``level``: ``(vertices, faces)`` (float64)."""
-    eta, omega = base_angles(icosphere(level))
+    """Rebuild the block meshes of ``prims`` on ``base`` (default: the level-1 icosphere): ``(vertices, faces)``."""
+    base = icosphere(1) if base is None else base
+    eta, omega = base_angles(base)
     unit = superquadric_points(eta, omega, prims.exponents)
     verts = block_vertices(unit, prims.scales, prims.rotations, prims.translations, ratio=prims.ratio)
     if frame == "world":
         verts = apply_T(prims.T_world_canon, verts)
-    return verts, icosphere(level).faces
+    return verts, base.faces
 
 
 @dataclass(frozen=True)
@@ -204,11 +205,9 @@ def _to_image(texture_logits: Tensor) -> np.ndarray:
     return (colors * 255.0 + 0.5).to(torch.uint8).numpy()
 
 
-def _block_parts(b: BlockSet, keep: Tensor, level: int, texture_size: int) -> list[TexturedPart]:
-    base = icosphere(level)
-    atlas = build_atlas(base, texture_size=texture_size)
-    eta, omega = base_angles(base)
-    verts = b.select(keep).vertices(eta, omega).double().cpu()
+def _block_parts(b: BlockSet, keep: Tensor, template: BlockTemplate) -> list[TexturedPart]:
+    atlas = template.atlas
+    verts = b.select(keep).vertices(template.eta, template.omega).double().cpu()
     names = [f"block_{j:02d}" for j in torch.nonzero(keep.cpu()).flatten().tolist()]
     logits = b.texture_logits[keep]
     return [
@@ -248,19 +247,20 @@ def scene_parts(
         T_world_canon: (4, 4) canonical -> world similarity.
         full: which mesh.
         frame: "world" applies ``T_world_canon``; "canonical" keeps the blocks frame.
-        level: icosphere level of the blocks (default ``cfg.export_tessellation_level``).
+        level: tessellation level of the blocks (default ``cfg.export_tessellation_level``; see
+            :func:`~recon.scenes.superquadrics.template.block_template`).
     """
     if frame not in ("world", "canonical"):
         raise ValueError(f"frame must be 'world' or 'canonical', got {frame!r}")
     b = blocks.detached()
-    level = cfg.export_tessellation_level if level is None else level
+    level = cfg.export_tessellation_level if level is None else level  # still None: as trained
     if full:
         keep = torch.ones(len(b), dtype=torch.bool, device=b.alpha_logits.device)
         parts = [_background_part(b, cfg), _ground_part(b, cfg, cfg.z_far)]
     else:
         keep = opaque_mask(b.alpha_logits, opaque_threshold=cfg.opaque_threshold)
         parts = [_ground_part(b, cfg, cfg.export_ground_extent)]
-    parts += _block_parts(b, keep, level, cfg.texture_size)
+    parts += _block_parts(b, keep, block_template(cfg, level=level))
     if frame == "world":
         T = T_world_canon.detach().double().cpu()
         parts = [TexturedPart(p.name, apply_T(T, p.vertices), p.faces, p.uv, p.image) for p in parts]

@@ -155,3 +155,19 @@ def test_open3d_reads_the_textured_obj(tmp_path):
     assert len(mesh.textures) == 3 and all(np.asarray(t).shape[:2] == (TEX, TEX) for t in mesh.textures)
     full = o3d.io.read_triangle_mesh(str(paths.mesh_full_obj), enable_post_processing=True)
     assert len(full.triangles) == 320 + 128 + 4 * 80 and len(full.textures) == 6
+
+
+def test_uv_sphere_blocks_export_and_round_trip(tmp_path):
+    from recon.scenes.superquadrics.template import block_template
+
+    cfg = SuperquadricsConfig(
+        n_blocks=4, texture_size=TEX, tessellation="uv_sphere", uv_sphere_lat=6, uv_sphere_lon=12
+    )
+    template = block_template(cfg)
+    parts = scene_parts(_blocks(), cfg=cfg, T_world_canon=torch.eye(4), frame="canonical")
+    assert parts[1].faces.shape[0] == 2 * 12 * 5 and torch.equal(parts[1].faces, template.atlas.faces_uv)
+    prims = load_primitives(write_primitives(_blocks(), tmp_path / "p.json", T_world_canon=torch.eye(4)))
+    verts, faces = primitive_vertices(prims, base=template.base)
+    original = _blocks().vertices(template.eta, template.omega)[OPAQUE].double()
+    torch.testing.assert_close(verts, original, rtol=0, atol=1e-5)
+    torch.testing.assert_close(parts[1].vertices, original[0][template.atlas.vertex_index], rtol=0, atol=1e-6)
