@@ -22,9 +22,15 @@ from recon.scenes.superquadrics.geometry import (
     superquadric_points,
 )
 
-__all__ = ["IDENTITY_ROT6D", "BlockSet", "init_block_set"]
+__all__ = ["GEOMETRY_FIELDS", "IDENTITY_ROT6D", "TEXTURE_FIELDS", "BlockSet", "init_block_set"]
 
 IDENTITY_ROT6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+GEOMETRY_FIELDS = (
+    "raw_exponents", "log_scales", "rot6d", "translations", "alpha_logits", "ground_rot6d", "ground_translation",
+)  # fmt: skip
+"""``BlockSet`` tensors optimised with ``lr_geometry`` (5e-3; spec 8)."""
+TEXTURE_FIELDS = ("texture_logits", "ground_texture_logits", "background_texture_logits")
+"""``BlockSet`` tensors optimised with ``lr_texture`` (5e-2; spec 8)."""
 SCALE_INIT_OFFSET = 0.3  # S = exp(log(U + 0.3)) + 0.2 = U + 0.5 ∈ [0.5, 1.5) (spec 3)
 ALPHA_LOGIT_OFFSET = 1e-3  # the reference stores logit(0.5) + 1e-3 (spec 3)
 TEXTURE_INIT_STD = 0.1  # texture logits ~ N(0, 0.1²) (spec 3)

@@ -10,6 +10,9 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from recon.scenes.superquadrics.blocks import BlockSet
+from recon.scenes.superquadrics.config import SuperquadricsConfig
+from recon.scenes.superquadrics.curriculum import Stage
 from recon.scenes.superquadrics.geometry import sdf_proxy
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "parsimony_loss",
     "total_variation",
     "tv_loss",
+    "weighted_regularizers",
 ]
 
 PARSIMONY_MIN = 1.5e-8  # sqrt is taken of max(alpha_hat, 1.5e-8): the gradient of sqrt at 0 is infinite
@@ -117,7 +121,7 @@ def tv_loss(
 
     Block u-differences wrap around (the last column is compared with the first: the atlas is periodic in u);
     block terms are summed over blocks before the mean so each block gets the same gradient scale whatever N.
-    Pass only the alive blocks' textures (N may be 0).
+    The reference passes all N blocks' textures, killed ones included, undecimated (N may be 0).
 
     Args:
         block_textures: (N, H, W, 3) block colours (sigmoid of the logits), W along u.
@@ -186,3 +190,61 @@ def overlap_loss(
     local = ((samples - translations[:, None, :]) @ rotations) / half[:, None, :]  # row form of R^T (x - t)
     occupancy = torch.sigmoid(-sdf_proxy(local, eps) / temperature) * alpha_hat[:, None]
     return (occupancy.sum(0) - max_blocks).clamp_min(0).mean()
+
+
+def weighted_regularizers(
+    blocks: BlockSet,
+    alpha_hat: Float[Tensor, " N"],
+    *,
+    stage: Stage,
+    cfg: SuperquadricsConfig,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """The regularisers of one step, weighted by ``cfg`` and the stage factors (spec 7), as the reference does.
+
+    .. math:: 0.01 f_c\\,\\mathrm{parsimony} + 0.1 f_t\\,TV + 1.0 f_c\\,\\mathrm{overlap}
+
+    TV sees all N block textures (killed ones included) undecimated, with the ground term scaled by ``f_t``;
+    overlap sees all N blocks with their α̂ (so killed blocks contribute nothing). Terms whose factor is 0 are
+    returned as zeros without being computed.
+
+    Args:
+        blocks: the parameters (with gradients).
+        alpha_hat: (N,) :func:`effective_opacities` of this step (the same noisy α the renderer uses).
+        stage: the curriculum stage (``stage_at(fraction, cfg)``).
+        cfg: weights and overlap settings.
+        generator: draws the overlap samples.
+
+    Returns:
+        ``{"parsimony", "tv", "overlap"}`` scalar tensors, already weighted. Differentiable w.r.t. the block
+        parameters, the textures and ``alpha_hat``.
+    """
+    zero = alpha_hat.new_zeros(())
+    terms = {"parsimony": zero, "tv": zero, "overlap": zero}
+    if stage.coarse_factor > 0:
+        terms["parsimony"] = cfg.parsimony_weight * stage.coarse_factor * parsimony_loss(alpha_hat)
+        terms["overlap"] = (
+            cfg.overlap_weight
+            * stage.coarse_factor
+            * overlap_loss(
+                blocks.exponents(),
+                blocks.scales(),
+                blocks.rotations(),
+                blocks.translations,
+                alpha_hat,
+                ratio=blocks.ratio,
+                n_points=cfg.overlap_points,
+                temperature=cfg.overlap_temperature,
+                max_blocks=cfg.overlap_max_blocks,
+                generator=generator,
+            )
+        )
+    if stage.tv_factor > 0:
+        tv = tv_loss(
+            torch.sigmoid(blocks.texture_logits),
+            torch.sigmoid(blocks.background_texture_logits),
+            torch.sigmoid(blocks.ground_texture_logits),
+            ground_factor=stage.tv_factor,
+        )
+        terms["tv"] = cfg.tv_weight * stage.tv_factor * tv
+    return terms

@@ -118,3 +118,12 @@ def test_every_config_field_has_a_docstring():
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SuperquadricsConfig(**kwargs)
+
+
+def test_config_round_trips_through_the_project_config_loader():
+    from recon.config import config_from_dict, dump_config
+
+    cfg = SuperquadricsConfig(n_blocks=6, tessellation="uv_sphere", translation_range=(1.0, 0.5, 2.0))
+    data = dump_config(cfg)
+    assert data["translation_range"] == [1.0, 0.5, 2.0] and data["export_tessellation_level"] is None
+    assert config_from_dict(SuperquadricsConfig, data) == cfg

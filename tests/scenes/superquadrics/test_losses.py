@@ -15,6 +15,7 @@ from recon.scenes.superquadrics.losses import (
     parsimony_loss,
     total_variation,
     tv_loss,
+    weighted_regularizers,
 )
 
 F64 = torch.float64
@@ -177,3 +178,67 @@ def test_losses_on_device_match_cpu(device):
     torch.testing.assert_close(loss_dev, loss_cpu, rtol=1e-4, atol=1e-5)
     for g_dev, g_cpu in zip(grads_dev, grads_cpu):
         torch.testing.assert_close(g_dev, g_cpu, rtol=1e-3, atol=1e-5)
+
+
+def _small_blocks():
+    from recon.scenes.superquadrics.blocks import init_block_set
+
+    b = init_block_set(
+        3, generator=torch.Generator().manual_seed(4), texture_size=8, translation_range=(0.1,) * 3
+    )
+    return replace(b, alpha_logits=torch.tensor([6.0, -6.0, 6.0]))  # α ≈ 0.9975, 0.0025 (killed), 0.9975
+
+
+def test_weighted_regularizers_follow_the_stage_factors():
+    from recon.scenes.superquadrics.config import SuperquadricsConfig
+    from recon.scenes.superquadrics.curriculum import stage_at
+
+    cfg = SuperquadricsConfig(texture_size=8)
+    b = _small_blocks()
+    textures = (torch.sigmoid(b.texture_logits), torch.sigmoid(b.background_texture_logits))
+    ground = torch.sigmoid(b.ground_texture_logits)
+    coarse = stage_at(0.5, cfg)
+    alpha = effective_opacities(b.alpha_logits, coarse=True)
+    terms = weighted_regularizers(b, alpha, stage=coarse, cfg=cfg, generator=torch.Generator().manual_seed(0))
+    assert set(terms) == {"parsimony", "tv", "overlap"}
+    torch.testing.assert_close(terms["parsimony"], 0.01 * parsimony_loss(alpha))
+    torch.testing.assert_close(terms["tv"], 0.1 * tv_loss(*textures, ground))
+    expected_overlap = overlap_loss(
+        b.exponents(),
+        b.scales(),
+        b.rotations(),
+        b.translations,
+        alpha,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert float(expected_overlap) > 0  # the blocks start within 0.1 of each other
+    torch.testing.assert_close(terms["overlap"], expected_overlap)
+    fine = stage_at(0.9, cfg)
+    fine_terms = weighted_regularizers(
+        b, effective_opacities(b.alpha_logits, coarse=False), stage=fine, cfg=cfg
+    )
+    assert float(fine_terms["parsimony"]) == 0.0 and float(fine_terms["overlap"]) == 0.0
+    # fine: 0.1 * f_t * (tv(bkg) + blocks + f_t * tv(ground)) with f_t = 0.1: the ground is scaled by 0.1 twice
+    torch.testing.assert_close(fine_terms["tv"], 0.1 * 0.1 * tv_loss(*textures, ground, ground_factor=0.1))
+
+
+def test_weighted_regularizers_gradients_reach_the_parameters():
+    from recon.scenes.superquadrics.blocks import GEOMETRY_FIELDS, TEXTURE_FIELDS
+    from recon.scenes.superquadrics.config import SuperquadricsConfig
+    from recon.scenes.superquadrics.curriculum import stage_at
+
+    cfg = SuperquadricsConfig(texture_size=8)
+    b = _small_blocks()
+    leaves = {name: getattr(b, name).clone().requires_grad_() for name in GEOMETRY_FIELDS + TEXTURE_FIELDS}
+    b = replace(b, **leaves)
+    alpha = effective_opacities(b.alpha_logits, coarse=True)
+    terms = weighted_regularizers(b, alpha, stage=stage_at(0.5, cfg), cfg=cfg, generator=torch.Generator())
+    grads = dict(
+        zip(leaves, torch.autograd.grad(sum(terms.values()), list(leaves.values()), allow_unused=True))
+    )
+    for name in ("raw_exponents", "log_scales", "rot6d", "translations", "alpha_logits", *TEXTURE_FIELDS):
+        assert grads[name] is not None and float(grads[name].abs().sum()) > 0, name
+    assert float(grads["alpha_logits"][1]) == 0.0  # the killed block gets nothing
+    assert (
+        grads["ground_rot6d"] is None and grads["ground_translation"] is None
+    )  # only rendering moves the ground
