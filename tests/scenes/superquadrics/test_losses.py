@@ -155,29 +155,32 @@ def test_losses_on_device_match_cpu(device):
     from recon.scenes.superquadrics.geometry import base_angles
     from recon.scenes.superquadrics.tessellation import icosphere
 
+    # float64 so that CPU and CUDA agree to rounding; opaque blocks within 0.1 of each other so overlap is > 0
     blocks = init_block_set(
-        3, generator=torch.Generator().manual_seed(0), texture_size=8, translation_range=(0.1,) * 3
+        3, generator=torch.Generator().manual_seed(0), texture_size=8, translation_range=(0.1,) * 3, dtype=F64
     )
+    blocks = replace(blocks, alpha_logits=torch.full((3,), 6.0, dtype=F64))
     eta, omega = base_angles(icosphere(1))
 
     def run(dev):
         b = blocks.to(dev)
-        raw, t = b.raw_exponents.requires_grad_(), b.translations.requires_grad_()
+        raw, t = b.raw_exponents.clone().requires_grad_(), b.translations.clone().requires_grad_()
         b = replace(b, raw_exponents=raw, translations=t)
         alpha = effective_opacities(b.alpha_logits, coarse=True)
-        loss = overlap_loss(
+        overlap = overlap_loss(
             b.exponents(), b.scales(), b.rotations(), t, alpha, generator=torch.Generator().manual_seed(1)
         )
-        loss = loss + parsimony_loss(alpha) + b.vertices(eta, omega).square().mean()
+        loss = overlap + parsimony_loss(alpha) + b.vertices(eta, omega).square().mean()
         grads = torch.autograd.grad(loss, (raw, t))
-        return loss.detach().cpu(), [g.cpu() for g in grads]
+        return overlap.detach().cpu(), loss.detach().cpu(), [g.cpu() for g in grads]
 
-    loss_cpu, grads_cpu = run("cpu")
-    loss_dev, grads_dev = run(device)
-    assert float(loss_cpu) > 0
-    torch.testing.assert_close(loss_dev, loss_cpu, rtol=1e-4, atol=1e-5)
+    overlap_cpu, loss_cpu, grads_cpu = run("cpu")
+    overlap_dev, loss_dev, grads_dev = run(device)
+    assert float(overlap_cpu) > 0
+    torch.testing.assert_close(overlap_dev, overlap_cpu, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(loss_dev, loss_cpu, rtol=1e-9, atol=1e-12)
     for g_dev, g_cpu in zip(grads_dev, grads_cpu):
-        torch.testing.assert_close(g_dev, g_cpu, rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(g_dev, g_cpu, rtol=1e-7, atol=1e-10)
 
 
 def _small_blocks():
