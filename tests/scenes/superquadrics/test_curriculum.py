@@ -2,6 +2,7 @@
 
 import ast
 import inspect
+import re
 from dataclasses import FrozenInstanceError, fields
 
 import pytest
@@ -127,3 +128,14 @@ def test_config_round_trips_through_the_project_config_loader():
     data = dump_config(cfg)
     assert data["translation_range"] == [1.0, 0.5, 2.0] and data["export_tessellation_level"] is None
     assert config_from_dict(SuperquadricsConfig, data) == cfg
+
+
+def test_config_is_a_tyro_cli_with_docstring_help(capsys):
+    tyro = pytest.importorskip("tyro")
+    cfg = tyro.cli(SuperquadricsConfig, args=["--n-blocks", "4", "--translation-range", "1", "2", "3"])
+    assert cfg.n_blocks == 4 and cfg.translation_range == (1.0, 2.0, 3.0)
+    with pytest.raises(SystemExit):
+        tyro.cli(SuperquadricsConfig, args=["--help"])
+    # drop the box drawing and line wrapping of the terminal-width dependent layout
+    help_text = " ".join(re.sub(r"[^A-Za-z0-9()]+", " ", capsys.readouterr().out).split())
+    assert "Number of superquadric blocks N" in help_text
