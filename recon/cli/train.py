@@ -70,7 +70,16 @@ def parse(argv: list[str]):
     cfg = tyro.cli(
         method.config_cls, args=args, prog=prog, default=replace(base, method=method.name, preset=name)
     )
+    if cfg.max_minutes > 0 and not _given(args, "--steps"):
+        cfg = replace(
+            cfg, steps=0
+        )  # a time budget without an explicit --steps: train until the time is spent
     return method, replace(cfg, method=method.name), device
+
+
+def _given(args: list[str], flag: str) -> bool:
+    """Whether ``flag`` (``--steps`` or ``--steps=N``) is on the command line."""
+    return any(a == flag or a.startswith(flag + "=") for a in args)
 
 
 def _progress_bar(cfg, start_step: int):
@@ -81,24 +90,29 @@ def _progress_bar(cfg, start_step: int):
         TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(), console=Console(stderr=True), disable=not cfg.progress,
     )  # fmt: skip
-    task = progress.add_task("train", total=cfg.steps, completed=start_step, info="")
+    # A step bound shows steps; a time budget (steps = 0) shows the budget's progress in percent.
+    total = cfg.steps if cfg.steps > 0 else 100
+    task = progress.add_task("train", total=total, completed=start_step if cfg.steps > 0 else 0, info="")
     state = {"t": time.perf_counter(), "step": start_step}
 
     def update(trainer, values: dict) -> None:
         now = time.perf_counter()
         rate = (trainer.step - state["step"]) / max(now - state["t"], 1e-9)
         state.update(t=now, step=trainer.step)
-        info = (f"loss {values['loss']:.4f}  psnr {values['psnr']:.2f}  "
-                f"triangles {values['num_primitives']:,}  {rate:.2f} it/s")  # fmt: skip
-        progress.update(task, completed=trainer.step, info=info)
+        info = (f"step {trainer.step}  loss {values['loss']:.4f}  psnr {values['psnr']:.2f}  "
+                f"primitives {values['num_primitives']:,}  {rate:.2f} it/s")  # fmt: skip
+        done = trainer.step if cfg.steps > 0 else round(100 * trainer.progress(), 1)
+        progress.update(task, completed=done, info=info)
 
     return progress, update
 
 
 def main(argv: list[str]) -> int:
     method, cfg, device = parse(argv)
-    if cfg.max_minutes < 0 or cfg.steps <= 0:
+    if cfg.max_minutes < 0 or cfg.steps < 0:
         raise ReconError("--steps must be positive and --max-minutes non-negative")
+    if cfg.steps == 0 and cfg.max_minutes == 0:
+        raise ReconError("--steps 0 means no step bound: give a time budget with --max-minutes M")
     if cfg.threads > 0:
         import torch
 
@@ -132,8 +146,8 @@ def main(argv: list[str]) -> int:
     finally:
         if viewer is not None:
             viewer.close()
-    print(f"stopped after step {result.step} ({result.stopped}), {result.train_seconds / 60:.2f} training minutes",
-          file=sys.stderr)  # fmt: skip
+    print(f"stopped after step {result.step} ({result.stopped}), {result.train_seconds / 60:.2f} training minutes"
+          f" (+{result.eval_seconds / 60:.2f} minutes of periodic evaluation, not counted)", file=sys.stderr)  # fmt: skip
     if result.stopped == "interrupted":
         print(f"checkpoint written; continue with: recon train {method.name} --resume --run-dir {run.path}",
               file=sys.stderr)  # fmt: skip

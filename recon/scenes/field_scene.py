@@ -121,8 +121,9 @@ class FieldScene(Scene):
         """Base learning rate of the parameter ``name`` (the config's ``lr`` unless a subclass says otherwise)."""
         return self.config.lr
 
-    def set_step(self, step: int) -> None:
-        """Training-progress hook: the step seeds the stratified sample offsets (resume-exact training)."""
+    def set_step(self, step: int, fraction: float | None = None) -> None:
+        """Training-progress hook: the step seeds the stratified sample offsets (resume-exact training);
+        ``fraction`` (of the run's budget, None: unchanged) drives subclass schedules."""
         self.step.fill_(step)
         self._host_step = step
 

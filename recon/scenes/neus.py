@@ -52,7 +52,7 @@ def neus_alpha(
         directions: (S, 3) unit ray directions.
         deltas: (S,) section lengths.
         inv_s: sharpness ``s`` (scalar tensor).
-        cos_anneal_ratio: ``r = min(1, step / anneal_end)``.
+        cos_anneal_ratio: ``r = min(1, fraction / anneal_fraction)`` (fraction of the training budget).
 
     Returns:
         (S,) opacities in [0, 1].
@@ -89,8 +89,9 @@ class NeusSceneConfig(HashGridSceneConfig):
     """Radius of the initial sphere as a fraction of the cube's half size."""
     init_variance: float = 0.3
     """Initial v of the sharpness s = exp(10 v)."""
-    anneal_end: int = 20_000
-    """Steps of the cosine annealing (0: no annealing, r = 1 from the start)."""
+    anneal_fraction: float = 1.0
+    """Fraction of the training budget over which the cosine annealing ratio rises from 0 to 1 (instant-nsr-pl:
+    20 000 of 20 000 steps; 0: no annealing, r = 1 from the start)."""
     occupancy_resolution: int = 128
     """Cells per side of the occupancy grid."""
     occupancy_threshold: float = 1e-3
@@ -139,7 +140,7 @@ class NeusScene(FieldScene):
     ) -> None:
         super().__init__(config, scene_box)
         box = self.aabb
-        self.register_buffer("cos_anneal_ratio", torch.tensor(1.0 if config.anneal_end <= 0 else 0.0))
+        self.register_buffer("cos_anneal_ratio", torch.tensor(1.0 if config.anneal_fraction <= 0 else 0.0))
         self.field = SDFField(
             box, grid=config.grid(), hidden_dim=config.hidden_dim, feature_dim=config.feature_dim,
             color_hidden_dim=config.hidden_dim, init_radius=config.init_radius, init_variance=config.init_variance,
@@ -161,12 +162,13 @@ class NeusScene(FieldScene):
         next_cdf = torch.sigmoid((sdf - half) * self.field.inv_s())
         return ((prev_cdf - next_cdf + ALPHA_EPS) / (prev_cdf + ALPHA_EPS)).clamp(0.0, 1.0)
 
-    def set_step(self, step: int) -> None:
-        """Cosine annealing ratio ``r = min(1, step / anneal_end)`` for the next renders; the step also seeds the
-        stratified sample offsets (resume-exact training)."""
-        super().set_step(step)
-        end = self.config.anneal_end
-        self.cos_anneal_ratio.fill_(1.0 if end <= 0 else min(1.0, step / end))
+    def set_step(self, step: int, fraction: float | None = None) -> None:
+        """Cosine annealing ratio ``r = min(1, fraction / anneal_fraction)`` for the next renders (``fraction`` of
+        the training budget; None keeps r); the step also seeds the stratified sample offsets (resume-exact)."""
+        super().set_step(step, fraction)
+        end = self.config.anneal_fraction
+        if fraction is not None:
+            self.cos_anneal_ratio.fill_(1.0 if end <= 0 else min(1.0, fraction / end))
 
     # --- rendering ------------------------------------------------------------------------------------------
     def _render_rays(

@@ -24,7 +24,8 @@ class TrainConfig:
     method: str = ""
     """Method name (set by ``recon train METHOD``)."""
     steps: int = 30_000
-    """Optimisation steps (one training view per step)."""
+    """Optimisation steps (one training view per step); an upper bound under --max-minutes only when given
+    explicitly: with --max-minutes and no --steps the run trains until the time is spent (steps = 0)."""
     run_dir: str = ""
     """Exact run directory (default: OUTPUT_DIR/EXPERIMENT/METHOD/TIMESTAMP)."""
     output_dir: str = "outputs"
@@ -46,9 +47,9 @@ class TrainConfig:
     viewer_port: int = 8080
     """Port of the live viewer."""
     max_minutes: float = 0.0
-    """Stop with a final checkpoint and eval once this much training time is spent (0: no limit; periodic
-    evaluation is not counted). Schedules then follow the larger of the step and time fractions, so they
-    complete within the budget; --steps stays an upper bound."""
+    """Train for this much training time, then stop with a final checkpoint and eval (0: no time budget).
+    Periodic evaluation, checkpoints and pauses are not counted. Every schedule follows the time fraction, so it
+    completes with the budget; an explicit --steps stays an upper bound (recon.train.budget)."""
     backend: Backend = "auto"
     """Renderer kernel backend."""
     background: BackgroundMode = "dataset"

@@ -8,7 +8,7 @@ cell: ``sigma(x) * step_size`` for a density field, the NeuS section opacity for
 
 The strategy talks to the scene through a typed protocol, ``OccupancyScene`` (checked before training): ``occupancy_grid``
 (``recon.renderers.volume.OccupancyGrid``), ``occupancy_eval(points) -> (N,)``, ``occupancy_threshold`` and
-``set_step(step)`` (training progress for schedules such as NeuS's cosine annealing).
+``set_step(step, fraction)`` (training progress for schedules such as NeuS's cosine annealing).
 """
 
 from dataclasses import dataclass
@@ -34,7 +34,7 @@ class OccupancyScene(Protocol):
 
     def occupancy_eval(self, points: Tensor) -> Tensor: ...
 
-    def set_step(self, step: int) -> None: ...
+    def set_step(self, step: int, fraction: float | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ class OccupancyStrategy(Strategy):
 
     ``before_backward`` of step ``k`` (after its render, so the render of step ``k`` used the grid as it was)
     updates the grid when ``k % update_every == 0``; the first render uses the all-occupied initial grid.
-    ``after_backward`` hands the scene the next step index (``set_step(k + 1)``) for step-dependent rendering.
+    ``after_backward`` hands the scene the next step index and the budget fraction (``set_step(k + 1, fraction)``)
+    for step- and progress-dependent rendering.
 
     Args:
         config: the update schedule.
@@ -78,7 +79,7 @@ class OccupancyStrategy(Strategy):
         self.update(ctx.scene, ctx.step.step)
 
     def after_backward(self, ctx: StrategyContext) -> None:
-        ctx.scene.set_step(ctx.step.step + 1)
+        ctx.scene.set_step(ctx.step.step + 1, ctx.step.fraction)
 
     def update(self, scene: OccupancyScene, step: int) -> bool:
         """Update ``scene.occupancy_grid`` at training step ``step`` when the schedule says so; returns whether."""

@@ -15,6 +15,7 @@ from recon.core import require_capabilities
 from recon.metrics import psnr_tensor
 from recon.renderers._backend import backend_report, reset_backend_report
 from recon.scenes.base import RenderOptions, Scene, StepContext
+from recon.train.budget import Budget
 from recon.train.config import TrainConfig
 from recon.train.data import TrainViews, ViewSampler
 from recon.train.evaluate import quick_metrics
@@ -27,11 +28,13 @@ from recon.train.strategy import StrategyContext
 
 @dataclass
 class TrainResult:
-    """How a training run ended: ``stopped`` is "steps", "max_minutes" or "interrupted"."""
+    """How a training run ended: ``stopped`` is "steps", "max_minutes" or "interrupted"; ``eval_seconds`` is the
+    time spent in periodic evaluations (not counted in ``train_seconds``, the budget's clock)."""
 
     step: int
     stopped: str
     train_seconds: float
+    eval_seconds: float = 0.0
 
 
 class Trainer:
@@ -80,7 +83,9 @@ class Trainer:
         else:
             self.sampler = ViewSampler(len(self.views), self.generator)
         self.step = 0
-        self.train_seconds = 0.0
+        self.train_seconds = 0.0  # the budget's clock: optimisation steps only
+        self.eval_seconds = 0.0  # periodic evaluations (excluded from the budget, reported)
+        self.budget = Budget(steps=cfg.steps, minutes=cfg.max_minutes)
         self.eval_indices = _spread(len(dataset.splits.get("test", [])), cfg.eval_images)
         self.test_views: TrainViews | None = None
 
@@ -88,8 +93,7 @@ class Trainer:
     def train_step(self) -> dict[str, Tensor]:
         """One optimisation step; returns the detached loss terms plus ``loss`` and ``psnr``."""
         cfg, step = self.cfg, self.step
-        progress = self.progress()
-        fraction = step / cfg.steps if progress is None else progress
+        fraction = self.progress()
         if cfg.batch == "rays":  # rays across the views, each over its own background (composited below)
             rays = self.sampler.next()
             camera, pixels, target, target_alpha = rays.camera, rays.pixels, rays.target, rays.alpha
@@ -101,7 +105,7 @@ class Trainer:
             camera, target = self.views.view(index, background)
             pixels, view_indices = None, torch.tensor([index])
             target_alpha = None if self.views.alphas is None else self.views.alphas[index : index + 1]
-        self.optimizer.set_learning_rates(step, cfg.steps, progress=progress)
+        self.optimizer.set_learning_rates(step, cfg.steps, progress=fraction)
         options = RenderOptions(
             background=render_background, backend=cfg.backend, depth=True,
             normals=needs_normals(cfg.loss, fraction),
@@ -112,7 +116,7 @@ class Trainer:
         if pixels is not None:
             render = rays.over_background(render)
         ctx = StepContext(step, cfg.steps, camera, target, background, render, view_indices,
-                          len(self.views), pass_start, progress, target_alpha=target_alpha)  # fmt: skip
+                          len(self.views), pass_start, fraction, target_alpha=target_alpha)  # fmt: skip
         terms = total_loss(render, target, camera, cfg.loss, fraction=fraction) | self.scene.regularizers(ctx)
         sctx = StrategyContext(ctx, self.scene, self.optimizer)
         self.strategy.before_backward(sctx)
@@ -126,15 +130,11 @@ class Trainer:
             "psnr": psnr_tensor(render.rgb.detach(), target),
         }
 
-    def progress(self) -> float | None:
-        """Progress through a wall-clock budget: the larger of the step and time fractions (None without one).
-
-        With ``--max-minutes`` every schedule (learning rates, densification window, SH degree) completes within
-        the time budget even when fewer than ``steps`` steps fit; without it progress is ``step / steps``.
-        """
-        if self.cfg.max_minutes <= 0:
-            return None
-        return min(1.0, max(self.step / self.cfg.steps, self.train_seconds / (60.0 * self.cfg.max_minutes)))
+    def progress(self) -> float:
+        """Progress in [0, 1] through the run's budget (``recon.train.budget.Budget``): the time fraction for a
+        time budget (``steps = 0``), the larger of the step and time fractions when both are set, else
+        ``step / steps``. Every schedule is a function of it, so schedules complete when the budget does."""
+        return self.budget.fraction(step=self.step, train_seconds=self.train_seconds)
 
     def _background(self) -> Tensor:
         mode = self.cfg.background
@@ -153,19 +153,17 @@ class Trainer:
         Args:
             progress: optional callback ``(trainer, terms) -> None`` called on logging steps.
         """
-        cfg, stopped = self.cfg, "steps"
-        budget = cfg.max_minutes * 60.0 if cfg.max_minutes > 0 else math.inf
+        cfg, budget = self.cfg, self.budget
         next_eval = cfg.eval_every_minutes * 60.0 if cfg.eval_every_minutes > 0 else math.inf
         try:
-            while self.step < cfg.steps:
-                if self.train_seconds >= budget:
-                    stopped = "max_minutes"
-                    break
+            while not budget.done(step=self.step, train_seconds=self.train_seconds):
                 start = time.perf_counter()
                 terms = self.train_step()
                 self.step += 1
                 self.train_seconds += time.perf_counter() - start
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                if self.step % cfg.log_every == 0 or budget.done(
+                    step=self.step, train_seconds=self.train_seconds
+                ):
                     self._log(terms, progress)
                 if cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
@@ -180,9 +178,10 @@ class Trainer:
                     )
         except KeyboardInterrupt:
             self.save_checkpoint()
-            return TrainResult(self.step, "interrupted", self.train_seconds)
+            return TrainResult(self.step, "interrupted", self.train_seconds, self.eval_seconds)
         self.save_checkpoint()
-        return TrainResult(self.step, stopped, self.train_seconds)
+        stopped = "steps" if budget.steps > 0 and self.step >= budget.steps else "max_minutes"
+        return TrainResult(self.step, stopped, self.train_seconds, self.eval_seconds)
 
     def _log(self, terms: dict[str, Tensor], progress) -> None:
         values = {k: float(v) for k, v in terms.items()}  # host sync: logging steps only
@@ -200,14 +199,17 @@ class Trainer:
             return {}
         if self.test_views is None:
             self.test_views = TrainViews(self.dataset, "test", device=self.device)
+        start = time.perf_counter()
         self.scene.eval()  # deterministic sampling (ray-marched fields jitter their samples in training)
         result = quick_metrics(
             self.scene, self.test_views, indices=self.eval_indices, backend=self.cfg.backend
         )
         self.scene.train()
+        self.eval_seconds += time.perf_counter() - start
         self.run.log_metrics(self.step, {
             "eval_psnr": result["psnr"], "eval_ssim": result["ssim"], "eval_images": len(self.eval_indices),
             "train_seconds": round(self.train_seconds, 3), "num_primitives": self.scene.num_primitives(),
+            "eval_seconds": round(self.eval_seconds, 3),
         })  # fmt: skip
         return result
 
@@ -221,7 +223,7 @@ class Trainer:
         return out
 
     def save_checkpoint(self):
-        meta = {"method": self.method.name, "train_seconds": self.train_seconds,
+        meta = {"method": self.method.name, "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
                 "num_primitives": self.scene.num_primitives(), "backends": backend_report()}  # fmt: skip
         return self.run.save_checkpoint(
             self.step, self.state_tensors(), meta, keep_last=self.cfg.keep_checkpoints
@@ -242,6 +244,7 @@ class Trainer:
         trainer.generator.set_state(tensors["trainer.generator"])
         trainer.step = int(meta["step"])
         trainer.train_seconds = float(meta.get("train_seconds", 0.0))
+        trainer.eval_seconds = float(meta.get("eval_seconds", 0.0))
         return trainer
 
 

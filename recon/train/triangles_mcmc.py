@@ -1,8 +1,9 @@
 """``TriangleMCMC``: densification and pruning of triangle splats (spec §11) plus the SH degree schedule (§10).
 
-Schedules are fractions of the budget (steps, or wall-clock time under ``--max-minutes``), so one configuration
-serves the published 30 000-step recipe (the defaults reproduce its step numbers) and short CPU budgets alike;
-only the event period is counted in steps.
+Schedules are fractions of the budget (``StepContext.fraction``: of the steps, or of the training time under
+``--max-minutes``, see ``recon.train.budget``), so one configuration serves the published 30 000-step recipe (the
+defaults reproduce its step numbers) and time budgets of any length on any machine alike. An event fires when the
+fraction enters a new event period (``every_fraction``), at least ``min_every_steps`` steps after the previous one.
 """
 
 import math
@@ -18,6 +19,9 @@ from recon.train.strategy import Strategy, StrategyContext
 
 OPACITY_EPS = 1e-6  # keeps o' = 1 - sqrt(1 - o) strictly inside (0, 1) before the logit
 SIGMA_PROB_EPS = 1e-6  # epsilon of the 1 / (sigma + eps) sampling distribution
+PERIOD_EPS = (
+    1e-9  # fraction / every_fraction lands exactly on integers in step budgets: count those as reached
+)
 VISIBLE_INRADIUS_PX = 1.0  # a view counts as "seen" when the inradius exceeds 1 px (spec §11)
 
 # Counting-pass states (spec §11: visible_count is counted over the first full pass that starts after an event).
@@ -68,11 +72,10 @@ class TriangleMCMC(Strategy):
 
     needs = RenderCapabilities(depth=False, stats=True)
 
-    def __init__(
-        self, config: TriangleMCMCConfig, *, max_steps: int, num_views: int, max_sh_degree: int
-    ) -> None:
+    def __init__(self, config: TriangleMCMCConfig, *, num_views: int, max_sh_degree: int) -> None:
+        if config.every_fraction <= 0:
+            raise ValueError(f"strategy.every_fraction must be positive, got {config.every_fraction}")
         self.config = config
-        self.max_steps = max_steps
         self.num_views = num_views
         self.max_sh_degree = max_sh_degree
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -81,24 +84,30 @@ class TriangleMCMC(Strategy):
         self.visible_count = torch.zeros(0)
         self.counting = WAITING
         self.events = 0
+        self.last_event_period = 0  # floor(fraction / every_fraction) when the last event fired
+        self.last_event_step = 0  # 1-based iteration of the last event (none before min_every_steps)
 
     # --- schedule ------------------------------------------------------------------------------------------
-    def _steps(self, fraction: float) -> int:
-        return int(round(fraction * self.max_steps))
+    def next_event(self, it: int, fraction: float) -> str | None:
+        """ "densify", "prune" or None after the 1-based iteration ``it`` at ``fraction`` of the budget.
 
-    @property
-    def every(self) -> int:
-        return max(1, self.config.min_every_steps, self._steps(self.config.every_fraction))
-
-    def event_kind(self, it: int, progress: float | None = None) -> str | None:
-        """ "densify", "prune" or None after the 1-based iteration ``it`` (spec §11 numbering) at ``progress``
-        through the budget (default ``it / max_steps``)."""
-        if it % self.every != 0:
+        An event fires when ``fraction`` has entered a new period of ``every_fraction`` since the last event and
+        at least ``min_every_steps`` steps have passed (statistics need many views per event); it densifies
+        strictly between ``start_fraction`` and ``until_fraction`` and only prunes afterwards, never at the end.
+        Firing (even a period outside both windows) consumes the period.
+        """
+        cfg = self.config
+        period = math.floor(fraction / cfg.every_fraction + PERIOD_EPS)
+        if (
+            period <= self.last_event_period
+            or it - self.last_event_step < cfg.min_every_steps
+            or fraction >= 1.0
+        ):
             return None
-        t = it / self.max_steps if progress is None else progress
-        if self.config.start_fraction < t < self.config.until_fraction:
+        self.last_event_period, self.last_event_step = period, it
+        if cfg.start_fraction < fraction < cfg.until_fraction:
             return "densify"
-        if t >= self.config.until_fraction and it < self.max_steps and t < 1.0:
+        if fraction >= cfg.until_fraction:
             return "prune"
         return None
 
@@ -121,16 +130,15 @@ class TriangleMCMC(Strategy):
         if self.counting == COUNTING:
             seen = (stats.inradius_px.detach() > VISIBLE_INRADIUS_PX).sum(0)
             self.visible_count += seen.float()
-        it = step.step + 1
-        progress = it / self.max_steps if step.progress is None else step.progress
+        it, fraction = step.step + 1, step.fraction
         scene.active_sh_degree.fill_(
             active_sh_degree(
-                progress, interval=self.config.sh_degree_interval_fraction, max_degree=self.max_sh_degree
+                fraction, interval=self.config.sh_degree_interval_fraction, max_degree=self.max_sh_degree
             )
         )
-        kind = self.event_kind(it, step.progress)
+        kind = self.next_event(it, fraction)
         if kind == "densify":
-            self.densify_and_prune(ctx, it)
+            self.densify_and_prune(ctx, fraction)
         elif kind == "prune":
             self.prune(ctx)
 
@@ -148,15 +156,17 @@ class TriangleMCMC(Strategy):
         self.counting = WAITING
 
     # --- rules ---------------------------------------------------------------------------------------------
-    def dead_mask(self, opacities: Float[Tensor, " N"], it: int, *, size_rule: bool) -> Bool[Tensor, " N"]:
-        """Rows to remove at an event (spec §11)."""
+    def dead_mask(
+        self, opacities: Float[Tensor, " N"], fraction: float, *, size_rule: bool
+    ) -> Bool[Tensor, " N"]:
+        """Rows to remove at an event at ``fraction`` of the budget (spec §11)."""
         cfg = self.config
         low_opacity = opacities <= cfg.dead_opacity
         if self.counting == COUNTING and self.num_views >= cfg.many_views:
             dead = low_opacity
         else:
             dead = (self.importance < cfg.importance_threshold) | low_opacity
-        if it > 2 * self.every and self.counting == COUNTED:
+        if fraction > 2 * cfg.every_fraction and self.counting == COUNTED:
             dead |= self.visible_count < cfg.min_visible_views
         if size_rule and not cfg.outdoor:
             dead |= self.image_size > cfg.max_image_size_px
@@ -166,7 +176,7 @@ class TriangleMCMC(Strategy):
     def prune(self, ctx: StrategyContext) -> None:
         """Prune-only event after densification ends."""
         scene = ctx.scene
-        dead = self.dead_mask(scene.opacities().detach(), self.max_steps, size_rule=False)
+        dead = self.dead_mask(scene.opacities().detach(), 1.0, size_rule=False)
         if bool(dead.all()):
             dead = torch.zeros_like(dead)  # never remove every triangle: an empty scene cannot recover
         ctx.optimizer.select_rows(~dead)
@@ -174,13 +184,13 @@ class TriangleMCMC(Strategy):
         self._reset_stats(scene.num_primitives(), scene.vertices.device)
 
     @torch.no_grad()
-    def densify_and_prune(self, ctx: StrategyContext, it: int) -> None:
+    def densify_and_prune(self, ctx: StrategyContext, fraction: float) -> None:
         """One densify/prune event: sample, split big, clone small, remove parents and dead rows."""
         cfg, scene = self.config, ctx.scene
         n = scene.num_primitives()
         opac = scene.opacities().detach()
-        size_rule = it > 2 * self.every and self.counting == COUNTED
-        dead = self.dead_mask(opac, it, size_rule=size_rule)
+        size_rule = fraction > 2 * cfg.every_fraction and self.counting == COUNTED
+        dead = self.dead_mask(opac, fraction, size_rule=size_rule)
         if bool(dead.all()):
             dead = torch.zeros_like(dead)
         n_add = max(0, min(cfg.cap, math.floor(cfg.growth * n)) - n) + int(dead.sum())
@@ -269,6 +279,7 @@ class TriangleMCMC(Strategy):
             "visible_count": self.visible_count.clone(),
             "counting": torch.tensor(self.counting),
             "events": torch.tensor(self.events),
+            "last_event": torch.tensor([self.last_event_period, self.last_event_step]),
             "generator": self.generator.get_state(),
         }
 
@@ -278,6 +289,8 @@ class TriangleMCMC(Strategy):
         self.visible_count = tensors["visible_count"].clone()
         self.counting = int(tensors["counting"])
         self.events = int(tensors["events"])
+        if "last_event" in tensors:  # checkpoints written before time-driven schedules have none
+            self.last_event_period, self.last_event_step = (int(v) for v in tensors["last_event"])
         self.generator.set_state(tensors["generator"].to(torch.uint8))
 
 

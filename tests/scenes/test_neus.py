@@ -14,10 +14,10 @@ from recon.train.strategy import StrategyContext
 from tests.scenes.helpers import mean_test_psnr, object_dataset, one_thread, ray_sampler
 
 # CPU-budget field: 6 levels up to 64^3, a 24^3 grid, <= 45 samples per ray; learning rate 3x the fast variant's
-# and a 60-step annealing for an 80-step fit.
+# and an annealing over 75% of an 80-step fit.
 TINY = NeusSceneConfig(
     grid_levels=6, grid_log2_size=12, grid_min_resolution=8, grid_max_resolution=64, occupancy_resolution=24,
-    render_step_size=0.1, anneal_end=60, lr=3e-2, lr_variance=3e-3, lr_final_ratio=1.0, render_chunk=300,
+    render_step_size=0.1, anneal_fraction=0.75, lr=3e-2, lr_variance=3e-3, lr_final_ratio=1.0, render_chunk=300,
     mesh_resolution=40,
 )  # fmt: skip
 FIT_STEPS = 80
@@ -73,9 +73,11 @@ def test_sphere_weights_peak_at_the_surface_crossing():
 def test_set_step_anneals_the_cosine():
     scene = NeusScene(TINY, torch.tensor([[-1.0] * 3, [1.0] * 3]))
     assert float(scene.cos_anneal_ratio) == 0.0
-    scene.set_step(30)
+    scene.set_step(30, 0.375)  # half of the annealing fraction 0.75
     assert float(scene.cos_anneal_ratio) == pytest.approx(0.5)
-    scene.set_step(10_000)
+    scene.set_step(31)  # no fraction: the ratio stays
+    assert float(scene.cos_anneal_ratio) == pytest.approx(0.5)
+    scene.set_step(10_000, 1.0)
     assert float(scene.cos_anneal_ratio) == 1.0
 
 
@@ -154,7 +156,7 @@ def test_short_fit_loss_falls_and_psnr_rises(fitted):
     assert last["psnr"] > first["psnr"] + TRAIN_PSNR_GAIN_DB
     assert after > before + TEST_PSNR_GAIN_DB, (before, after)
     assert math.isfinite(last["eikonal"]) and last["eikonal"] < 0.1 * TINY.eikonal_weight
-    assert float(scene.cos_anneal_ratio) == 1.0  # the strategy advanced the annealing past anneal_end
+    assert float(scene.cos_anneal_ratio) == 1.0  # the strategy advanced the annealing past anneal_fraction
 
 
 def test_render_outputs(fitted, dataset):

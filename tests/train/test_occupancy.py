@@ -23,7 +23,7 @@ class BallScene:
         self.calls.append(points.shape[0])
         return torch.where(points.norm(dim=-1) < 0.5, self.inside, self.outside)
 
-    def set_step(self, step: int) -> None:
+    def set_step(self, step: int, fraction: float | None = None) -> None:
         self.steps.append(step)
 
 

@@ -9,6 +9,7 @@ import torch
 
 from recon.runs import RunDir
 from recon.scenes.triangles import TriangleSceneConfig
+from recon.train.budget import Budget
 from recon.train.config import TrianglesTrainConfig
 from recon.train.evaluate import quick_metrics
 from recon.train.losses import LossConfig
@@ -147,5 +148,28 @@ def test_time_budget_drives_schedules(dataset, tmp_path):
     lr = trainer.optimizer.learning_rates()["vertices"]
     base = cfg.scene.lr_scale * cfg.scene.lr_vertices
     assert abs(lr - base * cfg.scene.lr_vertices_final_ratio**0.5) < 1e-9  # log-linear decay at t = 0.5
-    trainer.cfg = replace(cfg, max_minutes=0.0)
-    assert trainer.progress() is None  # without a time budget, schedules use step / steps
+    trainer.budget = Budget(steps=1000)  # without a time budget, schedules use step / steps
+    trainer.step = 250
+    assert trainer.progress() == 0.25
+
+
+BUDGET_MINUTES = 0.05  # a 3 s time budget
+STOP_SLACK_S = 3.0  # one step of this tiny scene takes milliseconds: stopping later than this is a bug
+
+
+def test_time_budget_without_steps_trains_until_the_time_is_spent(dataset, tmp_path):
+    # steps = 0: no step bound; the run ends when the training clock reaches the budget, and the schedules
+    # (here the log-linear learning-rate decay) have reached their ends with it.
+    cfg = replace(_config(0), max_minutes=BUDGET_MINUTES, eval_every_minutes=0.01, eval_images=2)
+    trainer = Trainer(
+        cfg, get_method("triangles"), dataset, RunDir(tmp_path / "run"), device=torch.device("cpu")
+    )
+    result = trainer.train()
+    budget_s = 60 * BUDGET_MINUTES
+    assert result.stopped == "max_minutes"
+    assert budget_s <= result.train_seconds < budget_s + STOP_SLACK_S
+    assert result.step > 10 and result.eval_seconds > 0  # periodic evaluations ran, outside the budget
+    assert trainer.progress() == 1.0
+    lr = trainer.optimizer.learning_rates()["vertices"]
+    final = cfg.scene.lr_scale * cfg.scene.lr_vertices * cfg.scene.lr_vertices_final_ratio
+    assert lr < final * 1.2  # the decay ran (almost) to its end: the last step set it at progress ~ 1

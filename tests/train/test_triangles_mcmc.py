@@ -37,7 +37,7 @@ def _ctx(scene, opt, step: int) -> StrategyContext:
 
 
 def _strategy(n: int, importance: float = 1.0) -> TriangleMCMC:
-    s = TriangleMCMC(TriangleMCMCConfig(), max_steps=30_000, num_views=100, max_sh_degree=1)
+    s = TriangleMCMC(TriangleMCMCConfig(), num_views=100, max_sh_degree=1)
     s.importance = torch.full((n,), importance)
     s.image_size = torch.full((n,), 10.0)
     s.visible_count = torch.full((n,), 5.0)
@@ -50,7 +50,7 @@ def test_densify_count_and_growth(gen):
     opt = _stepped_optimizer(scene, gen)
     strat = _strategy(n)
     strat.image_size[:50] = 30.0  # half big (split, cost 3), half small (clone, cost 1)
-    strat.densify_and_prune(_ctx(scene, opt, 999), it=1000)
+    strat.densify_and_prune(_ctx(scene, opt, 999), 1000 / 30_000)
     n_new = scene.num_primitives()
     # n_add = floor(1.3 N) - N = 30; draws stop once the accumulated cost reaches 30, the last adding at most 3
     assert 130 <= n_new <= 132
@@ -70,7 +70,7 @@ def test_dead_rows_are_removed_and_replaced(gen):
     opt = _stepped_optimizer(scene, gen)
     strat = _strategy(n)
     ids_dead = set(range(10))
-    strat.densify_and_prune(_ctx(scene, opt, 999), it=1000)
+    strat.densify_and_prune(_ctx(scene, opt, 999), 1000 / 30_000)
     # n_add = 30 + 10 dead; all small -> every draw costs 1 and adds exactly one net row
     assert scene.num_primitives() == n - 10 + 40
     survivors = set(scene.sh_dc[:, 0, 0].round().long().tolist())
@@ -82,7 +82,7 @@ def test_low_importance_is_dead(gen):
     scene = _scene(n, gen)
     strat = _strategy(n)
     strat.importance[:5] = 0.001  # below tau_imp = 0.022
-    dead = strat.dead_mask(scene.opacities().detach(), 1000, size_rule=False)
+    dead = strat.dead_mask(scene.opacities().detach(), 1000 / 30_000, size_rule=False)
     assert dead[:5].all() and not dead[5:].any()
 
 
@@ -94,7 +94,7 @@ def test_rows_and_moments_stay_aligned(gen):
     before_m = {g.name: opt.adam.state[g.param]["exp_avg"].clone() for g in opt.groups.values()}
     strat = _strategy(n)
     strat.image_size[::2] = 40.0
-    strat.densify_and_prune(_ctx(scene, opt, 999), it=1000)
+    strat.densify_and_prune(_ctx(scene, opt, 999), 1000 / 30_000)
     ids = scene.sh_dc[:, 0, 0].round().long()
     # kept rows come first: they are the unchanged rows of their ids, with their own moments
     kept = 0
@@ -122,7 +122,7 @@ def test_clone_keeps_plane_and_corrects_opacity(gen):
     strat = _strategy(n)
     o_before = scene.opacities().detach().clone()
     v_before = scene.vertices.detach().clone()
-    strat.densify_and_prune(_ctx(scene, opt, 999), it=1000)  # n_add = 3 small clones
+    strat.densify_and_prune(_ctx(scene, opt, 999), 1000 / 30_000)  # n_add = 3 small clones
     assert scene.num_primitives() == 13
     new_v = scene.vertices.detach()[7:]
     new_ids = scene.sh_dc[7:, 0, 0].round().long()
@@ -147,18 +147,46 @@ def test_subdivide_preserves_area_and_orientation():
     assert (areas[:, 2] > 0).all()
 
 
-def test_event_schedule_scales_with_budget():
-    s = TriangleMCMC(TriangleMCMCConfig(), max_steps=30_000, num_views=100, max_sh_degree=3)
-    kinds = [s.event_kind(it) for it in (500, 1000, 24_500, 25_000, 25_500, 30_000)]
-    assert kinds == [None, "densify", "densify", "prune", "prune", None]
-    short = TriangleMCMC(
-        TriangleMCMCConfig(min_every_steps=1), max_steps=3000, num_views=100, max_sh_degree=3
-    )
-    assert short.every == 50 and short.event_kind(100) == "densify" and short.event_kind(2500) == "prune"
-    floored = TriangleMCMC(
-        TriangleMCMCConfig(min_every_steps=100), max_steps=3000, num_views=100, max_sh_degree=3
-    )
-    assert floored.every == 100 and floored.event_kind(150) is None and floored.event_kind(200) == "densify"
+def _events(strategy: TriangleMCMC, fractions: dict[int, float]) -> dict[int, str | None]:
+    return {it: strategy.next_event(it, f) for it, f in fractions.items()}
+
+
+def test_event_schedule_of_the_published_step_budget():
+    s = TriangleMCMC(TriangleMCMCConfig(), num_views=100, max_sh_degree=3)
+    its = range(1, 30_001)
+    kinds = {it: s.next_event(it, it / 30_000) for it in its}
+    fired = {it: k for it, k in kinds.items() if k is not None}
+    densify = [it for it, k in fired.items() if k == "densify"]
+    prune = [it for it, k in fired.items() if k == "prune"]
+    # the reference: densify every 500 steps strictly after 500 and before 25 000, then prune-only until the end
+    assert densify == list(range(1000, 25_000, 500))
+    assert prune == list(range(25_000, 30_000, 500))
+
+
+def test_events_follow_the_time_fraction_whatever_the_step_rate():
+    cfg = TriangleMCMCConfig(every_fraction=0.1, start_fraction=0.1, until_fraction=0.8, min_every_steps=1)
+    fast = TriangleMCMC(cfg, num_views=100, max_sh_degree=3)  # 1000 steps in the budget
+    slow = TriangleMCMC(cfg, num_views=100, max_sh_degree=3)  # 50 steps in the same budget
+    fast_fired = [k for it in range(1, 1001) if (k := fast.next_event(it, it / 1000))]
+    slow_fired = [k for it in range(1, 51) if (k := slow.next_event(it, it / 50))]
+    # periods 2..7 densify (0.1 < f < 0.8), periods 8, 9 prune, none at the end of the budget
+    assert fast_fired == slow_fired == ["densify"] * 6 + ["prune"] * 2
+
+
+def test_min_every_steps_defers_events():
+    cfg = TriangleMCMCConfig(every_fraction=0.02, start_fraction=0.02, min_every_steps=100)
+    s = TriangleMCMC(cfg, num_views=100, max_sh_degree=3)
+    fired = [it for it in range(1, 1001) if s.next_event(it, it / 1000)]
+    assert fired[0] >= 100 and all(b - a >= 100 for a, b in zip(fired, fired[1:]))
+
+
+def test_event_state_survives_a_checkpoint():
+    cfg = TriangleMCMCConfig(every_fraction=0.1, start_fraction=0.0, min_every_steps=1)
+    s = TriangleMCMC(cfg, num_views=100, max_sh_degree=3)
+    assert s.next_event(10, 0.1) == "densify"
+    restored = TriangleMCMC(cfg, num_views=100, max_sh_degree=3)
+    restored.load_state_tensors(s.state_tensors())
+    assert restored.next_event(11, 0.11) is None and restored.next_event(20, 0.2) == "densify"
 
 
 def test_prune_only_after_until(gen):

@@ -9,9 +9,7 @@ from recon.train.triangles_mcmc import TriangleMCMC, TriangleMCMCConfig
 
 
 def _strategy(cfg: TrainConfig, num_views: int) -> Strategy:
-    return TriangleMCMC(
-        cfg.strategy, max_steps=cfg.steps, num_views=num_views, max_sh_degree=cfg.scene.sh_degree
-    )
+    return TriangleMCMC(cfg.strategy, num_views=num_views, max_sh_degree=cfg.scene.sh_degree)
 
 
 METHOD = Method(
