@@ -10,17 +10,17 @@ __all__ = ["EDGE_MARGIN", "face_edge_ids", "marching_cubes", "mesh_from_edge_ids
 
 # Fraction of a grid edge that every vertex keeps from the edge's end nodes (t in [EDGE_MARGIN, 1 - EDGE_MARGIN]).
 # A node on or within a hair of the level would otherwise put the vertices of all its crossing edges on (or
-# 1e-6 cells from) the node: coincident vertices that must be merged (which can pinch the mesh into non-manifold
-# vertices) or slivers of area ~1e-10 that touch their neighbours within round-off (Open3D then calls the mesh
-# self-intersecting). With every vertex strictly inside its edge the mesh is the combinatorial marching-cubes
-# mesh (one vertex per crossed edge, watertight and manifold), no three vertices of a face are collinear, and
-# every face has area >= (sqrt(3) / 2) EDGE_MARGIN^2 cell^2 (the smallest face is a corner cut with all three
-# vertices at the margin). Why 1e-2: Open3D's triangle test (Moller's, epsilon 1e-6 on plane distances after
-# normalising each pair) still reports such a corner cut as touching the faces around the node for margins below
-# ~5e-3 (measured: 1e-3 fails on the NeuS test grid, 1e-2 passes with a 16x margin on that bound, which scales as
-# EDGE_MARGIN^3). The cost: vertices next to such nodes move by at most 1% of a cell, below marching cubes' own
-# interpolation error. A margin on t bounds the geometry directly; an epsilon on node values cannot
-# (t = eps / |v_b - v_a| has no lower bound).
+# 1e-5 cells from) the node. Merging the coincident ones left zero-area (collinear) and duplicate faces and
+# non-manifold edges (measured: the plane x + y = 19 with nodes 1e-9 off the level); the near-coincident ones make
+# slivers of area ~1e-10 cell^2 that Open3D reports as intersecting their neighbours (the NeuS export). With every
+# vertex strictly inside its edge the mesh is the combinatorial marching-cubes mesh (one vertex per crossed edge,
+# watertight and manifold), no three vertices of a face are collinear, and every face has area
+# >= (sqrt(3) / 2) EDGE_MARGIN^2 cell^2 (the smallest face is a corner cut with its three vertices at the margin).
+# Why 1e-2: Open3D's triangle test (Moller's, epsilon 1e-6 on unnormalised plane distances after scaling each pair
+# to unit spread) still reports such a corner cut as touching the faces around the node for small margins
+# (measured: 1e-3 fails on the NeuS test grid, 1e-2 passes; the tested quantity scales as EDGE_MARGIN^3). The
+# cost: vertices next to such nodes move by at most 1% of a cell, below marching cubes' own interpolation error.
+# A margin on t bounds the geometry directly; an epsilon on node values cannot (t = eps / |v_b - v_a|).
 EDGE_MARGIN = 1e-2
 
 

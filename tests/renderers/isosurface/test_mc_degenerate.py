@@ -1,8 +1,10 @@
-"""Marching cubes on fields with grid nodes exactly on (or within 1e-9 of) the level: no slivers, no degenerate
-or duplicate faces, no self-intersections, watertight and manifold (Open3D's and trimesh's checks), both backends.
+"""Marching cubes on fields with grid nodes exactly on (or within 1e-9 / 1e-5 of) the level: no slivers, no
+degenerate or duplicate faces, no self-intersections, watertight and manifold (Open3D's and trimesh's checks), on
+both backends.
 
-Before ``EDGE_MARGIN`` such nodes produced coincident vertices (merged, pinching the mesh) or slivers of area
-~1e-10 cell^2 that Open3D reports as intersecting their neighbours (the NeuS export failure, issue 18 item 7).
+Before ``EDGE_MARGIN`` such nodes produced coincident vertices whose merge left zero-area, duplicate faces and
+non-manifold edges, or slivers of area ~1e-10 cell^2 that Open3D reports as intersecting their neighbours (the NeuS
+export failure, issue 18 item 7); 19 of the cases below failed then.
 """
 
 from fractions import Fraction
