@@ -271,3 +271,15 @@ def test_mesh_metrics_bad_inputs() -> None:
         surface_distance(torch.zeros(1, 3), Mesh(torch.zeros(3, 3), torch.tensor([[0, 1, 2]])))
     with pytest.raises(ValueError, match="points"):
         surface_distance(torch.zeros(4, 2), mesh)
+
+
+def test_importing_metrics_does_not_load_open3d() -> None:
+    # Open3D (seconds to import) loads on the first exact-distance call only.
+    import subprocess
+    import sys
+
+    code = "import sys, recon.metrics; print('open3d' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "False", out.stderr
