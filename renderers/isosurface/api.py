@@ -33,8 +33,15 @@ def marching_cubes(
 
     Node ``(i, j, k)`` of the grid sits at ``bbox[0] + (i, j, k) / (shape - 1) * (bbox[1] - bbox[0])``
     (index coordinates when ``bbox`` is None). A vertex on a grid edge crossing the level is linearly
-    interpolated, ``x = x_a + (level - v_a) / (v_b - v_a) (x_b - x_a)``, and shared by every cell around that
-    edge, so a closed level set inside the grid gives a watertight mesh. Faces are counter-clockwise seen from
+    interpolated and shared by every cell around that edge, so a closed level set inside the grid gives a
+    watertight, edge- and vertex-manifold mesh:
+
+    .. math:: x = x_a + t (x_b - x_a), \\qquad t = \\mathrm{clamp}\\Big(\\frac{\\mathrm{level} - v_a}{v_b - v_a},
+        \\epsilon, 1 - \\epsilon\\Big), \\quad \\epsilon = \\mathtt{EDGE\\_MARGIN} = 10^{-2}
+
+    The margin keeps every vertex strictly inside its edge, so a node exactly on (or within round-off of) the level
+    yields neither coincident vertices nor sliver faces (every face has area >= ``EDGE_MARGIN**2 / 2`` cell^2);
+    vertices next to such a node move by at most 1% of a cell. Faces are counter-clockwise seen from
     outside (``Mesh`` convention): outside is where values are above the level for ``inside="below"`` (SDF:
     outward = increasing f) and below it for ``inside="above"`` (density fields).
 
@@ -44,7 +51,7 @@ def marching_cubes(
         bbox: (2, 3) ``[min, max]`` of the grid in world units, or None.
         inside: which side of the level is the solid.
         backend: "auto" | "torch" | "warp". Warp (float32 only) classifies cells and emits triangles in kernels;
-            the per-edge interpolation and vertex merge are shared torch code. Both give identical meshes.
+            the per-edge interpolation is shared torch code. Both give identical meshes.
 
     Returns:
         ``Mesh(vertices (V, 3) in the dtype of ``values``, faces (F, 3) int64)``; empty when the level is not

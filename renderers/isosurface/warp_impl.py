@@ -1,5 +1,5 @@
 """Warp path of marching cubes: case classification and triangle emission run as Warp kernels (float32);
-the per-edge vertex interpolation and the vertex merge (``torch.unique``) are shared with ``ref.py``."""
+the per-edge vertex interpolation (``torch.unique`` of edge ids, ``EDGE_MARGIN`` clamp) is shared with ``ref.py``."""
 
 from types import ModuleType
 
