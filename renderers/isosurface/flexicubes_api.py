@@ -22,6 +22,7 @@ from torch import Tensor
 from recon.core.shapes import Backend
 from recon.renderers._backend import resolve_backend
 from recon.renderers.isosurface import flexicubes_ref as ref
+from recon.renderers.isosurface.flexicubes_losses import grid_edges, l_dev, sign_flip_loss, weight_regularizer
 from recon.renderers.isosurface.flexicubes_types import FlexiCubesOutput, SparseVoxelGrid
 
 __all__ = [
@@ -30,7 +31,12 @@ __all__ = [
     "dense_voxel_grid",
     "flexicubes_dense",
     "flexicubes_sparse",
+    "grid_edges",
+    "l_dev",
+    "merge_corner_values",
+    "sign_flip_loss",
     "sparse_voxel_grid",
+    "weight_regularizer",
 ]
 
 NUM_WEIGHTS = 21  # beta 12, alpha 8, gamma 1 per voxel
@@ -79,6 +85,44 @@ def dense_voxel_grid(resolution: int, device: torch.device | str = "cpu") -> Spa
     axes = torch.arange(resolution, device=device)
     voxels = torch.stack(torch.meshgrid(axes, axes, axes, indexing="ij"), -1).reshape(-1, 3)
     return sparse_voxel_grid(voxels, resolution)
+
+
+def merge_corner_values(
+    grid: SparseVoxelGrid, values: Float[Tensor, "Nv 8 ..."]
+) -> tuple[Float[Tensor, "Nc ..."], Float[Tensor, ""]]:
+    """Average per-voxel corner predictions over the voxels sharing each corner (SparseFlex, spec section 2).
+
+    .. math:: \bar v_c = \frac{1}{|V(c)|} \sum_{v \in V(c)} v_{v, c},\qquad
+        L_{cons} = \mathrm{mean}_{v, c} (v_{v, c} - \bar v_c)^2
+
+    Args:
+        grid: the sparse grid; ``values[v, c]`` belongs to corner ``grid.voxel_corners[v, c]``.
+        values: (Nv, 8, *D) per-voxel corner values (``s``, ``delta``, colours ...).
+
+    Returns:
+        ``(merged (Nc, *D), consistency)``: the mean per corner and the consistency loss (0 when the voxels agree).
+
+    Differentiable w.r.t.: ``values``.
+
+    Example:
+        >>> grid = sparse_voxel_grid(torch.tensor([[0, 0, 0], [1, 0, 0]]), 4)
+        >>> merged, cons = merge_corner_values(grid, torch.stack([torch.zeros(8), torch.ones(8)]))
+        >>> merged[grid.voxel_corners[0, 1]].item(), merged[0].item(), round(cons.item(), 4)
+        (0.5, 0.0, 0.0625)
+    """
+    if values.ndim < 2 or values.shape[:2] != (grid.num_voxels, 8):
+        raise ValueError(
+            f"values must have shape (Nv, 8, ...) with Nv = {grid.num_voxels}, got {tuple(values.shape)}"
+        )
+    index = grid.voxel_corners.reshape(-1)
+    flat = values.reshape(grid.num_voxels * 8, -1)
+    sums = torch.zeros((grid.num_corners, flat.shape[1]), dtype=flat.dtype, device=flat.device).index_add(
+        0, index, flat
+    )
+    counts = torch.bincount(index, minlength=grid.num_corners).to(flat.dtype)
+    merged = sums / counts[:, None]
+    consistency = ((flat - merged[index]) ** 2).mean()
+    return merged.reshape(grid.num_corners, *values.shape[2:]), consistency
 
 
 def _decode(keys: Tensor, resolution: int) -> Tensor:
