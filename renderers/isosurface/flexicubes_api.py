@@ -92,8 +92,8 @@ def merge_corner_values(
 ) -> tuple[Float[Tensor, "Nc ..."], Float[Tensor, ""]]:
     """Average per-voxel corner predictions over the voxels sharing each corner (SparseFlex, spec section 2).
 
-    .. math:: \bar v_c = \frac{1}{|V(c)|} \sum_{v \in V(c)} v_{v, c},\qquad
-        L_{cons} = \mathrm{mean}_{v, c} (v_{v, c} - \bar v_c)^2
+    .. math:: \\bar v_c = \\frac{1}{|V(c)|} \\sum_{v \\in V(c)} v_{v, c},\\qquad
+        L_{cons} = \\mathrm{mean}_{v, c} (v_{v, c} - \\bar v_c)^2
 
     Args:
         grid: the sparse grid; ``values[v, c]`` belongs to corner ``grid.voxel_corners[v, c]``.
