@@ -58,7 +58,7 @@ def sparse_voxel_grid(voxels: Int[Tensor, "Nv 3"], resolution: int) -> SparseVox
     Example:
         >>> grid = sparse_voxel_grid(torch.tensor([[1, 0, 0], [0, 0, 0]]), 4)
         >>> grid.voxels.tolist(), grid.num_corners, grid.voxel_corners[1].tolist()
-        ([[0, 0, 0], [1, 0, 0]], 12, [1, 2, 4, 5, 7, 8, 10, 11])
+        ([[0, 0, 0], [1, 0, 0]], 12, [4, 8, 6, 10, 5, 9, 7, 11])
     """
     if not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"resolution must be a positive int, got {resolution!r}")
@@ -108,7 +108,7 @@ def merge_corner_values(
         >>> grid = sparse_voxel_grid(torch.tensor([[0, 0, 0], [1, 0, 0]]), 4)
         >>> merged, cons = merge_corner_values(grid, torch.stack([torch.zeros(8), torch.ones(8)]))
         >>> merged[grid.voxel_corners[0, 1]].item(), merged[0].item(), round(cons.item(), 4)
-        (0.5, 0.0, 0.0625)
+        (0.5, 0.0, 0.125)
     """
     if values.ndim < 2 or values.shape[:2] != (grid.num_voxels, 8):
         raise ValueError(
