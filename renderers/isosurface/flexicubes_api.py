@@ -218,14 +218,14 @@ def flexicubes_dense(
     s_grid = s.reshape(n, n, n)
     cases = (impl.dense_cube_cases if impl else ref.dense_cube_cases)(s_grid).reshape(-1)
     rows = torch.nonzero((cases > 0) & (cases < 255))[:, 0]
-    axes = torch.arange(n, device=s.device)
-    corner_coords = torch.stack(torch.meshgrid(axes, axes, axes, indexing="ij"), -1).reshape(-1, 3)
-    x = ref.deformed_positions(corner_coords, deform, r, box).to(s.dtype)
     coords = torch.stack([rows // (r * r), (rows // r) % r, rows % r], -1)
     corners = ref.linear_key(coords[:, None, :] + ref.tables(s.device)["offsets"], r)
-    cubes = ref.SurfaceCubes(coords, rows, corners, ref.fix_ambiguity(cases[rows], coords, r))
+    # Only the corners of surface cubes enter the mesh: deform and gather those (a few % of the grid).
+    used, local = torch.unique(corners, return_inverse=True)
+    x = ref.deformed_positions(_decode(used, r), None if deform is None else deform[used], r, box).to(s.dtype)
+    cubes = ref.SurfaceCubes(coords, rows, local.reshape(-1, 8), ref.fix_ambiguity(cases[rows], coords, r))
     dual_fn = impl.dual_vertices if impl else ref.dual_vertices
-    return _finish([_dual_mesh(x, s.reshape(-1), cubes, weights, r, dual_fn)], weights, training, s)
+    return _finish([_dual_mesh(x, s.reshape(-1)[used], cubes, weights, r, dual_fn)], weights, training, s)
 
 
 def _dual_mesh(x, s, cubes: ref.SurfaceCubes, weights, resolution, dual_fn) -> ref.DualMesh:
