@@ -15,6 +15,7 @@ from recon.renderers.isosurface import (
     merge_corner_values,
     sparse_voxel_grid,
 )
+from recon.renderers.isosurface import flexicubes_ref as ref
 
 RADIUS = 0.3
 
@@ -211,3 +212,15 @@ def test_bad_inputs_name_the_argument():
         flexicubes_sparse(grid.voxels, torch.zeros(8))
     with pytest.raises(ValueError, match="values must have shape"):
         merge_corner_values(grid, torch.zeros(1, 7))
+
+
+def test_random_fields_give_edge_manifold_meshes_thanks_to_the_ambiguity_fix(gen, monkeypatch):
+    s = torch.randn(
+        13, 13, 13, generator=gen, dtype=torch.float64
+    )  # white noise: every case, many C16/C19 pairs
+    for training in (False, True):
+        out = flexicubes_dense(s, training=training, backend="torch")
+        assert out.faces.shape[0] > 1000 and max(_edge_use(out.faces).values()) == 2
+    # Without the fix, two C16/C19 cubes sharing their ambiguous face make an edge of 4 quads (non-manifold).
+    monkeypatch.setattr(ref, "fix_ambiguity", lambda cases, coords, resolution: cases)
+    assert max(_edge_use(flexicubes_dense(s, backend="torch").faces).values()) == 4
