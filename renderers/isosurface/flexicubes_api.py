@@ -7,9 +7,11 @@ Conventions (all FlexiCubes functions):
   SparseFlex); corner ``(i, j, k)`` rests at ``lo + (i, j, k) h`` with ``h = (hi - lo) / R`` and moves to
   ``lo + (i, j, k) h + (h / 2)(1 - 1e-8) tanh(delta)`` (``deform`` is raw ``delta``, in units of half a cell after
   the tanh). In direct fitting ``s`` is in voxel units (signed distance / h).
-* Corner order of a cube ``(0,0,0), (1,0,0), (0,1,0), (1,1,0), (0,0,1), (1,0,1), (0,1,1), (1,1,1)``; the 12 edges
-  are numbered as in FlexiCubes (``flexicubes_tables.EDGE_CORNERS``); ``weights`` rows are raw
-  ``[beta (12, per edge), alpha (8, per corner), gamma (1)]``.
+* Corner order of a cube ``(0,0,0), (1,0,0), (0,1,0), (1,1,0), (0,0,1), (1,0,1), (0,1,1), (1,1,1)``
+  (``c = dx + 2 dy + 4 dz``); the 12 edges are numbered as in FlexiCubes, as corner pairs (lower first)
+  ``0-1, 1-5, 4-5, 0-4, 2-3, 3-7, 6-7, 2-6, 0-2, 1-3, 5-7, 4-6`` (``flexicubes_tables.EDGE_CORNERS``): x-edges 0, 2, 4,
+  6, z-edges 1, 3, 5, 7, y-edges 8-11. ``weights`` rows are raw ``[beta (12, per edge), alpha (8, per corner),
+  gamma (1)]``; dense cube ``(i, j, k)`` is row ``(i R + j) R + k``.
 * Dense arrays are indexed ``[i, j, k]`` along x, y, z (``indexing="ij"``); flattened ones in that order.
 """
 
@@ -145,6 +147,18 @@ def _check_float(name: str, t: Tensor | None, shape: tuple[int, ...], like: Tens
         raise TypeError(f"{name} must match s ({like.dtype} on {like.device}), got {t.dtype} on {t.device}")
 
 
+def _dense_rows(name: str, t: Tensor | None, n: int, width: int, like: Tensor) -> Tensor | None:
+    """``t`` of shape (n, n, n, width) or (n^3, width) as (n^3, width) rows."""
+    if t is None:
+        return None
+    if t.shape not in ((n, n, n, width), (n**3, width)):
+        raise ValueError(
+            f"{name} must have shape ({n}, {n}, {n}, {width}) or ({n**3}, {width}), got {tuple(t.shape)}"
+        )
+    _check_float(name, t, t.shape, like)
+    return t.reshape(-1, width)
+
+
 def _impl(backend: str, tensors: list[Tensor], op: str):
     if resolve_backend(backend, *tensors, op=op) == "warp":
         from recon.renderers.isosurface import flexicubes_warp_impl
@@ -204,14 +218,8 @@ def flexicubes_dense(
     if n < 2 or s.numel() != n**3 or (s.ndim == 3 and s.shape != (n, n, n)):
         raise ValueError(f"s must have shape (R+1, R+1, R+1) or ((R+1)^3,) with R >= 1, got {tuple(s.shape)}")
     r = n - 1
-    if deform is not None:
-        _check_float("deform", deform.reshape(-1, 3) if deform.shape[-1:] == (3,) else deform, (n**3, 3), s)
-        deform = deform.reshape(-1, 3)
-    if weights is not None:
-        _check_float(
-            "weights", weights.reshape(-1, 21) if weights.shape[-1:] == (21,) else weights, (r**3, 21), s
-        )
-        weights = weights.reshape(-1, NUM_WEIGHTS)
+    deform = _dense_rows("deform", deform, n, 3, s)
+    weights = _dense_rows("weights", weights, r, NUM_WEIGHTS, s)
     box = _check_box(box)
     tensors = [t for t in (s, deform, weights) if t is not None]
     impl = _impl(backend, tensors, "isosurface.flexicubes_dense")
@@ -317,6 +325,10 @@ def flexicubes_sparse(
         raise ValueError(f"s must have shape (Nc,) = ({grid.num_corners},), got {tuple(s.shape)}")
     _check_float("deform", deform, (grid.num_corners, 3), s)
     _check_float("weights", weights, (grid.num_voxels, NUM_WEIGHTS), s)
+    if grid.voxel_corners.device != s.device:
+        raise ValueError(
+            f"grid is on {grid.voxel_corners.device} but s on {s.device}: move the grid with the parameters"
+        )
     if not isinstance(chunks, int) or chunks < 1:
         raise ValueError(f"chunks must be a positive int, got {chunks!r}")
     box = _check_box(box)

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from recon.core.mesh import Mesh
+
 __all__ = ["FlexiCubesOutput", "SparseVoxelGrid"]
 
 
@@ -66,3 +68,7 @@ class FlexiCubesOutput:
     @property
     def num_dual_vertices(self) -> int:
         return self.l_dev.shape[0]
+
+    def mesh(self) -> Mesh:
+        """The triangle mesh (vertices keep their gradients)."""
+        return Mesh(vertices=self.vertices, faces=self.faces)

@@ -62,6 +62,8 @@ def test_sphere_32_watertight_manifold_accurate_outward(training):
     assert float(error) < 0.005
     assert 0.97 < tm.volume / (4 / 3 * math.pi * RADIUS**3) < 1.0  # positive: faces wind outward; inscribed
     assert out.faces.shape[0] == (4 if training else 2) * out.quad_edges.shape[0]
+    mesh = out.mesh()
+    assert mesh.num_faces == out.faces.shape[0] and float(mesh.face_areas().min()) > 0
 
 
 def test_inverting_s_flips_every_face():
@@ -193,6 +195,8 @@ def test_bad_inputs_name_the_argument():
         flexicubes_dense(torch.zeros(5, 5, 5, dtype=torch.int64))
     with pytest.raises(ValueError, match="deform must have shape"):
         flexicubes_dense(s, torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="deform must have shape"):
+        flexicubes_dense(s, torch.zeros(5, 25, 3))  # right number of rows, wrong layout
     with pytest.raises(ValueError, match="weights must have shape"):
         flexicubes_dense(s, weights=torch.zeros(64, 20))
     with pytest.raises(TypeError, match="weights must match s"):
