@@ -232,7 +232,7 @@ def flexicubes_dense(
     used, local = torch.unique(corners, return_inverse=True)
     x = ref.deformed_positions(_decode(used, r), None if deform is None else deform[used], r, box).to(s.dtype)
     cubes = ref.SurfaceCubes(coords, rows, local.reshape(-1, 8), ref.fix_ambiguity(cases[rows], coords, r))
-    dual_fn = impl.dual_vertices if impl else ref.dual_vertices
+    dual_fn = impl.dual_vertices_and_l_dev if impl else ref.dual_vertices_and_l_dev
     return _finish([_dual_mesh(x, s.reshape(-1)[used], cubes, weights, r, dual_fn)], weights, training, s)
 
 
@@ -337,7 +337,7 @@ def flexicubes_sparse(
     x = ref.deformed_positions(grid.corners, deform, r, box).to(s.dtype)
     cases = (impl.cube_cases if impl else ref.cube_cases)(s, grid.voxel_corners)
     rows = torch.nonzero((cases > 0) & (cases < 255))[:, 0]
-    dual_fn = impl.dual_vertices if impl else ref.dual_vertices
+    dual_fn = impl.dual_vertices_and_l_dev if impl else ref.dual_vertices_and_l_dev
     if chunks == 1 or rows.numel() == 0:
         coords = grid.voxels[rows]
         cubes = ref.SurfaceCubes(

@@ -31,6 +31,7 @@ __all__ = [
     "dense_cube_cases",
     "dual_mesh",
     "dual_vertices",
+    "dual_vertices_and_l_dev",
     "fix_ambiguity",
     "triangulate",
 ]
@@ -208,9 +209,6 @@ def dual_vertices(
     return num / den[:, None]
 
 
-DualVertexFn = Callable[[Tensor, Tensor, SurfaceCubes, Tensor, Tensor, _Entries], Tensor]
-
-
 def _l_dev(x: Tensor, s: Tensor, vd: Tensor, entries: _Entries) -> Tensor:
     """Per dual vertex, mean over its edges of ``| |u0_e - v_d| - mean_e' |u0_e' - v_d| |`` (paper Eq. 8), with the
     plain linear crossing ``u0``."""
@@ -222,6 +220,17 @@ def _l_dev(x: Tensor, s: Tensor, vd: Tensor, entries: _Entries) -> Tensor:
     )
     mean = torch.zeros_like(count).index_add(0, entries.vd_id, dist) / count
     return torch.zeros_like(count).index_add(0, entries.vd_id, (dist - mean[entries.vd_id]).abs()) / count
+
+
+def dual_vertices_and_l_dev(
+    x: Tensor, s: Tensor, cubes: SurfaceCubes, beta: Tensor, alpha: Tensor, entries: _Entries
+) -> tuple[Tensor, Tensor]:
+    """Stages 3-4 and 6: ``(vd (Vd, 3), l_dev (Vd,))`` (the stage the Warp path runs as one kernel pair)."""
+    vd = dual_vertices(x, s, cubes, beta, alpha, entries)
+    return vd, _l_dev(x, s, vd, entries)
+
+
+DualVertexFn = Callable[[Tensor, Tensor, SurfaceCubes, Tensor, Tensor, _Entries], tuple[Tensor, Tensor]]
 
 
 @torch.no_grad()
@@ -250,12 +259,11 @@ def dual_mesh(
     beta: Tensor,
     alpha: Tensor,
     resolution: int,
-    dual_vertex_fn: DualVertexFn = dual_vertices,
+    dual_vertex_fn: DualVertexFn = dual_vertices_and_l_dev,
 ) -> DualMesh:
     """Dual vertices, L_dev and quads of the surface cubes (``beta (M, 12)``, ``alpha (M, 8)`` activated)."""
     entries = _entries(cubes)
-    vd = dual_vertex_fn(x, s, cubes, beta, alpha, entries)
-    l_dev = _l_dev(x, s, vd, entries)
+    vd, l_dev = dual_vertex_fn(x, s, cubes, beta, alpha, entries)
     vd_cube = torch.repeat_interleave(torch.arange(len(cubes.rows), device=s.device), entries.num_vd)
     vd_group = (
         torch.arange(vd.shape[0], device=s.device)

@@ -1,5 +1,5 @@
-"""Warp path of FlexiCubes: case ids and the dual-vertex stage run as Warp kernels (float32), the latter inside a
-``torch.autograd.Function`` with the hand-written adjoint kernel. The integer bookkeeping (ambiguity fix, edge
+"""Warp path of FlexiCubes: case ids and the dual-vertex stage (crossings, dual vertices and L_dev) run as Warp
+kernels (float32), the latter inside a ``torch.autograd.Function`` with the hand-written adjoint kernel. The integer bookkeeping (ambiguity fix, edge
 grouping, quads) and the triangulation are the torch code of ``flexicubes_ref`` (cheap, O(surface cubes) index
 work). Launches run on the device of the inputs, on the current torch CUDA stream, zero-copy (``wp.from_torch``).
 """
@@ -12,7 +12,7 @@ from torch import Tensor
 from recon.renderers._backend import get_warp, warp_device
 from recon.renderers.isosurface import flexicubes_ref as ref
 
-__all__ = ["cube_cases", "dense_cube_cases", "dual_vertices"]
+__all__ = ["cube_cases", "dense_cube_cases", "dual_vertices_and_l_dev"]
 
 
 def _kernels() -> ModuleType:
@@ -71,32 +71,34 @@ class _DualVertices(torch.autograd.Function):
         wp = get_warp()
         dmc, edge_corners = _tables(s.device)
         vd = torch.zeros((count, 3), dtype=torch.float32, device=s.device)
+        l_dev = torch.zeros(count, dtype=torch.float32, device=s.device)
         inputs = [_arr(x, wp.vec3), _arr(s), _arr(corners), _arr(cases), _arr(vd_offset), _arr(alpha),
                   _arr(beta), _arr(dmc), _arr(edge_corners)]  # fmt: skip
         if corners.shape[0] > 0:
-            _launch(_kernels().dual_vertices_fwd, (corners.shape[0], 4), [*inputs, _arr(vd, wp.vec3)], s)
+            outputs = [_arr(vd, wp.vec3), _arr(l_dev)]
+            _launch(_kernels().dual_vertices_fwd, (corners.shape[0], 4), [*inputs, *outputs], s)
         ctx.save_for_backward(x, s, alpha, beta, corners, cases, vd_offset, vd)
-        return vd
+        return vd, l_dev
 
     @staticmethod
-    def backward(ctx, grad_vd):
+    def backward(ctx, grad_vd, grad_l_dev):
         wp = get_warp()
         x, s, alpha, beta, corners, cases, vd_offset, vd = ctx.saved_tensors
         dmc, edge_corners = _tables(s.device)
         grads = [torch.zeros_like(t) for t in (x, s, alpha, beta)]
         if corners.shape[0] > 0 and any(ctx.needs_input_grad[:4]):
             inputs = [_arr(x, wp.vec3), _arr(s), _arr(corners), _arr(cases), _arr(vd_offset), _arr(alpha),
-                      _arr(beta), _arr(dmc), _arr(edge_corners), _arr(vd, wp.vec3), _arr(grad_vd, wp.vec3),
+                      _arr(beta), _arr(dmc), _arr(edge_corners), _arr(vd, wp.vec3), _arr(grad_vd, wp.vec3), _arr(grad_l_dev),
                       _arr(grads[0], wp.vec3), _arr(grads[1]), _arr(grads[2]), _arr(grads[3])]  # fmt: skip
             _launch(_kernels().dual_vertices_bwd, (corners.shape[0], 4), inputs, s)
         out = [g if need else None for g, need in zip(grads, ctx.needs_input_grad[:4])]
         return (*out, None, None, None, None)
 
 
-def dual_vertices(
+def dual_vertices_and_l_dev(
     x: Tensor, s: Tensor, cubes: ref.SurfaceCubes, beta: Tensor, alpha: Tensor, entries
-) -> Tensor:
-    """Warp twin of :func:`flexicubes_ref.dual_vertices` (same inputs, (Vd, 3) float32 output)."""
+) -> tuple[Tensor, Tensor]:
+    """Warp twin of :func:`flexicubes_ref.dual_vertices_and_l_dev`: ``(vd (Vd, 3), l_dev (Vd,))`` float32."""
     num_vd = entries.num_vd
     vd_offset = (torch.cumsum(num_vd, 0) - num_vd).to(torch.int32)
     count = int(num_vd.sum())  # host sync: the number of dual vertices sizes the output
