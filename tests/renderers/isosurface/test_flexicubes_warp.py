@@ -1,9 +1,13 @@
 """FlexiCubes Warp path vs the torch reference: forward and backward (random cotangents) on a 16^3 random band,
 dense and sparse, inference and training; CPU, and CUDA when present."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
+from recon.renderers._backend import BackendError
 from recon.renderers.isosurface import flexicubes_dense, flexicubes_sparse, sparse_voxel_grid
 from recon.renderers.isosurface import flexicubes_ref as ref
 from tests.tolerances import assert_close, register, tol
@@ -86,3 +90,16 @@ def test_case_kernels_match_reference(device, gen):
     assert torch.equal(wimpl.dense_cube_cases(s), ref.dense_cube_cases(s))
     corners = torch.randint(0, s.numel(), (50, 8), generator=gen).to(device)
     assert torch.equal(wimpl.cube_cases(s.reshape(-1), corners), ref.cube_cases(s.reshape(-1), corners))
+
+
+def test_explicit_warp_on_float64_raises_and_auto_falls_back():
+    s = torch.randn(5, 5, 5, dtype=torch.float64)
+    with pytest.raises(BackendError, match="isosurface.flexicubes_dense"):
+        flexicubes_dense(s, backend="warp")
+    auto = flexicubes_dense(s, backend="auto")  # float64: the reference runs
+    assert torch.equal(auto.vertices, flexicubes_dense(s, backend="torch").vertices)
+
+
+def test_importing_the_package_does_not_import_warp():
+    code = "import sys, recon.renderers.isosurface as m; m.flexicubes_dense; assert 'warp' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
