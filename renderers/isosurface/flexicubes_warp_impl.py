@@ -4,6 +4,8 @@ grouping, quads) and the triangulation are the torch code of ``flexicubes_ref`` 
 work). Launches run on the device of the inputs, on the current torch CUDA stream, zero-copy (``wp.from_torch``).
 """
 
+import os
+import time
 from types import ModuleType
 
 import torch
@@ -102,13 +104,27 @@ def dual_vertices_and_l_dev(
     num_vd = entries.num_vd
     vd_offset = (torch.cumsum(num_vd, 0) - num_vd).to(torch.int32)
     count = int(num_vd.sum())  # host sync: the number of dual vertices sizes the output
-    return _DualVertices.apply(
-        x.contiguous(),
-        s.contiguous(),
-        alpha.contiguous(),
-        beta.contiguous(),
-        cubes.corners.contiguous(),
-        cubes.cases.to(torch.int32),
-        vd_offset,
-        count,
+    inputs = dict(
+        x=x.contiguous(),
+        s=s.contiguous(),
+        alpha=alpha.contiguous(),
+        beta=beta.contiguous(),
+        corners=cubes.corners.contiguous(),
+        cases=cubes.cases.to(torch.int32),
+        vd_offset=vd_offset,
     )
+    try:
+        return _DualVertices.apply(*inputs.values(), count)
+    except Exception:
+        _capture_inputs(inputs)
+        raise
+
+
+def _capture_inputs(tensors: dict[str, Tensor]) -> None:
+    """``RECON_CAPTURE_INPUTS=<dir>``: save the inputs of a failing Warp dual-vertex call for offline debugging."""
+    folder = os.environ.get("RECON_CAPTURE_INPUTS")
+    if not folder:
+        return
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"flexicubes_dual_vertices_{os.getpid()}_{time.time_ns()}.pt")
+    torch.save({k: v.detach().cpu() for k, v in tensors.items()}, path)

@@ -103,3 +103,20 @@ def test_explicit_warp_on_float64_raises_and_auto_falls_back():
 def test_importing_the_package_does_not_import_warp():
     code = "import sys, recon.renderers.isosurface as m; m.flexicubes_dense; assert 'warp' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_capture_inputs_of_failing_warp_call(monkeypatch, tmp_path):
+    from recon.renderers.isosurface import flexicubes_warp_impl
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated kernel failure")
+
+    s = torch.randn(5, 5, 5)
+    monkeypatch.setattr(flexicubes_warp_impl._DualVertices, "apply", broken)
+    monkeypatch.setenv("RECON_CAPTURE_INPUTS", str(tmp_path))
+    with pytest.raises(RuntimeError, match="simulated"):
+        flexicubes_dense(s, backend="warp")
+    saved = list(tmp_path.glob("flexicubes_dual_vertices_*.pt"))
+    assert len(saved) == 1
+    data = torch.load(saved[0])
+    assert data["s"].dtype == torch.float32 and data["corners"].shape[1] == 8
