@@ -231,7 +231,9 @@ def flexicubes_dense(
     # Only the corners of surface cubes enter the mesh: deform and gather those (a few % of the grid).
     used, local = torch.unique(corners, return_inverse=True)
     x = ref.deformed_positions(_decode(used, r), None if deform is None else deform[used], r, box).to(s.dtype)
-    cubes = ref.SurfaceCubes(coords, rows, local.reshape(-1, 8), ref.fix_ambiguity(cases[rows], coords, r))
+    cubes = ref.SurfaceCubes(
+        coords, rows, local.reshape(-1, 8), ref.fix_ambiguity(cases[rows].long(), coords, r)
+    )
     dual_fn = impl.dual_vertices_and_l_dev if impl else ref.dual_vertices_and_l_dev
     return _finish([_dual_mesh(x, s.reshape(-1)[used], cubes, weights, r, dual_fn)], weights, training, s)
 

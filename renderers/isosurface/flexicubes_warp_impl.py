@@ -51,11 +51,11 @@ def _arr(t: Tensor, dtype=None):
 
 @torch.no_grad()
 def dense_cube_cases(s: Tensor) -> Tensor:
-    """Warp twin of :func:`flexicubes_ref.dense_cube_cases`."""
+    """Warp twin of :func:`flexicubes_ref.dense_cube_cases` ((R, R, R) int32)."""
     r = s.shape[0] - 1
     cases = torch.empty((r, r, r), dtype=torch.int32, device=s.device)
     _launch(_kernels().dense_cases, (r, r, r), [_arr(s), _arr(cases)], s)
-    return cases.to(torch.int64)
+    return cases  # int32: callers widen the ids of the surface cubes
 
 
 @torch.no_grad()
