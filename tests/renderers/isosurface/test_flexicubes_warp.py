@@ -87,7 +87,7 @@ def test_case_kernels_match_reference(device, gen):
     s = torch.randn(9, 9, 9, generator=gen).to(device)
     from recon.renderers.isosurface import flexicubes_warp_impl as wimpl
 
-    assert torch.equal(wimpl.dense_cube_cases(s).long(), ref.dense_cube_cases(s).long())
+    assert torch.equal(wimpl.dense_cube_cases_kernel(s).long(), ref.dense_cube_cases(s).long())
     corners = torch.randint(0, s.numel(), (50, 8), generator=gen).to(device)
     assert torch.equal(wimpl.cube_cases(s.reshape(-1), corners), ref.cube_cases(s.reshape(-1), corners))
 
