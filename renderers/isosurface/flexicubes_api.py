@@ -15,8 +15,6 @@ Conventions (all FlexiCubes functions):
 * Dense arrays are indexed ``[i, j, k]`` along x, y, z (``indexing="ij"``); flattened ones in that order.
 """
 
-from typing import Literal
-
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -167,9 +165,6 @@ def _impl(backend: str, tensors: list[Tensor], op: str):
     return None
 
 
-Mode = Literal["training", "inference"]
-
-
 def flexicubes_dense(
     s: Float[Tensor, "..."],
     deform: Float[Tensor, "... 3"] | None = None,
@@ -195,8 +190,9 @@ def flexicubes_dense(
         weights: (R, R, R, 21) or (R^3, 21) raw ``[beta 12, alpha 8, gamma 1]`` per cube, or None (raw 0).
         box: ``(lo, hi)`` of the cubic grid in world units.
         training: centre vertex + 4-triangle fan per quad (differentiable split) instead of the gamma diagonal.
-        backend: "auto" | "torch" | "warp". Warp (float32) runs case classification and the dual-vertex stage
-            (forward and hand-written backward) as kernels; the integer bookkeeping and the triangulation are torch.
+        backend: "auto" | "torch" | "warp". Warp (float32) runs the dual-vertex stage (crossings, dual vertices,
+            L_dev; forward and hand-written backward) and, on CUDA, the case classification as kernels; the integer
+            bookkeeping (ambiguity fix, edge grouping, quads) and the triangulation are shared torch code.
 
     Returns:
         ``FlexiCubesOutput`` (vertices, faces, per-dual-vertex ``l_dev``, owning cube of each dual vertex as the
