@@ -118,3 +118,22 @@ def test_inverting_a_flagged_case_removes_the_problem():
     flagged = [c for c in range(256) if t.CHECK_TABLE[c][0]]
     assert flagged  # the C16/C19 family exists
     assert all(not t.CHECK_TABLE[255 - c][0] for c in flagged)  # inverting removes the problem
+
+
+@pytest.mark.parametrize("case", range(256))
+def test_groups_follow_the_face_rule_so_neighbours_agree(case):
+    # On a face with 2 crossed edges the iso-curve joins them; on an ambiguous face (inside corners on a diagonal)
+    # it cuts off each inside corner, joining its two face edges. The rule reads the face's 4 signs only, so the two
+    # cubes sharing a face draw the same curve there; each joined pair of edges belongs to one patch (dual vertex).
+    group_of = {e: i for i, g in enumerate(_groups(case)) for e in g}
+    for axis in range(3):
+        for side in (0, 1):
+            face = [c for c in range(8) if t.CORNER_OFFSETS[c][axis] == side]
+            crossed = [e for e, pair in enumerate(t.EDGE_CORNERS) if set(pair) <= set(face) and e in group_of]
+            assert len(crossed) in (0, 2, 4)
+            if len(crossed) == 2:
+                assert group_of[crossed[0]] == group_of[crossed[1]]
+            if len(crossed) == 4:
+                for corner in (c for c in face if (case >> c) & 1):
+                    a, b = (e for e in crossed if corner in t.EDGE_CORNERS[e])
+                    assert group_of[a] == group_of[b]
