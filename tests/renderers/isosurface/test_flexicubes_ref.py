@@ -129,3 +129,22 @@ def test_ambiguity_fix_inverts_both_cubes_of_a_shared_ambiguous_face():
     assert ref.CHECK_TABLE[159][1:4] == [0, 0, 1] and ref.CHECK_TABLE[249][1:4] == [0, 0, -1]
     assert ref.fix_ambiguity(cases, coords, 2).tolist() == [255 - 159, 255 - 249]
     assert ref.fix_ambiguity(cases[1:], coords[1:], 2).tolist() == [249]
+
+
+def test_activations_and_deformation_stay_in_their_ranges():
+    raw = torch.tensor([-1e4, -3.0, 0.0, 3.0, 1e4], dtype=torch.float64)[:, None].expand(5, 21)
+    beta, alpha, gamma = ref.activate_weights(raw)
+    for w in (
+        beta,
+        alpha,
+    ):  # tanh(raw) 0.99 + 1: strictly positive, so dual vertices stay convex combinations
+        assert float(w.min()) >= 0.01 - 1e-12 and float(w.max()) <= 1.99 + 1e-12
+        assert float(w[2].sub(1).abs().max()) == 0  # raw 0 -> weight 1 (plain DMC)
+    assert float(gamma.min()) >= 0.005 - 1e-12 and float(gamma.max()) <= 0.995 + 1e-12
+    coords = torch.tensor([[0, 0, 0], [3, 1, 2]])
+    rest = ref.deformed_positions(coords, None, 4, (-1.0, 1.0))
+    assert_close(
+        rest, torch.tensor([[-1.0, -1.0, -1.0], [0.5, -0.5, 0.0]]), **tol("flexicubes_oracle", torch.float32)
+    )
+    huge = ref.deformed_positions(coords, torch.full((2, 3), 1e4, dtype=torch.float64), 4, (-1.0, 1.0))
+    assert float((huge - rest.double()).max()) < 0.25  # less than half a cell (h = 0.5): cells never invert
