@@ -13,7 +13,15 @@ Layout (DESIGN.md, "Runs")::
 
 Checkpoint files are written to a temporary file in the same folder and moved into place with ``os.replace``,
 tensors first, metadata last, so a crash leaves either a complete checkpoint or one that
-:meth:`RunDir.latest_checkpoint` ignores. Nested state that is not a flat tensor dict (an optimizer
+:meth:`RunDir.latest_checkpoint` ignores. The metadata records the format version and the sha256 of the tensor
+file; :func:`load_checkpoint` verifies both, the metadata types, and refuses tensors that contain NaN.
+:meth:`RunDir.load_checkpoint` falls back to the newest checkpoint that passes, with a WARNING naming each one it
+skipped, and rotation never deletes the newest verified checkpoint. Write failures (disk full, read-only file
+system, permissions) raise :class:`RunError` naming the path.
+
+Test hook: with ``RECON_TEST_CHECKPOINT_PAUSE=STEP:SECONDS`` in the environment, writing a checkpoint of step
+``>= STEP`` sleeps ``SECONDS`` after the tensor file is in place and before its metadata is written, so the
+reliability tests can kill a run exactly inside a checkpoint write (tests/reliability). Nested state that is not a flat tensor dict (an optimizer
 ``state_dict`` with its param groups) goes through :func:`flatten_state` / :func:`unflatten_state`.
 
 Example:
@@ -26,11 +34,16 @@ Example:
 """
 
 import datetime
+import errno
+import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +61,21 @@ __all__ = [
     "flatten_state",
     "load_checkpoint",
     "unflatten_state",
+    "verify_checkpoint",
 ]
 
-CHECKPOINT_FORMAT_VERSION = 1
-"""Version of the checkpoint metadata layout; bump on incompatible changes."""
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT_VERSION = 2
+"""Version of the checkpoint metadata layout; bump on incompatible changes (2: adds ``tensors_sha256``)."""
+
+READABLE_FORMAT_VERSIONS = (1, 2)
+"""Versions :func:`load_checkpoint` reads; version 1 predates content hashes and loads with a warning."""
+
+TEST_PAUSE_ENV = "RECON_TEST_CHECKPOINT_PAUSE"
+"""``STEP:SECONDS``: sleep inside checkpoint writes of step >= STEP, between tensors and metadata (tests only)."""
+
+_HASH_CHUNK = 1 << 20  # bytes read at a time while hashing a tensor file
 
 STEP_DIGITS = 8
 """Zero-padded width of the step in checkpoint file names (step-000NNNNN), so names sort by step."""
@@ -64,6 +88,7 @@ _RESERVED_META_KEYS = (
     "recon_version",
     "config_hash",
     "tensors_file",
+    "tensors_sha256",
     "tensors",
 )
 
@@ -83,8 +108,38 @@ def _temp_path(path: Path) -> Path:
     return Path(tmp)
 
 
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an OSError while writing ``path`` (disk full, read-only, no permission) into a RunError naming it."""
+    try:
+        yield
+    except OSError as exc:
+        reason = errno.errorcode.get(exc.errno or 0, "")
+        detail = f"{reason}: {exc.strerror}" if reason and exc.strerror else str(exc)
+        raise RunError(f"{path}: cannot write ({detail})") from exc
+
+
 def _write_json_atomic(path: Path, data: Any) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=True) + "\n")
+    with _writing(path):
+        return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=True) + "\n")
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _test_pause(step: int) -> None:
+    """The reliability tests' hook (see the module docstring); a no-op unless the variable is set."""
+    spec = os.environ.get(TEST_PAUSE_ENV)
+    if not spec:
+        return
+    first, _, seconds = spec.partition(":")
+    if step >= int(first):
+        time.sleep(float(seconds))
 
 
 def _read_json(path: Path) -> Any:
@@ -229,26 +284,79 @@ def _resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path]:
     return path.with_name(f"{stem}.safetensors"), path.with_name(f"{stem}.json")
 
 
+def _check_meta(meta: Any, meta_path: Path, tensors_path: Path) -> None:
+    """Types and values of the metadata fields every checkpoint has (RunError naming the file otherwise)."""
+    if not isinstance(meta, dict):
+        raise RunError(f"{meta_path}: expected a JSON object")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version not in READABLE_FORMAT_VERSIONS:
+        raise RunError(
+            f"{meta_path}: format_version {version!r} is not one this recon reads {READABLE_FORMAT_VERSIONS}"
+        )
+    step = meta.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise RunError(f"{meta_path}: step must be a non-negative integer, got {step!r}")
+    if step != checkpoint_step(meta_path):
+        raise RunError(
+            f"{meta_path}: records step {step} but its file name says {checkpoint_step(meta_path)}"
+        )
+    names = meta.get("tensors", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise RunError(f"{meta_path}: 'tensors' must be a list of names")
+    if "train_seconds" in meta and not isinstance(meta["train_seconds"], int | float):
+        raise RunError(f"{meta_path}: train_seconds must be a number, got {meta['train_seconds']!r}")
+    if not tensors_path.is_file():
+        raise RunError(f"{tensors_path}: no such file (the checkpoint metadata {meta_path.name} names it)")
+
+
+def verify_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Check a checkpoint's metadata and the sha256 of its tensor file without loading the tensors.
+
+    Returns:
+        The metadata dict.
+
+    Raises:
+        RunError: naming the file that is missing, malformed, of an unknown format or whose hash differs.
+    """
+    tensors_path, meta_path = _resolve_checkpoint(path)
+    meta = _read_json(meta_path)
+    _check_meta(meta, meta_path, tensors_path)
+    expected = meta.get("tensors_sha256")
+    if meta["format_version"] >= 2:
+        if not isinstance(expected, str):
+            raise RunError(f"{meta_path}: tensors_sha256 is missing")
+        actual = _sha256_file(tensors_path)
+        if actual != expected:
+            raise RunError(
+                f"{tensors_path}: content hash {actual[:12]}... differs from {expected[:12]}... recorded in "
+                f"{meta_path.name} (the file is damaged or was changed after it was written)"
+            )
+    else:
+        logger.warning("%s: format version 1 has no content hash; loading it unverified", meta_path)
+    return meta
+
+
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Load a checkpoint written by :meth:`RunDir.save_checkpoint` (safetensors + JSON; no pickle).
+    """Load and verify a checkpoint written by :meth:`RunDir.save_checkpoint` (safetensors + JSON; no pickle).
+
+    Verification: the metadata types and format version, the sha256 of the tensor file, every listed tensor
+    present, and no NaN in any floating-point tensor.
 
     Args:
         path: the ``.safetensors`` or ``.json`` file of the checkpoint (or its path without extension).
 
     Returns:
         ``(tensors, meta)``: CPU tensors by name, and the metadata dict (``step``, ``time``, ``recon_version``,
-        ``config_hash``, ``tensors`` (the names), plus the caller's own keys).
+        ``config_hash``, ``tensors`` (the names), ``tensors_sha256``, plus the caller's own keys).
 
     Raises:
-        RunError: a file is missing or unreadable (the message names it).
+        RunError: a file is missing, unreadable or fails verification (the message names it).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     tensors_path, meta_path = _resolve_checkpoint(path)
-    meta = _read_json(meta_path)
-    if not tensors_path.is_file():
-        raise RunError(f"{tensors_path}: no such file (the checkpoint metadata {meta_path.name} names it)")
+    meta = verify_checkpoint(path)
     try:
         tensors = load_file(str(tensors_path), device="cpu")
     except SafetensorError as exc:
@@ -258,6 +366,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
         raise RunError(
             f"{tensors_path}: missing tensors listed in {meta_path.name}: {', '.join(missing[:5])}"
         )
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and bool(tensor.isnan().any()):
+            raise RunError(f"{tensors_path}: tensor {name!r} contains NaN; refusing to load it")
     return tensors, meta
 
 
@@ -308,7 +419,21 @@ class RunDir:
     def ensure_dirs(self) -> None:
         """Create the run folder and its checkpoints/, renders/ and exports/ subfolders."""
         for folder in (self.path, self.checkpoints_dir, self.renders_dir, self.exports_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+            with _writing(folder):
+                folder.mkdir(parents=True, exist_ok=True)
+
+    def check_writable(self) -> None:
+        """Create the folders and write and remove a probe file in the run and checkpoints folders.
+
+        Raises:
+            RunError: naming the folder that cannot be created or written (read-only, no permission, disk full).
+        """
+        self.ensure_dirs()
+        for folder in (self.path, self.checkpoints_dir):
+            with _writing(folder):
+                fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=".tmp")
+                os.close(fd)
+                os.unlink(probe)
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -350,7 +475,8 @@ class RunDir:
 
     def write_config(self, cfg: Any) -> Path:
         """Write the resolved config dataclass as config.yaml (atomic)."""
-        return save_config_yaml(cfg, self.config_path)
+        with _writing(self.config_path):
+            return save_config_yaml(cfg, self.config_path)
 
     def read_config(self, cls: type) -> Any:
         """Load config.yaml strictly into ``cls``."""
@@ -378,9 +504,31 @@ class RunDir:
                 raise ValueError(f"metric name {key!r} is reserved")
             record[str(key)] = _to_json_value(value, str(key))
         line = json.dumps(record, ensure_ascii=False, allow_nan=True)
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        with _writing(self.metrics_path):
+            self.path.mkdir(parents=True, exist_ok=True)
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+
+    def truncate_metrics(self, step: int) -> int:
+        """Drop the records of metrics.jsonl logged after ``step`` (and a torn last line), atomically.
+
+        A resumed run calls this with its checkpoint's step, so the log never repeats or goes back in steps.
+        Returns the number of records dropped.
+        """
+        records = self.read_metrics()
+        kept = [r for r in records if isinstance(r.get("step"), int) and r["step"] <= step]
+        if len(kept) == len(records) and self._metrics_end_clean():
+            return 0
+        text = "".join(json.dumps(r, ensure_ascii=False, allow_nan=True) + "\n" for r in kept)
+        with _writing(self.metrics_path):
+            write_text_atomic(self.metrics_path, text)
+        return len(records) - len(kept)
+
+    def _metrics_end_clean(self) -> bool:
+        if not self.metrics_path.is_file():
+            return True
+        text = self.metrics_path.read_text(encoding="utf-8")
+        return not text or text.endswith("\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """All records of metrics.jsonl; a torn last line (a crash mid-write) is skipped."""
@@ -418,13 +566,15 @@ class RunDir:
             meta: JSON-able extra metadata (e.g. the skeleton from :func:`flatten_state`); must not use the
                 reserved keys format_version, step, time, recon_version, config_hash, tensors_file, tensors.
             config: the config dataclass or dict to hash; default: the run's config.yaml if present.
-            keep_last: if given, delete all but the newest ``keep_last`` complete checkpoints afterwards.
+            keep_last: if given, delete all but the newest ``keep_last`` complete checkpoints afterwards (see
+                :meth:`prune_checkpoints`).
 
         Returns:
             The path of the ``.safetensors`` file.
-        """
-        from safetensors.torch import save_file
 
+        Raises:
+            RunError: a file cannot be written (naming it); the previous checkpoints are then untouched.
+        """
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
         if keep_last is not None and keep_last < 1:
@@ -433,14 +583,18 @@ class RunDir:
         clash = [k for k in _RESERVED_META_KEYS if k in meta]
         if clash:
             raise ValueError(f"checkpoint meta uses reserved keys: {', '.join(clash)}")
-        self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        with _writing(self.checkpoints_dir):
+            self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         stem = _checkpoint_stem(step)
         tensors_path = self.checkpoints_dir / f"{stem}.safetensors"
         meta_path = self.checkpoints_dir / f"{stem}.json"
         # An older checkpoint of the same step loses its metadata first, so it never pairs with new tensors.
-        meta_path.unlink(missing_ok=True)
-
+        with _writing(meta_path):
+            meta_path.unlink(missing_ok=True)
         cpu = _cpu_tensors(tensors)
+        with _writing(tensors_path):
+            digest = self._write_tensors(cpu, tensors_path, step)
+        _test_pause(step)
         record = {
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "step": step,
@@ -448,24 +602,33 @@ class RunDir:
             "recon_version": recon.__version__,
             "config_hash": self._config_hash(config),
             "tensors_file": tensors_path.name,
+            "tensors_sha256": digest,
             "tensors": sorted(cpu),
             **meta,
         }
         meta_text = json.dumps(record, indent=2, ensure_ascii=False, allow_nan=True) + "\n"
+        with _writing(meta_path):
+            write_text_atomic(meta_path, meta_text)
+        if keep_last is not None:
+            self.prune_checkpoints(keep_last, known_good=tensors_path)
+        return tensors_path
+
+    @staticmethod
+    def _write_tensors(cpu: dict[str, Tensor], tensors_path: Path, step: int) -> str:
+        """Write the tensor file atomically; returns the sha256 of the bytes on disk."""
+        from safetensors.torch import save_file
 
         tmp = _temp_path(tensors_path)
         try:
             save_file(cpu, str(tmp), metadata={"format": "pt", "step": str(step)})
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
+            digest = _sha256_file(tmp)
             os.replace(tmp, tensors_path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        write_text_atomic(meta_path, meta_text)
-        if keep_last is not None:
-            self.prune_checkpoints(keep_last)
-        return tensors_path
+        return digest
 
     def _config_hash(self, config: Any) -> str | None:
         if config is not None:
@@ -496,21 +659,60 @@ class RunDir:
     def load_checkpoint(
         self, path: str | os.PathLike | None = None
     ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """Load ``path`` (default: the newest complete checkpoint); see :func:`load_checkpoint`."""
-        if path is None:
-            path = self.latest_checkpoint()
-            if path is None:
-                raise RunError(f"{self.checkpoints_dir}: no complete checkpoint to load")
-        return load_checkpoint(path)
+        """Load ``path``, or by default the newest checkpoint that passes verification (:func:`load_checkpoint`).
 
-    def prune_checkpoints(self, keep_last: int) -> list[Path]:
+        Without ``path``, a newest checkpoint that is unreadable or fails verification is skipped with a WARNING
+        naming it, and the next older one is tried.
+
+        Raises:
+            RunError: no complete checkpoint, or none passes (the message lists why each failed).
+        """
+        if path is not None:
+            return load_checkpoint(path)
+        found = self.checkpoints()
+        if not found:
+            raise RunError(f"{self.checkpoints_dir}: no complete checkpoint to load")
+        failures = []
+        for _, tensors_path in reversed(found):
+            try:
+                return load_checkpoint(tensors_path)
+            except RunError as exc:
+                logger.warning("skipping checkpoint %s: %s", tensors_path, exc)
+                failures.append(str(exc))
+        raise RunError(f"{self.checkpoints_dir}: no usable checkpoint ({'; '.join(failures)})")
+
+    def latest_good_checkpoint(self) -> Path | None:
+        """The newest checkpoint whose metadata and content hash verify (no WARNING; None if there is none)."""
+        for _, tensors_path in reversed(self.checkpoints()):
+            try:
+                verify_checkpoint(tensors_path)
+            except RunError:
+                continue
+            return tensors_path
+        return None
+
+    def prune_checkpoints(self, keep_last: int, *, known_good: Path | None = None) -> list[Path]:
         """Delete all but the newest ``keep_last`` complete checkpoints, and stale temporary files.
 
+        The newest checkpoint that verifies is never deleted, even when newer damaged ones fill ``keep_last``.
         Metadata goes first, so an interrupted deletion never leaves a checkpoint that looks complete.
-        Returns the deleted ``.safetensors`` paths.
+
+        Args:
+            keep_last: number of newest checkpoints kept (>= 1).
+            known_good: a checkpoint just written and hashed (skips re-verifying it).
+
+        Returns:
+            The deleted ``.safetensors`` paths.
         """
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+        found = self.checkpoints()
+        kept = [p for _, p in found[-keep_last:]]
+        protected = known_good if known_good in kept else self.latest_good_checkpoint()
         deleted = []
-        for _, tensors_path in self.checkpoints()[:-keep_last]:
+        for _, tensors_path in found[:-keep_last]:
+            if tensors_path == protected:
+                continue
             tensors_path.with_suffix(".json").unlink(missing_ok=True)
             tensors_path.unlink(missing_ok=True)
             deleted.append(tensors_path)
