@@ -58,6 +58,8 @@ __all__ = [
     "RunDir",
     "RunError",
     "checkpoint_step",
+    "check_folder_writable",
+    "dataset_fingerprint",
     "flatten_state",
     "load_checkpoint",
     "unflatten_state",
@@ -124,6 +126,16 @@ def _write_json_atomic(path: Path, data: Any) -> Path:
         return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=True) + "\n")
 
 
+def check_folder_writable(folder: str | os.PathLike) -> None:
+    """Create ``folder`` if needed and write and remove a probe file in it (RunError naming it otherwise)."""
+    folder = Path(folder)
+    with _writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+
+
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -170,6 +182,17 @@ def _to_json_value(value: Any, key: str) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _to_json_value(v, f"{key}.{k}") for k, v in value.items()}
     raise TypeError(f"metric {key!r} has type {type(value).__name__}; expected a number, string or list")
+
+
+_UNFINGERPRINTED = ("root", "fingerprint")  # a moved dataset keeps its fingerprint
+
+
+def dataset_fingerprint(info: Mapping[str, Any]) -> str:
+    """sha256 of a dataset record (format, splits with image names, sizes and camera matrices, normalisation...),
+    without its ``root`` folder so a moved dataset keeps its fingerprint."""
+    record = _to_json_value({k: v for k, v in info.items() if k not in _UNFINGERPRINTED}, "dataset")
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -430,10 +453,7 @@ class RunDir:
         """
         self.ensure_dirs()
         for folder in (self.path, self.checkpoints_dir):
-            with _writing(folder):
-                fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=".tmp")
-                os.close(fd)
-                os.unlink(probe)
+            check_folder_writable(folder)
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -483,7 +503,35 @@ class RunDir:
         return load_config_yaml(cls, self.config_path)
 
     def write_dataset_json(self, info: Mapping[str, Any]) -> Path:
-        return _write_json_atomic(self.dataset_json_path, _to_json_value(dict(info), "dataset"))
+        """Write the dataset record (``recon.datasets.dataset_info``) with its ``fingerprint`` added."""
+        record = _to_json_value({k: v for k, v in info.items() if k != "fingerprint"}, "dataset")
+        return _write_json_atomic(
+            self.dataset_json_path, record | {"fingerprint": dataset_fingerprint(record)}
+        )
+
+    def check_dataset(self, info: Mapping[str, Any]) -> None:
+        """Raise a RunError unless ``info`` describes the dataset this run was trained on (its fingerprint).
+
+        A run recorded before fingerprints existed is accepted with a warning.
+        """
+        stored = self.read_dataset_json()
+        record = _to_json_value({k: v for k, v in info.items() if k != "fingerprint"}, "dataset")
+        if "fingerprint" not in stored:
+            logger.warning(
+                "%s: no dataset fingerprint recorded; cannot check the data", self.dataset_json_path
+            )
+            return
+        if stored["fingerprint"] == dataset_fingerprint(record):
+            return
+        differing = sorted(
+            k
+            for k in set(stored) | set(record)
+            if k not in _UNFINGERPRINTED and stored.get(k) != record.get(k)
+        )
+        raise RunError(
+            f"--data {record.get('root', '?')}: not the dataset run {self.path} was trained on (differs in "
+            f"{', '.join(differing) or 'content'}; recorded in {self.dataset_json_path}); resume with the same data"
+        )
 
     def read_dataset_json(self) -> dict[str, Any]:
         return _read_json(self.dataset_json_path)
