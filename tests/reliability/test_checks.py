@@ -120,6 +120,19 @@ def test_a_run_folder_without_checkpoints_is_reused(scene, tmp_path, train):
     assert [r["step"] for r in run.read_metrics() if "loss" in r] == [5]  # the old run's records are gone
 
 
+def test_resume_before_the_first_checkpoint_starts_over(scene, tmp_path, train):
+    """What a kill -9 before the first checkpoint leaves (config.yaml, metrics, no checkpoint): --resume restarts."""
+    run = RunDir(tmp_path / "run")
+    _short_run(train, scene, run, steps=5)
+    for path in run.checkpoints_dir.iterdir():
+        path.unlink()
+    code, err = train("--resume", "--run-dir", str(run.path), "--steps", "6")
+    assert code == 0, err
+    assert "no checkpoint yet" in err and "starting the run over" in err
+    assert [s for s, _ in run.checkpoints()] == [5, 6]
+    assert [r["step"] for r in run.read_metrics() if "loss" in r] == [5, 6]
+
+
 def test_dataset_path_is_recorded_absolutely(scene, tmp_path, train, monkeypatch):
     from recon.train.run_io import load_run_dataset, open_run_config
 
