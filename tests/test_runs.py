@@ -365,7 +365,7 @@ def test_unwritable_run_folder_is_a_run_error_naming_it(tmp_path, monkeypatch):
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr("recon.runs.tempfile.mkstemp", read_only)
+    monkeypatch.setattr("recon.checkpoint_io.tempfile.mkstemp", read_only)
     with pytest.raises(RunError, match=f"{run.path}: cannot write \\(EROFS: Read-only file system\\)"):
         run.check_writable()
     with pytest.raises(RunError, match="step-00000001.safetensors: cannot write \\(EROFS"):

@@ -300,13 +300,14 @@ class Trainer:
         if bad:
             raise NonFiniteError(
                 f"step {self.step}: non-finite values in parameter group(s) {', '.join(bad)}; training stopped "
-                f"and the last checkpoint was kept (lower the learning rates or check the data)"
+                f"before writing them (the newest checkpoint, if any, is the last good one; lower the learning "
+                f"rates or check the data)"
             )
         bad = [k for k, v in (terms or {}).items() if not math.isfinite(v)]
         if bad:
             raise NonFiniteError(
-                f"step {self.step}: non-finite loss term(s) {', '.join(bad)}; training stopped and the last "
-                f"checkpoint was kept"
+                f"step {self.step}: non-finite loss term(s) {', '.join(bad)}; training stopped (the newest "
+                f"checkpoint, if any, is the last good one)"
             )
 
     def _log(self, terms: dict[str, Tensor], progress) -> None:
