@@ -82,12 +82,22 @@ def _write_json_atomic(path: Path, data: Any) -> Path:
         return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=True) + "\n")
 
 
-def check_folder_writable(folder: str | os.PathLike) -> None:
-    """Create ``folder`` if needed and write and remove a probe file in it (RunError naming it otherwise)."""
+def check_folder_writable(folder: str | os.PathLike, *, create: bool = True) -> None:
+    """Write and remove a probe file in ``folder`` (RunError naming it when that fails).
+
+    Args:
+        folder: the folder.
+        create: make the folder first; otherwise probe its nearest existing ancestor (nothing is left behind).
+    """
     folder = Path(folder)
+    target = folder
+    if not create:
+        target = next((p for p in (folder.absolute(), *folder.absolute().parents) if p.exists()), Path("/"))
+        if not target.is_dir():
+            raise RunError(f"{folder}: cannot write ({target} is not a folder)")
     with _writing(folder):
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=".tmp")
+        target.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=target, prefix=".write-probe.", suffix=".tmp")
         os.close(fd)
         os.unlink(probe)
 

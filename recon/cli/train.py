@@ -171,7 +171,7 @@ def _prepare_run(cfg) -> RunDir | None:
     """Check (and create) the run folders before the work; refuse to start over a run that has checkpoints."""
     if not cfg.run_dir:
         parent = Path(cfg.output_dir) / (cfg.experiment or Path(cfg.data).resolve().name) / cfg.method
-        check_folder_writable(parent)
+        check_folder_writable(parent, create=False)  # the timestamped folder is made once the scene exists
         return None
     run = RunDir(cfg.run_dir)
     if not cfg.resume and run.config_path.exists() and run.checkpoints():
@@ -190,10 +190,8 @@ def _start_or_resume(method, cfg, dataset, device, run: RunDir | None) -> Traine
         run.check_dataset(info)
         if run.checkpoints():
             trainer = Trainer.from_checkpoint(cfg, method, dataset, run, device=device)
-            dropped = run.truncate_metrics(trainer.step)
             run.write_config(replace(cfg, resume=False))  # keeps changed run-control fields (--steps ...)
-            print(f"resuming {run.path} at step {trainer.step}"
-                  + (f" ({dropped} metrics records after it dropped)" if dropped else ""), file=sys.stderr)  # fmt: skip
+            print(f"resuming {run.path} at step {trainer.step}", file=sys.stderr)
             return trainer
         logger.warning(
             "%s: no checkpoint yet (stopped before its first one); starting the run over", run.path

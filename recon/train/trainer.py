@@ -371,7 +371,8 @@ class Trainer:
     def from_checkpoint(
         cls, cfg: TrainConfig, method: Method, dataset, run, *, device: torch.device
     ) -> "Trainer":
-        """Rebuild a trainer exactly as it was at the run's newest checkpoint (same step, rows, optimiser state)."""
+        """Rebuild a trainer exactly as it was at the run's newest good checkpoint (same step, rows, optimiser
+        state); metrics.jsonl loses the records logged after that step."""
         tensors, meta = run.load_checkpoint()
         scene = method.scene_cls.empty(cfg.scene)
         scene.load_state_dict_resizing(_section(tensors, "scene"))
@@ -382,6 +383,7 @@ class Trainer:
         trainer.generator.set_state(tensors["trainer.generator"])
         trainer.step = int(meta["step"])
         trainer.train_seconds = float(meta.get("train_seconds", 0.0))
+        run.truncate_metrics(trainer.step)  # the log continues after the checkpoint: no repeated steps
         return trainer
 
 

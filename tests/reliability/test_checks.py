@@ -86,7 +86,10 @@ def test_unwritable_run_folder_fails_before_the_work(scene, tmp_path, train):
         err
     )
     code, err = train("--data", str(scene), "--output-dir", str(blocker / "outputs"))
-    assert code == 1 and "cannot write (ENOTDIR" in err and "internal error" not in err, err
+    assert code == 1 and f"{blocker} is not a folder" in err and "internal error" not in err, err
+    code, err = train("--data", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "outputs"))
+    assert code == 1 and "internal error" not in err, err
+    assert not (tmp_path / "outputs").exists()  # a failed start leaves no folders behind
 
 
 def test_resume_refuses_other_data_and_model_changes(scene, other_scene, tmp_path, train):
