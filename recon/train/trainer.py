@@ -303,7 +303,8 @@ class Trainer:
                 f"before writing them (the newest checkpoint, if any, is the last good one; lower the learning "
                 f"rates or check the data)"
             )
-        bad = [k for k, v in (terms or {}).items() if not math.isfinite(v)]
+        # PSNR is a metric, not a loss term: it is +inf for a perfect fit.
+        bad = [k for k, v in (terms or {}).items() if k != "psnr" and not math.isfinite(v)]
         if bad:
             raise NonFiniteError(
                 f"step {self.step}: non-finite loss term(s) {', '.join(bad)}; training stopped (the newest "
