@@ -167,10 +167,14 @@ def _validate_method_config(method, cfg) -> None:
         raise ReconError(f"invalid configuration: {exc}") from exc
 
 
+def _experiment(cfg) -> str:
+    return cfg.experiment or Path(cfg.data).resolve().name
+
+
 def _prepare_run(cfg) -> RunDir | None:
     """Check (and create) the run folders before the work; refuse to start over a run that has checkpoints."""
     if not cfg.run_dir:
-        parent = Path(cfg.output_dir) / (cfg.experiment or Path(cfg.data).resolve().name) / cfg.method
+        parent = Path(cfg.output_dir) / _experiment(cfg) / cfg.method
         check_folder_writable(parent, create=False)  # the timestamped folder is made once the scene exists
         return None
     run = RunDir(cfg.run_dir)
@@ -202,8 +206,7 @@ def _start_or_resume(method, cfg, dataset, device, run: RunDir | None) -> Traine
         )
     trainer = Trainer(cfg, method, dataset, run, device=device)  # initialises the scene before any run folder
     if run is None:
-        experiment = cfg.experiment or Path(cfg.data).resolve().name
-        run = trainer.run = RunDir.create(cfg.output_dir, experiment, method.name)
+        run = trainer.run = RunDir.create(cfg.output_dir, _experiment(cfg), method.name)
     run.truncate_metrics(-1)
     run.write_config(replace(cfg, resume=False))
     run.write_dataset_json(info)
