@@ -139,3 +139,11 @@ def validate_train_config(cfg: TrainConfig) -> None:
         raise ReconError(
             f"--images-per-batch {cfg.images_per_batch}: at most --rays-per-batch ({cfg.rays_per_batch})"
         )
+
+
+def model_config_hash(cfg: TrainConfig) -> str:
+    """sha256 of the config without its run-control fields: what a checkpoint's parameters depend on."""
+    from recon.config import config_hash, dump_config
+
+    data = {k: v for k, v in dump_config(cfg).items() if k not in RUN_CONTROL_FIELDS}
+    return config_hash(data)

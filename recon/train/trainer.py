@@ -30,7 +30,7 @@ from torch import Tensor
 
 from recon.core import ReconError
 from recon.scenes.base import RenderOptions, Scene, StepContext
-from recon.train.config import TrainConfig
+from recon.train.config import TrainConfig, model_config_hash
 from recon.train.data import TrainViews, ViewSampler
 from recon.train.evaluate import quick_metrics
 from recon.train.losses import needs_distortion, needs_normals, total_loss
@@ -355,7 +355,7 @@ class Trainer:
         """
         self.check_finite()
         meta = {"method": self.method.name, "train_seconds": self.train_seconds,
-                "num_primitives": self.scene.num_primitives()}  # fmt: skip
+                "num_primitives": self.scene.num_primitives(), "model_config_hash": model_config_hash(self.cfg)}  # fmt: skip
         with self._critical():
             path = self.run.save_checkpoint(
                 self.step, self.state_tensors(), meta, keep_last=self.cfg.keep_checkpoints
@@ -375,6 +375,12 @@ class Trainer:
         """Rebuild a trainer exactly as it was at the run's newest good checkpoint (same step, rows, optimiser
         state); metrics.jsonl loses the records logged after that step."""
         tensors, meta = run.load_checkpoint()
+        stored = meta.get("model_config_hash")
+        if stored is not None and stored != model_config_hash(cfg):
+            raise ReconError(
+                f"{run.path}: the checkpoint of step {meta['step']} was trained with other model or data settings "
+                f"than {run.config_path.name} now holds (was it edited?); resume with the settings it was trained with"
+            )
         scene = method.scene_cls.empty(cfg.scene)
         scene.load_state_dict_resizing(_section(tensors, "scene"))
         trainer = cls(cfg, method, dataset, run, device=device, scene=scene)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,17 @@ def test_resume_refuses_other_data_and_model_changes(scene, other_scene, tmp_pat
         os.rename(moved, scene)
     assert code == 0, err
     assert yaml.safe_load(run.config_path.read_text())["steps"] == 7
+
+
+def test_resume_refuses_a_hand_edited_config(scene, tmp_path, train):
+    run = RunDir(tmp_path / "run")
+    _short_run(train, scene, run, steps=5)
+    text = run.config_path.read_text()
+    edited = re.sub(r"init_opacity: [0-9.]+", "init_opacity: 0.123", text)
+    assert edited != text
+    run.config_path.write_text(edited)
+    code, err = train("--resume", "--run-dir", str(run.path), "--steps", "7")
+    assert code == 1 and "trained with other model or data settings" in err, err
 
 
 def test_a_run_folder_without_checkpoints_is_reused(scene, tmp_path, train):
