@@ -262,7 +262,14 @@ class Trainer:
 
     @contextmanager
     def _critical(self) -> Iterator[None]:
-        """Defer stop signals until the block is done (nested use keeps the outer state)."""
+        """Defer stop signals until the block is done (nested use keeps the outer state).
+
+        Only the main thread's blocks count: signals are handled there, and a checkpoint written from another
+        thread (the viewer's export) must not change the main thread's state.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
         state = self._interrupts
         outer, state.critical = state.critical, True
         try:
