@@ -13,8 +13,17 @@ Layout (DESIGN.md, "Runs")::
 
 Checkpoint files are written to a temporary file in the same folder and moved into place with ``os.replace``,
 tensors first, metadata last, so a crash leaves either a complete checkpoint or one that
-:meth:`RunDir.latest_checkpoint` ignores. Nested state that is not a flat tensor dict (an optimizer
-``state_dict`` with its param groups) goes through :func:`flatten_state` / :func:`unflatten_state`.
+:meth:`RunDir.latest_checkpoint` ignores. The metadata records the format version and the sha256 of the tensor
+file; :func:`load_checkpoint` verifies both, the metadata types, and refuses tensors that contain NaN.
+:meth:`RunDir.load_checkpoint` falls back to the newest checkpoint that passes, with a WARNING naming each one it
+skipped, and rotation never deletes the newest verified checkpoint. Write failures (disk full, read-only file
+system, permissions) raise :class:`RunError` naming the path. Nested state that is not a flat tensor dict (an
+optimizer ``state_dict`` with its param groups) goes through :func:`flatten_state` / :func:`unflatten_state`. The
+checkpoint-file functions live in :mod:`recon.checkpoint_io` and are re-exported here.
+
+Test hook: with ``RECON_TEST_CHECKPOINT_PAUSE=STEP:SECONDS`` in the environment, writing a checkpoint of step
+``>= STEP`` sleeps ``SECONDS`` after the tensor file is in place and before its metadata is written, so the
+reliability tests can kill a run exactly inside a checkpoint write (tests/reliability).
 
 Example:
     >>> import tempfile, torch
@@ -27,9 +36,8 @@ Example:
 
 import datetime
 import json
+import logging
 import os
-import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +45,30 @@ from typing import Any
 from torch import Tensor
 
 import recon
+from recon.checkpoint_io import (
+    _CHECKPOINT_RE,
+    _RESERVED_META_KEYS,
+    _UNFINGERPRINTED,
+    CHECKPOINT_FORMAT_VERSION,
+    RunError,
+    _checkpoint_stem,
+    _cpu_tensors,
+    _read_json,
+    _sha256_file,
+    _temp_path,
+    _test_pause,
+    _to_json_value,
+    _utc_now,
+    _write_json_atomic,
+    _writing,
+    check_folder_writable,
+    checkpoint_step,
+    dataset_fingerprint,
+    flatten_state,
+    load_checkpoint,
+    unflatten_state,
+    verify_checkpoint,
+)
 from recon.config import config_hash, load_config_yaml, load_yaml, save_config_yaml, write_text_atomic
 from recon.core.errors import ReconError
 
@@ -45,221 +77,15 @@ __all__ = [
     "RunDir",
     "RunError",
     "checkpoint_step",
+    "check_folder_writable",
+    "dataset_fingerprint",
     "flatten_state",
     "load_checkpoint",
     "unflatten_state",
+    "verify_checkpoint",
 ]
 
-CHECKPOINT_FORMAT_VERSION = 1
-"""Version of the checkpoint metadata layout; bump on incompatible changes."""
-
-STEP_DIGITS = 8
-"""Zero-padded width of the step in checkpoint file names (step-000NNNNN), so names sort by step."""
-
-_CHECKPOINT_RE = re.compile(r"^step-(\d+)\.json$")
-_RESERVED_META_KEYS = (
-    "format_version",
-    "step",
-    "time",
-    "recon_version",
-    "config_hash",
-    "tensors_file",
-    "tensors",
-)
-
-
-class RunError(ReconError):
-    """A run directory or checkpoint that is missing or unreadable."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Atomic files
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _temp_path(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
-
-
-def _write_json_atomic(path: Path, data: Any) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=True) + "\n")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunError(f"{path}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{path}: not valid JSON: {exc}") from exc
-
-
-def _utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _to_json_value(value: Any, key: str) -> Any:
-    """Numbers, strings, bools, None, lists and dicts of those; 0-d tensors and numpy scalars become numbers."""
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise TypeError(f"metric {key!r} is a tensor of shape {tuple(value.shape)}; log scalars")
-        return value.item()
-    if hasattr(value, "item") and callable(value.item) and not isinstance(value, str | bytes):
-        return value.item()  # numpy scalar
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, list | tuple):
-        return [_to_json_value(v, key) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _to_json_value(v, f"{key}.{k}") for k, v in value.items()}
-    raise TypeError(f"metric {key!r} has type {type(value).__name__}; expected a number, string or list")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Nested state <-> tensors + JSON
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def flatten_state(obj: Any, *, prefix: str = "") -> tuple[dict[str, Tensor], Any]:
-    """Split nested state (e.g. ``optimizer.state_dict()``) into named tensors and a JSON-able skeleton.
-
-    Tensors are replaced in the skeleton by ``{"tensor": name}``; dicts become ``{"dict": {"keys": [...],
-    "values": [...]}}`` (keeping int keys as ints), lists ``{"list": [...]}``, tuples ``{"tuple": [...]}``;
-    None, bool, int, float and str stay as they are. Tensor names are the ``/``-joined path under ``prefix``,
-    e.g. ``"optimizer/state/0/exp_avg"``, so several flattened states can share one safetensors file.
-
-    Args:
-        obj: nested dicts/lists/tuples of tensors and Python scalars.
-        prefix: name prefix of the tensors.
-
-    Returns:
-        ``(tensors, meta)`` for :meth:`RunDir.save_checkpoint`; :func:`unflatten_state` inverts it.
-    """
-    tensors: dict[str, Tensor] = {}
-    meta = _flatten(obj, prefix, tensors)
-    return tensors, meta
-
-
-def _flatten(obj: Any, path: str, tensors: dict[str, Tensor]) -> Any:
-    if isinstance(obj, Tensor):
-        if path in tensors:
-            raise ValueError(f"flatten_state: two entries map to the tensor name {path!r}")
-        tensors[path] = obj
-        return {"tensor": path}
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    if isinstance(obj, Mapping):
-        keys = list(obj.keys())
-        for k in keys:
-            if not isinstance(k, str | int) or isinstance(k, bool):
-                raise TypeError(f"flatten_state: key {k!r} at {path or '<root>'} is not a str or int")
-        values = [_flatten(obj[k], f"{path}/{k}" if path else str(k), tensors) for k in keys]
-        return {"dict": {"keys": keys, "values": values}}
-    if isinstance(obj, list | tuple):
-        items = [_flatten(v, f"{path}/{i}" if path else str(i), tensors) for i, v in enumerate(obj)]
-        return {"tuple" if isinstance(obj, tuple) else "list": items}
-    raise TypeError(f"flatten_state: cannot store a {type(obj).__name__} at {path or '<root>'}")
-
-
-def unflatten_state(tensors: Mapping[str, Tensor], meta: Any) -> Any:
-    """Rebuild the nested state written by :func:`flatten_state` (tensors looked up by name)."""
-    if meta is None or isinstance(meta, bool | int | float | str):
-        return meta
-    if isinstance(meta, dict) and len(meta) == 1:
-        ((kind, payload),) = meta.items()
-        if kind == "tensor":
-            if payload not in tensors:
-                raise RunError(f"checkpoint is missing the tensor {payload!r}")
-            return tensors[payload]
-        if kind == "dict":
-            return {
-                k: unflatten_state(tensors, v)
-                for k, v in zip(payload["keys"], payload["values"], strict=True)
-            }
-        if kind == "list":
-            return [unflatten_state(tensors, v) for v in payload]
-        if kind == "tuple":
-            return tuple(unflatten_state(tensors, v) for v in payload)
-    raise RunError(f"unreadable state skeleton entry {str(meta)[:80]!r}")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Checkpoints
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _checkpoint_stem(step: int) -> str:
-    return f"step-{step:0{STEP_DIGITS}d}"
-
-
-def checkpoint_step(path: str | os.PathLike) -> int:
-    """The step encoded in a checkpoint file name (``step-00000120.safetensors`` -> 120)."""
-    match = re.match(r"^step-(\d+)$", Path(path).name.split(".")[0])
-    if match is None:
-        raise RunError(f"{path}: not a checkpoint file name (expected step-NNNNNNNN.safetensors)")
-    return int(match.group(1))
-
-
-def _cpu_tensors(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Detached, contiguous CPU tensors that own their storage (safetensors refuses shared or strided ones)."""
-    out: dict[str, Tensor] = {}
-    seen: set[int] = set()
-    for name, tensor in tensors.items():
-        if not isinstance(name, str):
-            raise TypeError(f"checkpoint tensor names must be strings, got {name!r}")
-        if not isinstance(tensor, Tensor):
-            raise TypeError(f"checkpoint entry {name!r} is a {type(tensor).__name__}, expected a Tensor")
-        t = tensor.detach().to("cpu").contiguous()
-        storage = t.untyped_storage()
-        owns = storage.nbytes() == t.numel() * t.element_size() and storage.data_ptr() not in seen
-        if not owns:
-            # A view into a larger storage, or storage shared with another entry: safetensors refuses both.
-            t = t.clone()
-        seen.add(t.untyped_storage().data_ptr())
-        out[name] = t
-    return out
-
-
-def _resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path]:
-    """(safetensors file, json file) of a checkpoint given either file, or the path without extension."""
-    path = Path(path)
-    stem = path.name.split(".")[0] if path.suffix in (".safetensors", ".json") else path.name
-    return path.with_name(f"{stem}.safetensors"), path.with_name(f"{stem}.json")
-
-
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Load a checkpoint written by :meth:`RunDir.save_checkpoint` (safetensors + JSON; no pickle).
-
-    Args:
-        path: the ``.safetensors`` or ``.json`` file of the checkpoint (or its path without extension).
-
-    Returns:
-        ``(tensors, meta)``: CPU tensors by name, and the metadata dict (``step``, ``time``, ``recon_version``,
-        ``config_hash``, ``tensors`` (the names), plus the caller's own keys).
-
-    Raises:
-        RunError: a file is missing or unreadable (the message names it).
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    tensors_path, meta_path = _resolve_checkpoint(path)
-    meta = _read_json(meta_path)
-    if not tensors_path.is_file():
-        raise RunError(f"{tensors_path}: no such file (the checkpoint metadata {meta_path.name} names it)")
-    try:
-        tensors = load_file(str(tensors_path), device="cpu")
-    except SafetensorError as exc:
-        raise RunError(f"{tensors_path}: not a readable safetensors file: {exc}") from exc
-    missing = sorted(set(meta.get("tensors", [])) - set(tensors))
-    if missing:
-        raise RunError(
-            f"{tensors_path}: missing tensors listed in {meta_path.name}: {', '.join(missing[:5])}"
-        )
-    return tensors, meta
-
+logger = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Run directory
@@ -308,7 +134,18 @@ class RunDir:
     def ensure_dirs(self) -> None:
         """Create the run folder and its checkpoints/, renders/ and exports/ subfolders."""
         for folder in (self.path, self.checkpoints_dir, self.renders_dir, self.exports_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+            with _writing(folder):
+                folder.mkdir(parents=True, exist_ok=True)
+
+    def check_writable(self) -> None:
+        """Create the folders and write and remove a probe file in the run and checkpoints folders.
+
+        Raises:
+            RunError: naming the folder that cannot be created or written (read-only, no permission, disk full).
+        """
+        self.ensure_dirs()
+        for folder in (self.path, self.checkpoints_dir):
+            check_folder_writable(folder)
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -350,14 +187,43 @@ class RunDir:
 
     def write_config(self, cfg: Any) -> Path:
         """Write the resolved config dataclass as config.yaml (atomic)."""
-        return save_config_yaml(cfg, self.config_path)
+        with _writing(self.config_path):
+            return save_config_yaml(cfg, self.config_path)
 
     def read_config(self, cls: type) -> Any:
         """Load config.yaml strictly into ``cls``."""
         return load_config_yaml(cls, self.config_path)
 
     def write_dataset_json(self, info: Mapping[str, Any]) -> Path:
-        return _write_json_atomic(self.dataset_json_path, _to_json_value(dict(info), "dataset"))
+        """Write the dataset record (``recon.datasets.dataset_info``) with its ``fingerprint`` added."""
+        record = _to_json_value({k: v for k, v in info.items() if k != "fingerprint"}, "dataset")
+        return _write_json_atomic(
+            self.dataset_json_path, record | {"fingerprint": dataset_fingerprint(record)}
+        )
+
+    def check_dataset(self, info: Mapping[str, Any]) -> None:
+        """Raise a RunError unless ``info`` describes the dataset this run was trained on (its fingerprint).
+
+        A run recorded before fingerprints existed is accepted with a warning.
+        """
+        stored = self.read_dataset_json()
+        record = _to_json_value({k: v for k, v in info.items() if k != "fingerprint"}, "dataset")
+        if "fingerprint" not in stored:
+            logger.warning(
+                "%s: no dataset fingerprint recorded; cannot check the data", self.dataset_json_path
+            )
+            return
+        if stored["fingerprint"] == dataset_fingerprint(record):
+            return
+        differing = sorted(
+            k
+            for k in set(stored) | set(record)
+            if k not in _UNFINGERPRINTED and stored.get(k) != record.get(k)
+        )
+        raise RunError(
+            f"--data {record.get('root', '?')}: not the dataset run {self.path} was trained on (differs in "
+            f"{', '.join(differing) or 'content'}; recorded in {self.dataset_json_path}); resume with the same data"
+        )
 
     def read_dataset_json(self) -> dict[str, Any]:
         return _read_json(self.dataset_json_path)
@@ -378,9 +244,31 @@ class RunDir:
                 raise ValueError(f"metric name {key!r} is reserved")
             record[str(key)] = _to_json_value(value, str(key))
         line = json.dumps(record, ensure_ascii=False, allow_nan=True)
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        with _writing(self.metrics_path):
+            self.path.mkdir(parents=True, exist_ok=True)
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+
+    def truncate_metrics(self, step: int) -> int:
+        """Drop the records of metrics.jsonl logged after ``step`` (and a torn last line), atomically.
+
+        A resumed run calls this with its checkpoint's step, so the log never repeats or goes back in steps.
+        Returns the number of records dropped.
+        """
+        records = self.read_metrics()
+        kept = [r for r in records if isinstance(r.get("step"), int) and r["step"] <= step]
+        if len(kept) == len(records) and self._metrics_end_clean():
+            return 0
+        text = "".join(json.dumps(r, ensure_ascii=False, allow_nan=True) + "\n" for r in kept)
+        with _writing(self.metrics_path):
+            write_text_atomic(self.metrics_path, text)
+        return len(records) - len(kept)
+
+    def _metrics_end_clean(self) -> bool:
+        if not self.metrics_path.is_file():
+            return True
+        text = self.metrics_path.read_text(encoding="utf-8")
+        return not text or text.endswith("\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """All records of metrics.jsonl; a torn last line (a crash mid-write) is skipped."""
@@ -418,13 +306,15 @@ class RunDir:
             meta: JSON-able extra metadata (e.g. the skeleton from :func:`flatten_state`); must not use the
                 reserved keys format_version, step, time, recon_version, config_hash, tensors_file, tensors.
             config: the config dataclass or dict to hash; default: the run's config.yaml if present.
-            keep_last: if given, delete all but the newest ``keep_last`` complete checkpoints afterwards.
+            keep_last: if given, delete all but the newest ``keep_last`` complete checkpoints afterwards (see
+                :meth:`prune_checkpoints`).
 
         Returns:
             The path of the ``.safetensors`` file.
-        """
-        from safetensors.torch import save_file
 
+        Raises:
+            RunError: a file cannot be written (naming it); the previous checkpoints are then untouched.
+        """
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
         if keep_last is not None and keep_last < 1:
@@ -433,14 +323,18 @@ class RunDir:
         clash = [k for k in _RESERVED_META_KEYS if k in meta]
         if clash:
             raise ValueError(f"checkpoint meta uses reserved keys: {', '.join(clash)}")
-        self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        with _writing(self.checkpoints_dir):
+            self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         stem = _checkpoint_stem(step)
         tensors_path = self.checkpoints_dir / f"{stem}.safetensors"
         meta_path = self.checkpoints_dir / f"{stem}.json"
         # An older checkpoint of the same step loses its metadata first, so it never pairs with new tensors.
-        meta_path.unlink(missing_ok=True)
-
+        with _writing(meta_path):
+            meta_path.unlink(missing_ok=True)
         cpu = _cpu_tensors(tensors)
+        with _writing(tensors_path):
+            digest = self._write_tensors(cpu, tensors_path, step)
+        _test_pause(step)
         record = {
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "step": step,
@@ -448,24 +342,33 @@ class RunDir:
             "recon_version": recon.__version__,
             "config_hash": self._config_hash(config),
             "tensors_file": tensors_path.name,
+            "tensors_sha256": digest,
             "tensors": sorted(cpu),
             **meta,
         }
         meta_text = json.dumps(record, indent=2, ensure_ascii=False, allow_nan=True) + "\n"
+        with _writing(meta_path):
+            write_text_atomic(meta_path, meta_text)
+        if keep_last is not None:
+            self.prune_checkpoints(keep_last, known_good=tensors_path)
+        return tensors_path
+
+    @staticmethod
+    def _write_tensors(cpu: dict[str, Tensor], tensors_path: Path, step: int) -> str:
+        """Write the tensor file atomically; returns the sha256 of the bytes on disk."""
+        from safetensors.torch import save_file
 
         tmp = _temp_path(tensors_path)
         try:
             save_file(cpu, str(tmp), metadata={"format": "pt", "step": str(step)})
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
+            digest = _sha256_file(tmp)
             os.replace(tmp, tensors_path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        write_text_atomic(meta_path, meta_text)
-        if keep_last is not None:
-            self.prune_checkpoints(keep_last)
-        return tensors_path
+        return digest
 
     def _config_hash(self, config: Any) -> str | None:
         if config is not None:
@@ -496,21 +399,60 @@ class RunDir:
     def load_checkpoint(
         self, path: str | os.PathLike | None = None
     ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """Load ``path`` (default: the newest complete checkpoint); see :func:`load_checkpoint`."""
-        if path is None:
-            path = self.latest_checkpoint()
-            if path is None:
-                raise RunError(f"{self.checkpoints_dir}: no complete checkpoint to load")
-        return load_checkpoint(path)
+        """Load ``path``, or by default the newest checkpoint that passes verification (:func:`load_checkpoint`).
 
-    def prune_checkpoints(self, keep_last: int) -> list[Path]:
+        Without ``path``, a newest checkpoint that is unreadable or fails verification is skipped with a WARNING
+        naming it, and the next older one is tried.
+
+        Raises:
+            RunError: no complete checkpoint, or none passes (the message lists why each failed).
+        """
+        if path is not None:
+            return load_checkpoint(path)
+        found = self.checkpoints()
+        if not found:
+            raise RunError(f"{self.checkpoints_dir}: no complete checkpoint to load")
+        failures = []
+        for _, tensors_path in reversed(found):
+            try:
+                return load_checkpoint(tensors_path)
+            except RunError as exc:
+                logger.warning("skipping checkpoint %s: %s", tensors_path, exc)
+                failures.append(str(exc))
+        raise RunError(f"{self.checkpoints_dir}: no usable checkpoint ({'; '.join(failures)})")
+
+    def latest_good_checkpoint(self) -> Path | None:
+        """The newest checkpoint whose metadata and content hash verify (no WARNING; None if there is none)."""
+        for _, tensors_path in reversed(self.checkpoints()):
+            try:
+                verify_checkpoint(tensors_path)
+            except RunError:
+                continue
+            return tensors_path
+        return None
+
+    def prune_checkpoints(self, keep_last: int, *, known_good: Path | None = None) -> list[Path]:
         """Delete all but the newest ``keep_last`` complete checkpoints, and stale temporary files.
 
+        The newest checkpoint that verifies is never deleted, even when newer damaged ones fill ``keep_last``.
         Metadata goes first, so an interrupted deletion never leaves a checkpoint that looks complete.
-        Returns the deleted ``.safetensors`` paths.
+
+        Args:
+            keep_last: number of newest checkpoints kept (>= 1).
+            known_good: a checkpoint just written and hashed (skips re-verifying it).
+
+        Returns:
+            The deleted ``.safetensors`` paths.
         """
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+        found = self.checkpoints()
+        kept = [p for _, p in found[-keep_last:]]
+        protected = known_good if known_good in kept else self.latest_good_checkpoint()
         deleted = []
-        for _, tensors_path in self.checkpoints()[:-keep_last]:
+        for _, tensors_path in found[:-keep_last]:
+            if tensors_path == protected:
+                continue
             tensors_path.with_suffix(".json").unlink(missing_ok=True)
             tensors_path.unlink(missing_ok=True)
             deleted.append(tensors_path)

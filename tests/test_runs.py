@@ -1,6 +1,8 @@
 """recon.runs: run directory layout, metrics log, atomic checkpoints, nested-state flattening."""
 
+import errno
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,10 +138,11 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
 
     def failing_save(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"half a file")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    # A full disk is a RunError naming the file (the CLI prints it as an error, not an internal error).
+    with pytest.raises(RunError, match=r"step-00000002.safetensors: cannot write \(ENOSPC: No space left"):
         run.save_checkpoint(2, {"a": torch.ones(2)})
     assert [s for s, _ in run.checkpoints()] == [1]
     assert sorted(p.name for p in run.checkpoints_dir.iterdir()) == [
@@ -234,3 +237,139 @@ def test_no_pickle_in_checkpoint(tmp_path):
     header = json.loads(raw[8 : 8 + header_len])  # safetensors: a JSON header then raw bytes
     assert header["a"]["dtype"] == "F32" and header["a"]["shape"] == [3]
     assert b"\x80\x04" not in raw[:2]  # not a pickle stream
+
+
+# --- verification, fallback, rotation, metrics truncation, write errors ------------------------------------------
+
+
+def _three_checkpoints(tmp_path) -> RunDir:
+    run = RunDir.create(tmp_path, "exp", "x")
+    for step in (10, 20, 30):
+        run.save_checkpoint(step, {"a": torch.full((4,), float(step))})
+    return run
+
+
+def test_metadata_records_hash_and_version(tmp_path):
+    run = RunDir.create(tmp_path, "exp", "x")
+    path = run.save_checkpoint(7, {"a": torch.arange(3.0)})
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["format_version"] == 2
+    import hashlib
+
+    assert meta["tensors_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_damaged_newest_falls_back_with_a_warning_naming_it(tmp_path, caplog):
+    run = _three_checkpoints(tmp_path)
+    newest = run.checkpoints_dir / "step-00000030.safetensors"
+    raw = bytearray(newest.read_bytes())
+    raw[-1] ^= 0xFF  # one flipped bit in the data: still a valid safetensors file, but not the one written
+    newest.write_bytes(bytes(raw))
+    with pytest.raises(RunError, match="content hash .* differs"):
+        load_checkpoint(newest)
+    with caplog.at_level(logging.WARNING, logger="recon.runs"):
+        tensors, meta = run.load_checkpoint()
+    assert meta["step"] == 20 and torch.equal(tensors["a"], torch.full((4,), 20.0))
+    assert "step-00000030.safetensors" in caplog.text
+    assert run.latest_good_checkpoint() == run.checkpoints_dir / "step-00000020.safetensors"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"format_version": 99}, "format_version 99 is not one"),
+        ({"format_version": "2"}, "format_version '2'"),
+        ({"step": "30"}, "step must be a non-negative integer"),
+        ({"step": 31}, "records step 31 but its file name says 30"),
+        ({"tensors": "a"}, "'tensors' must be a list"),
+        ({"train_seconds": "long"}, "train_seconds must be a number"),
+        ({"tensors_sha256": None}, "tensors_sha256 is missing"),
+    ],
+)
+def test_bad_metadata_is_refused_and_skipped(tmp_path, edit, message):
+    run = _three_checkpoints(tmp_path)
+    meta_path = run.checkpoints_dir / "step-00000030.json"
+    meta = json.loads(meta_path.read_text()) | edit
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(RunError, match=message):
+        load_checkpoint(meta_path)
+    assert run.load_checkpoint()[1]["step"] == 20
+
+
+def test_truncated_and_garbage_files_are_skipped(tmp_path):
+    run = _three_checkpoints(tmp_path)
+    (run.checkpoints_dir / "step-00000030.json").write_text('{"format_version": 2, "st')
+    (run.checkpoints_dir / "step-00000020.safetensors").write_bytes(b"garbage")
+    assert run.load_checkpoint()[1]["step"] == 10
+    for path in run.checkpoints_dir.iterdir():
+        path.write_bytes(b"")
+    with pytest.raises(RunError, match="no usable checkpoint"):
+        run.load_checkpoint()
+
+
+def test_checkpoint_with_nan_is_refused_with_its_name(tmp_path):
+    run = RunDir.create(tmp_path, "exp", "x")
+    run.save_checkpoint(1, {"a": torch.zeros(2)})
+    run.save_checkpoint(2, {"a": torch.tensor([0.0, float("nan")]), "i": torch.zeros(2, dtype=torch.long)})
+    with pytest.raises(RunError, match=r"step-00000002.safetensors: tensor 'a' contains NaN"):
+        load_checkpoint(run.checkpoints_dir / "step-00000002.json")
+    assert run.load_checkpoint()[1]["step"] == 1
+
+
+def test_version_1_checkpoints_still_load_unverified(tmp_path, caplog):
+    run = RunDir.create(tmp_path, "exp", "x")
+    path = run.save_checkpoint(3, {"a": torch.ones(1)})
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    del meta["tensors_sha256"]
+    meta_path.write_text(json.dumps(meta | {"format_version": 1}))
+    with caplog.at_level(logging.WARNING, logger="recon.runs"):
+        assert load_checkpoint(path)[1]["step"] == 3
+    assert "no content hash" in caplog.text
+
+
+def test_rotation_keeps_the_newest_verified_checkpoint(tmp_path):
+    run = _three_checkpoints(tmp_path)
+    for step in (20, 30):  # the two newest are damaged; keep_last=2 alone would delete the only good one
+        (run.checkpoints_dir / f"step-{step:08d}.safetensors").write_bytes(b"damaged")
+    deleted = run.prune_checkpoints(2)
+    assert deleted == []
+    assert [s for s, _ in run.checkpoints()] == [10, 20, 30]
+    assert run.load_checkpoint()[1]["step"] == 10
+    with pytest.raises(ValueError, match="keep_last must be >= 1"):
+        run.prune_checkpoints(0)
+    with pytest.raises(ValueError, match="keep_last must be >= 1"):
+        run.save_checkpoint(40, {"a": torch.zeros(1)}, keep_last=0)
+
+
+def test_truncate_metrics_to_the_checkpoint_step(tmp_path):
+    run = RunDir.create(tmp_path, "exp", "x")
+    for step in (5, 10, 15, 20):
+        run.log_metrics(step, {"loss": 1.0 / step})
+    with open(run.metrics_path, "a") as f:
+        f.write('{"step": 25, "lo')  # torn by a crash
+    assert run.truncate_metrics(10) == 2
+    assert [r["step"] for r in run.read_metrics()] == [5, 10]
+    assert run.metrics_path.read_text().endswith("\n")
+    assert run.truncate_metrics(10) == 0
+    assert not list(run.path.glob(".*.tmp"))
+
+
+def test_unwritable_run_folder_is_a_run_error_naming_it(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(RunError, match=f"{blocker / 'run'}: cannot write \\(ENOTDIR"):
+        RunDir(blocker / "run").check_writable()
+    run = RunDir.create(tmp_path, "exp", "x")
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("recon.checkpoint_io.tempfile.mkstemp", read_only)
+    with pytest.raises(RunError, match=f"{run.path}: cannot write \\(EROFS: Read-only file system\\)"):
+        run.check_writable()
+    with pytest.raises(RunError, match="step-00000001.safetensors: cannot write \\(EROFS"):
+        run.save_checkpoint(1, {"a": torch.zeros(1)})
+    monkeypatch.setattr("recon.runs.open", read_only, raising=False)
+    with pytest.raises(RunError, match="metrics.jsonl: cannot write \\(EROFS"):
+        run.log_metrics(1, {"loss": 0.5})

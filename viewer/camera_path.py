@@ -25,6 +25,7 @@ that list, with ``T_cam_world``, ``K``, ``width``, ``height`` and ``time`` per k
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,8 @@ CAMERA_PATH_VERSION = 1
 DEFAULT_FPS = 30.0
 DEFAULT_SECONDS_PER_KEYFRAME = 2.0  # spacing of keyframes recorded in the viewer
 RIGID_TOL = 1e-3  # deviation from a rotation accepted in a keyframe read from JSON (text round-off)
+MAX_NAME_CHARS = 100  # longest camera-path file name the viewer accepts from a browser
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,44 @@ def write_camera_path(path: Path, keyframes: list[Keyframe], *, fps: float = DEF
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)
     return path
+
+
+def camera_path_target(folder: Path, name: str) -> Path:
+    """Where the viewer may save a camera path a browser named ``name``: a plain file inside ``folder``.
+
+    Characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_`` and ``.json`` is appended when
+    missing. Names with a folder part (``/``, ``\\``), ``..``, absolute paths, hidden names and symbolic links
+    are refused, as is an existing file that is not a camera path (it is never overwritten).
+
+    Raises:
+        ReconError: naming the refused name and the folder.
+    """
+    folder = Path(folder)
+    raw = str(name).strip()
+    if not raw or "/" in raw or "\\" in raw or raw.startswith(".") or Path(raw).is_absolute():
+        raise ReconError(
+            f"camera path name {str(name)!r}: expected a plain file name (no folders, '..' or leading '.'); "
+            f"paths are saved inside {folder}"
+        )
+    clean = _UNSAFE_CHARS.sub("_", raw)[:MAX_NAME_CHARS]
+    if not clean.lower().endswith(".json"):
+        clean += ".json"
+    target = folder / clean
+    if target.is_symlink() or target.resolve().parent != folder.resolve():
+        raise ReconError(
+            f"camera path name {str(name)!r}: {target} is a link or leaves {folder}; not written"
+        )
+    if target.exists() and not _is_camera_path_file(target):
+        raise ReconError(f"{target} exists and is not a camera path; not overwritten (choose another name)")
+    return target
+
+
+def _is_camera_path_file(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("format") == CAMERA_PATH_FORMAT
 
 
 def _parse_keyframe(path: Path, i: int, item: object) -> Keyframe:

@@ -34,9 +34,15 @@ import numpy as np
 import torch
 import viser
 
-from recon.core import Mesh
+from recon.core import Mesh, ReconError
 from recon.viewer.camera import average_up_direction, camera_to_viser, viser_to_camera
-from recon.viewer.camera_path import DEFAULT_FPS, DEFAULT_SECONDS_PER_KEYFRAME, Keyframe, write_camera_path
+from recon.viewer.camera_path import (
+    DEFAULT_FPS,
+    DEFAULT_SECONDS_PER_KEYFRAME,
+    Keyframe,
+    camera_path_target,
+    write_camera_path,
+)
 from recon.viewer.render_loop import ClientRenderLoop, RenderRecord
 from recon.viewer.scene_objects import add_geometry_node, thumbnail
 from recon.viewer.state import (
@@ -292,9 +298,19 @@ class ViewerServer:
         self._keyframe_markdown.content = f"{len(self._keyframes)} keyframe(s)"
         return keyframe
 
-    def save_camera_path(self, path: Path | None = None) -> Path:
-        """Write the recorded keyframes as JSON (see :mod:`recon.viewer.camera_path`); returns the path."""
-        target = Path(path) if path is not None else self._camera_path_dir / self._path_text.value
+    def save_camera_path(self, name: str | None = None) -> Path:
+        """Write the recorded keyframes as JSON (see :mod:`recon.viewer.camera_path`); returns the path.
+
+        Args:
+            name: file name inside the camera-path folder (default: the "File" field a browser edits). Only a
+                plain, sanitised file name is accepted (:func:`~recon.viewer.camera_path.camera_path_target`).
+
+        Raises:
+            ReconError: no keyframes, a name that leaves the folder, or an existing file that is not a camera path.
+        """
+        if not self._keyframes:
+            raise ReconError("camera path: no keyframes to save (add at least one)")
+        target = camera_path_target(self._camera_path_dir, self._path_text.value if name is None else name)
         self.last_camera_path = write_camera_path(target, self._keyframes, fps=DEFAULT_FPS)
         return self.last_camera_path
 
@@ -538,11 +554,11 @@ class ViewerServer:
     def _build_camera_path_gui(self) -> None:
         gui = self._server.gui
         with gui.add_folder("Camera path", expand_by_default=False):
-            add = gui.add_button("Add keyframe")
+            add = self._add_keyframe_button = gui.add_button("Add keyframe")
             clear = gui.add_button("Clear keyframes")
             self._keyframe_markdown = gui.add_markdown("0 keyframe(s)")
             self._path_text = gui.add_text("File", "camera_path.json")
-            save = gui.add_button("Save camera path")
+            save = self._save_button = gui.add_button("Save camera path")
             self._camera_path_markdown = gui.add_markdown(f"Saved under `{self._camera_path_dir}`")
 
         @add.on_click

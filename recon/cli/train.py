@@ -5,14 +5,19 @@ method preset (``triangles``, the published recipe) or the CPU-budget preset (``
 CPU). ``--resume --run-dir RUN`` continues RUN from its newest checkpoint with its own config.
 """
 
+import logging
+import signal
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import tyro
 
+from recon.config import dump_config
 from recon.core import ReconError
-from recon.runs import RunDir
+from recon.runs import RunDir, check_folder_writable
+from recon.train.config import RUN_CONTROL_FIELDS, validate_train_config
 from recon.train.methods import REGISTRY, get_method, method_summaries
 from recon.train.run_io import (
     evaluate_run,
@@ -22,7 +27,9 @@ from recon.train.run_io import (
     preset_name,
     resolve_device,
 )
-from recon.train.trainer import Trainer
+from recon.train.trainer import Trainer, TrainResult
+
+logger = logging.getLogger(__name__)
 
 USAGE = "usage: recon train METHOD --data PATH [options]   (METHOD: " + " | ".join(REGISTRY) + ")"
 
@@ -63,7 +70,9 @@ def parse(argv: list[str]):
                 f"--run-dir {first.run_dir}: the run trained {stored_method.name!r}, not {method.name!r}"
             )
         cfg = tyro.cli(method.config_cls, args=args, prog=prog, default=stored)
-        return method, replace(cfg, method=method.name, resume=True), resolve_device(cfg.device)
+        _check_resume_changes(run, stored, cfg)
+        data = str(Path(cfg.data).resolve()) if cfg.data else ""
+        return method, replace(cfg, method=method.name, resume=True, data=data), resolve_device(cfg.device)
     device = resolve_device(first.device)
     name = preset_name(method.name, first.preset, device)
     base = preset_config(method, name)
@@ -74,12 +83,36 @@ def parse(argv: list[str]):
         cfg = replace(
             cfg, steps=0
         )  # a time budget without an explicit --steps: train until the time is spent
-    return method, replace(cfg, method=method.name), device
+    # The absolute dataset path goes into config.yaml, so eval/export/resume work from any folder.
+    data = str(Path(cfg.data).resolve()) if cfg.data else ""
+    return method, replace(cfg, method=method.name, data=data), device
 
 
 def _given(args: list[str], flag: str) -> bool:
     """Whether ``flag`` (``--steps`` or ``--steps=N``) is on the command line."""
     return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _check_resume_changes(run: RunDir, stored, cfg) -> None:
+    """--resume may change run-control flags (--steps, --max-minutes, ...) but not the model or the data."""
+    before, after = _flat(dump_config(stored)), _flat(dump_config(cfg))
+    changed = sorted(k for k in before.keys() | after.keys()
+                     if k not in RUN_CONTROL_FIELDS and before.get(k) != after.get(k))  # fmt: skip
+    if changed:
+        raise ReconError(
+            f"--resume: {', '.join('--' + k.replace('_', '-') for k in changed)} differ(s) from the run's "
+            f"{run.config_path}; a resumed run keeps its model and data settings (start a new run to change them)"
+        )
 
 
 def _progress_bar(cfg, start_step: int):
@@ -109,30 +142,33 @@ def _progress_bar(cfg, start_step: int):
 
 def main(argv: list[str]) -> int:
     method, cfg, device = parse(argv)
-    if cfg.max_minutes < 0 or cfg.steps < 0:
-        raise ReconError("--steps must be positive and --max-minutes non-negative")
-    if cfg.steps == 0 and cfg.max_minutes == 0:
-        raise ReconError("--steps 0 means no step bound: give a time budget with --max-minutes M")
+    validate_train_config(cfg)
+    _validate_method_config(method, cfg)
     if cfg.threads > 0:
         import torch
 
         torch.set_num_threads(cfg.threads)
+    run = _prepare_run(cfg)  # writable folders before any work; None: a fresh timestamped run, made later
     dataset = load_run_dataset(cfg)
-    if cfg.resume:
-        run = RunDir(cfg.run_dir)
-        if run.latest_checkpoint() is None:
-            raise ReconError(f"--run-dir {cfg.run_dir}: no checkpoint to resume from")
-        trainer = Trainer.from_checkpoint(cfg, method, dataset, run, device=device)
-        print(f"resuming {run.path} at step {trainer.step}", file=sys.stderr)
-    else:
-        run = _new_run(cfg, method.name)
-        run.write_config(cfg)
-        from recon.datasets import dataset_info
+    trainer = _start_or_resume(method, cfg, dataset, device, run)
+    run = trainer.run
+    result = _train(trainer, cfg)
+    print(f"stopped after step {result.step} ({result.stopped}), {result.train_seconds / 60:.2f} training minutes"
+          f" (+{result.eval_seconds / 60:.2f} minutes of periodic evaluation, not counted)", file=sys.stderr)  # fmt: skip
+    if result.stopped == "interrupted":
+        print(f"checkpoint written; continue with: recon train {method.name} --resume --run-dir {run.path}",
+              file=sys.stderr)  # fmt: skip
+        print(run.path)
+        return 128 + (result.signal or signal.SIGINT)
+    if cfg.final_eval and dataset.splits.get("test"):
+        ev = evaluate_run(run, method, cfg, device=device, dataset=dataset)
+        print(f"eval: psnr {ev['psnr']:.3f}  ssim {ev['ssim']:.4f} on {ev['num_images']} {ev['split']} views",
+              file=sys.stderr)  # fmt: skip
+    print(run.path)
+    return 0
 
-        run.write_dataset_json(dataset_info(dataset))
-        trainer = Trainer(cfg, method, dataset, run, device=device)
-        print(f"run {run.path}: {method.name}, preset {cfg.preset}, {trainer.scene.num_primitives()} initial "
-              f"primitives, device {device}", file=sys.stderr)  # fmt: skip
+
+def _train(trainer: Trainer, cfg) -> TrainResult:
     viewer = None
     if cfg.viewer:
         from recon.cli.view import attach_training_viewer
@@ -142,33 +178,64 @@ def main(argv: list[str]) -> int:
     progress, update = _progress_bar(cfg, trainer.step)
     try:
         with progress:
-            result = trainer.train(progress=update)
+            return trainer.train(progress=update)
     finally:
         if viewer is not None:
             viewer.close()
-    print(f"stopped after step {result.step} ({result.stopped}), {result.train_seconds / 60:.2f} training minutes"
-          f" (+{result.eval_seconds / 60:.2f} minutes of periodic evaluation, not counted)", file=sys.stderr)  # fmt: skip
-    if result.stopped == "interrupted":
-        print(f"checkpoint written; continue with: recon train {method.name} --resume --run-dir {run.path}",
-              file=sys.stderr)  # fmt: skip
-        print(run.path)
-        return 130
-    if cfg.final_eval and dataset.splits.get("test"):
-        ev = evaluate_run(run, method, cfg, device=device, dataset=dataset)
-        print(f"eval: psnr {ev['psnr']:.3f}  ssim {ev['ssim']:.4f} on {ev['num_images']} {ev['split']} views",
-              file=sys.stderr)  # fmt: skip
-    print(run.path)
-    return 0
 
 
-def _new_run(cfg, method: str) -> RunDir:
-    if cfg.run_dir:
-        run = RunDir(cfg.run_dir)
-        if run.config_path.exists():
-            raise ReconError(f"--run-dir {cfg.run_dir}: already a run (use --resume to continue it)")
-        run.ensure_dirs()
-        return run
-    from pathlib import Path
+def _validate_method_config(method, cfg) -> None:
+    """Build an empty scene and the strategy from the config, so a bad value fails now, naming its field."""
+    try:
+        method.scene_cls.empty(cfg.scene)
+        method.make_strategy(cfg, 1)
+    except (ValueError, TypeError) as exc:
+        raise ReconError(f"invalid configuration: {exc}") from exc
 
-    experiment = cfg.experiment or Path(cfg.data).resolve().name
-    return RunDir.create(cfg.output_dir, experiment, method)
+
+def _experiment(cfg) -> str:
+    return cfg.experiment or Path(cfg.data).resolve().name
+
+
+def _prepare_run(cfg) -> RunDir | None:
+    """Check (and create) the run folders before the work; refuse to start over a run that has checkpoints."""
+    if not cfg.run_dir:
+        parent = Path(cfg.output_dir) / _experiment(cfg) / cfg.method
+        check_folder_writable(parent, create=False)  # the timestamped folder is made once the scene exists
+        return None
+    run = RunDir(cfg.run_dir)
+    if not cfg.resume and run.config_path.exists() and run.checkpoints():
+        raise ReconError(f"--run-dir {cfg.run_dir}: already a run (use --resume to continue it)")
+    if cfg.resume:
+        run.require_exists()
+    run.check_writable()
+    return run
+
+
+def _start_or_resume(method, cfg, dataset, device, run: RunDir | None) -> Trainer:
+    from recon.datasets import dataset_info
+
+    info = dataset_info(dataset)
+    if run is not None and cfg.resume:
+        run.check_dataset(info)
+        if run.checkpoints():
+            trainer = Trainer.from_checkpoint(cfg, method, dataset, run, device=device)
+            run.write_config(replace(cfg, resume=False))  # keeps changed run-control fields (--steps ...)
+            print(f"resuming {run.path} at step {trainer.step}", file=sys.stderr)
+            return trainer
+        logger.warning(
+            "%s: no checkpoint yet (stopped before its first one); starting the run over", run.path
+        )
+    elif run is not None and run.config_path.exists():
+        logger.warning(
+            "%s: a run that never wrote a checkpoint; starting it over in the same folder", run.path
+        )
+    trainer = Trainer(cfg, method, dataset, run, device=device)  # initialises the scene before any run folder
+    if run is None:
+        run = trainer.run = RunDir.create(cfg.output_dir, _experiment(cfg), method.name)
+    run.truncate_metrics(-1)
+    run.write_config(replace(cfg, resume=False))
+    run.write_dataset_json(info)
+    print(f"run {run.path}: {method.name}, preset {cfg.preset}, {trainer.scene.num_primitives()} initial "
+          f"primitives, device {device}", file=sys.stderr)  # fmt: skip
+    return trainer

@@ -214,14 +214,14 @@ def serve_mesh(path: Path, *, host: str = "127.0.0.1", port: int = 8080) -> View
 def attach_training_viewer(trainer, *, host: str = "127.0.0.1", port: int = 8080) -> ViewerServer:
     """Serve a live view of a ``recon.train.trainer.Trainer`` while it trains (``recon train --viewer``).
 
-    Every training step then runs under a lock the viewer's renders share, so a view never sees half-updated
-    parameters, and waits while the user has paused training. Statistics are read on the trainer's logging
-    steps only (no extra host syncs). With no browser connected a step costs one uncontended lock more.
+    The viewer renders under ``trainer.lock`` (the trainer holds it while parameters change), so a view never sees
+    half-updated parameters, and it joins the trainer's step hooks: ``before_step`` waits while the user has paused
+    training (the trainer keeps that time out of its training-time budget) and ``after_step`` pushes statistics on
+    logging steps only (no extra host syncs). With no browser connected a step costs a flag check more.
 
     Returns:
         The viewer; call ``close()`` when training ends.
     """
-    lock = threading.Lock()
     cfg = trainer.cfg
     views: list[CameraView] = []
     geometry: dict[str, PointCloud] = {}
@@ -236,40 +236,41 @@ def attach_training_viewer(trainer, *, host: str = "127.0.0.1", port: int = 8080
         port=port,
         training_cameras=views,
         geometry=geometry,
-        lock=lock,
+        lock=trainer.lock,
         camera_path_dir=Path(trainer.run.path) / "camera_paths",
-        on_export=lambda: _export_training_snapshot(trainer, lock),
+        on_export=lambda: _export_training_snapshot(trainer, trainer.lock),
         training=True,
     )
-    step_fn = trainer.train_step
-    times: list[float] = []
+    trainer.hooks.append(_ViewerHook(viewer))
+    return viewer
 
-    def guarded_step():
-        paused_from = time.perf_counter()
-        viewer.wait_while_paused()
-        # The trainer times train_step as a whole: keep time spent paused out of its training-time budget.
-        trainer.train_seconds -= time.perf_counter() - paused_from
-        start = time.perf_counter()
-        with lock:
-            terms = step_fn()
-        times.append(time.perf_counter() - start)
-        del times[:-THROUGHPUT_WINDOW]
-        step = trainer.step + 1  # the trainer increments after the step returns
-        if step % max(1, cfg.log_every) == 0 or step == cfg.steps:
-            viewer.update_stats(
+
+class _ViewerHook:
+    """The live viewer's :class:`recon.train.trainer.TrainHook`: pause before a step, statistics after it."""
+
+    def __init__(self, viewer: ViewerServer) -> None:
+        self.viewer = viewer
+        self.times: list[float] = []
+        self.started = 0.0
+
+    def before_step(self, trainer) -> None:
+        self.viewer.wait_while_paused()
+        self.started = time.perf_counter()
+
+    def after_step(self, trainer, terms: dict, logged: bool) -> None:
+        self.times.append(time.perf_counter() - self.started)
+        del self.times[:-THROUGHPUT_WINDOW]
+        if logged:
+            self.viewer.update_stats(
                 TrainingStats(
-                    step=step,
-                    max_steps=cfg.steps,
+                    step=trainer.step,
+                    max_steps=trainer.cfg.steps,
                     loss=float(terms["loss"]),  # host sync: logging steps only
                     psnr=float(terms["psnr"]),
                     num_primitives=trainer.scene.num_primitives() or None,
-                    steps_per_second=len(times) / max(sum(times), 1e-9),
+                    steps_per_second=len(self.times) / max(sum(self.times), 1e-9),
                 )
             )
-        return terms
-
-    trainer.train_step = guarded_step
-    return viewer
 
 
 def _export_training_snapshot(trainer, lock) -> Path:

@@ -4,6 +4,7 @@ The dataclass defaults are the published recipe; ``configs/triangles.yaml`` and 
 (the CPU-budget preset) hold overrides only. Every field is a CLI flag (``--scene.sh-degree 2``).
 """
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -57,9 +58,12 @@ class TrainConfig:
     log_every: int = 50
     """Steps between progress/metrics updates (the only steps that read values back from the device)."""
     checkpoint_every: int = 0
-    """Steps between checkpoints (0: only at the end, on --max-minutes and on Ctrl-C)."""
+    """Steps between checkpoints (0: by time only; there is always one at the end, on --max-minutes, on Ctrl-C,
+    SIGTERM and SIGHUP)."""
+    checkpoint_minutes: float = 2.0
+    """Training minutes between checkpoints (0: off), so a kill -9, an OOM kill or a reboot loses at most this."""
     keep_checkpoints: int = 2
-    """Number of newest checkpoints kept."""
+    """Number of newest checkpoints kept (>= 1; the newest one that verifies is never deleted)."""
     eval_every_minutes: float = 0.0
     """Evaluate on a subset of the test split every this many training minutes (0: only at the end)."""
     eval_every: int = 0
@@ -91,3 +95,60 @@ class TrianglesTrainConfig(TrainConfig):
 
     scene: TriangleSceneConfig = field(default_factory=TriangleSceneConfig)
     strategy: TriangleMCMCConfig = field(default_factory=TriangleMCMCConfig)
+
+
+RUN_CONTROL_FIELDS = frozenset({
+    "data", "steps", "run_dir", "output_dir", "experiment", "device", "resume", "viewer", "viewer_host",
+    "viewer_port", "max_minutes", "backend", "log_every", "checkpoint_every", "checkpoint_minutes",
+    "keep_checkpoints", "eval_every_minutes", "eval_every", "eval_images", "final_eval", "threads", "progress",
+})  # fmt: skip
+"""Fields ``--resume`` may change: they steer the run (budget, logging, devices), not the model or the data.
+``data`` may point elsewhere as long as the dataset fingerprint matches (a moved dataset)."""
+
+_POSITIVE_INTS = ("log_every", "keep_checkpoints", "rays_per_batch")
+_NON_NEGATIVE_INTS = ("steps", "checkpoint_every", "eval_every", "eval_images", "threads", "images_per_batch")
+_NON_NEGATIVE_FLOATS = ("max_minutes", "checkpoint_minutes", "eval_every_minutes")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def validate_train_config(cfg: TrainConfig) -> None:
+    """Reject generic run values that would fail later (or silently do nothing), before any work starts.
+
+    Raises:
+        ReconError: naming the flag and what it accepts (the first offending field).
+    """
+    from recon.core import ReconError
+
+    for name in _POSITIVE_INTS:
+        if getattr(cfg, name) < 1:
+            raise ReconError(f"{_flag(name)} {getattr(cfg, name)}: expected a positive integer")
+    for name in _NON_NEGATIVE_INTS:
+        if getattr(cfg, name) < 0:
+            raise ReconError(f"{_flag(name)} {getattr(cfg, name)}: expected 0 or a positive integer")
+    for name in _NON_NEGATIVE_FLOATS:
+        value = getattr(cfg, name)
+        if not math.isfinite(value) or value < 0:
+            raise ReconError(f"{_flag(name)} {value}: expected a finite number >= 0 (0: off)")
+    if cfg.steps == 0 and cfg.max_minutes == 0:
+        raise ReconError(
+            "--steps 0 means no step bound: give a time budget with --max-minutes M (or --steps N)"
+        )
+    if not (math.isfinite(cfg.downscale) and cfg.downscale > 0):
+        raise ReconError(f"--downscale {cfg.downscale}: expected a positive number")
+    if not 0 <= cfg.viewer_port <= 65535:
+        raise ReconError(f"--viewer-port {cfg.viewer_port}: expected a TCP port (0-65535)")
+    if cfg.images_per_batch > cfg.rays_per_batch:
+        raise ReconError(
+            f"--images-per-batch {cfg.images_per_batch}: at most --rays-per-batch ({cfg.rays_per_batch})"
+        )
+
+
+def model_config_hash(cfg: TrainConfig) -> str:
+    """sha256 of the config without its run-control fields: what a checkpoint's parameters depend on."""
+    from recon.config import config_hash, dump_config
+
+    data = {k: v for k, v in dump_config(cfg).items() if k not in RUN_CONTROL_FIELDS}
+    return config_hash(data)

@@ -2,21 +2,38 @@
 
 Nothing here depends on the representation: the method registry supplies the scene and strategy classes, the
 scene supplies its parameter groups and regularisers, the strategy edits rows through the ParamOptimizer.
+
+Guarantees of :meth:`Trainer.train` (docs/reliability.md):
+
+- Checkpoints every ``checkpoint_minutes`` of training time and every ``checkpoint_every`` steps, and at the end;
+  SIGINT, SIGTERM and SIGHUP stop training with a checkpoint (a signal that arrives during a checkpoint write is
+  handled right after it); the previous handlers are restored afterwards.
+- Non-finite values: on every logging step the loss terms and every parameter group, and before every checkpoint
+  write every parameter group, are checked; a non-finite value raises :class:`NonFiniteError` naming the step and
+  the group, and no checkpoint holding it is written. A NaN that appears at step ``s`` is therefore reported at the
+  first logging or checkpoint step ``>= s`` (no host syncs on the other steps, STYLE.md §7).
+- Step hooks (:class:`TrainHook`) run around every step; time spent in them (a paused viewer) is not training
+  time. Parameters change only while ``trainer.lock`` is held.
 """
 
 import math
+import signal
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from recon.core import require_capabilities
+from recon.core import ReconError, require_capabilities
 from recon.metrics import psnr_tensor
 from recon.renderers._backend import backend_report, reset_backend_report
 from recon.scenes.base import RenderOptions, Scene, StepContext
 from recon.train.budget import Budget
-from recon.train.config import TrainConfig
+from recon.train.config import TrainConfig, model_config_hash
 from recon.train.data import TrainViews, ViewSampler
 from recon.train.evaluate import quick_metrics
 from recon.train.losses import loss_needs, needs_distortion, needs_normals, total_loss
@@ -25,16 +42,52 @@ from recon.train.param_optimizer import ParamOptimizer
 from recon.train.ray_batches import RayBatchSampler
 from recon.train.strategy import StrategyContext
 
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+"""Signals handled like Ctrl-C during :meth:`Trainer.train`: checkpoint, then stop ("interrupted")."""
+
+
+class NonFiniteError(ReconError):
+    """Training produced a NaN or infinite loss or parameter (the message names the step and the group)."""
+
 
 @dataclass
 class TrainResult:
-    """How a training run ended: ``stopped`` is "steps", "max_minutes" or "interrupted"; ``eval_seconds`` is the
-    time spent in periodic evaluations (not counted in ``train_seconds``, the budget's clock)."""
+    """How a training run ended: ``stopped`` is "steps", "max_minutes" or "interrupted".
+
+    ``signal`` is the number of the signal that interrupted training (SIGINT for Ctrl-C), else None;
+    ``eval_seconds`` the time spent in periodic evaluations (not counted in ``train_seconds``, the budget's clock).
+    """
 
     step: int
     stopped: str
     train_seconds: float
+    signal: int | None = None
     eval_seconds: float = 0.0
+
+
+class TrainHook(Protocol):
+    """Called by :meth:`Trainer.train` around every step (e.g. the live viewer: pause, statistics).
+
+    ``before_step`` may block (a paused viewer); that time is not counted as training time. ``after_step`` gets
+    the step's detached loss terms; ``logged`` says whether this is a logging step (the only steps on which a
+    hook may read values back from the device).
+    """
+
+    def before_step(self, trainer: "Trainer") -> None: ...
+
+    def after_step(self, trainer: "Trainer", terms: dict[str, Tensor], logged: bool) -> None: ...
+
+
+@dataclass
+class _Interrupts:
+    """Signal bookkeeping of one ``train`` call: a signal that arrives inside a step or a checkpoint write
+    (``critical``) is acted on once that is complete, so a checkpoint never holds a half-applied step."""
+
+    critical: bool = False
+    signal: int | None = None
+    previous: dict[int, object] = field(default_factory=dict)
 
 
 class Trainer:
@@ -86,6 +139,11 @@ class Trainer:
         self.train_seconds = 0.0  # the budget's clock: optimisation steps only
         self.eval_seconds = 0.0  # periodic evaluations (excluded from the budget, reported)
         self.budget = Budget(steps=cfg.steps, minutes=cfg.max_minutes)
+        self.hooks: list[TrainHook] = []
+        self.lock = threading.Lock()  # held while parameters change (train_step); viewers render under it
+        self._interrupts = _Interrupts()
+        self._next_checkpoint = self._next_eval = math.inf  # training times; set by train()
+        self._saved_step: int | None = None  # step of the last checkpoint this trainer wrote
         self.eval_indices = _spread(len(dataset.splits.get("test", [])), cfg.eval_images)
         self.test_views: TrainViews | None = None
 
@@ -148,43 +206,129 @@ class Trainer:
 
     # --- the loop -------------------------------------------------------------------------------------------
     def train(self, progress=None) -> TrainResult:
-        """Run until ``cfg.steps``, the ``max_minutes`` budget or Ctrl-C; always ends with a checkpoint.
+        """Run until ``cfg.steps``, the ``max_minutes`` budget, Ctrl-C, SIGTERM or SIGHUP; ends with a checkpoint.
 
         Args:
             progress: optional callback ``(trainer, terms) -> None`` called on logging steps.
+
+        Raises:
+            NonFiniteError: a loss term or parameter became NaN/inf (the newest checkpoint stays the last good one).
         """
         cfg, budget = self.cfg, self.budget
-        next_eval = cfg.eval_every_minutes * 60.0 if cfg.eval_every_minutes > 0 else math.inf
-        try:
-            while not budget.done(step=self.step, train_seconds=self.train_seconds):
-                start = time.perf_counter()
-                terms = self.train_step()
-                self.step += 1
-                self.train_seconds += time.perf_counter() - start
-                if self.step % cfg.log_every == 0 or budget.done(
-                    step=self.step, train_seconds=self.train_seconds
-                ):
-                    self._log(terms, progress)
-                if cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0:
-                    self.save_checkpoint()
-                if self.train_seconds >= next_eval or (
-                    cfg.eval_every > 0 and self.step % cfg.eval_every == 0
-                ):
-                    self.periodic_eval()
-                    next_eval = (
-                        self.train_seconds + cfg.eval_every_minutes * 60.0
-                        if cfg.eval_every_minutes > 0
-                        else math.inf
-                    )
-        except KeyboardInterrupt:
-            self.save_checkpoint()
-            return TrainResult(self.step, "interrupted", self.train_seconds, self.eval_seconds)
-        self.save_checkpoint()
+        self._next_eval = self._after(cfg.eval_every_minutes)
+        self._next_checkpoint = self._after(cfg.checkpoint_minutes)
+        with self._stop_signals():
+            try:
+                while not budget.done(step=self.step, train_seconds=self.train_seconds):
+                    self._one_step(progress)
+                    self._checkpoint_and_eval()
+            except KeyboardInterrupt:
+                self._save_unless_saved()
+                signum = self._interrupts.signal or signal.SIGINT
+                return TrainResult(
+                    self.step, "interrupted", self.train_seconds, int(signum), self.eval_seconds
+                )
+            self._save_unless_saved()
         stopped = "steps" if budget.steps > 0 and self.step >= budget.steps else "max_minutes"
-        return TrainResult(self.step, stopped, self.train_seconds, self.eval_seconds)
+        return TrainResult(self.step, stopped, self.train_seconds, None, self.eval_seconds)
+
+    def _one_step(self, progress) -> None:
+        for hook in self.hooks:
+            hook.before_step(self)  # may block (paused viewer): not training time
+        start = time.perf_counter()
+        with self._critical(), self.lock:
+            terms = self.train_step()
+            self.step += 1
+        self.train_seconds += time.perf_counter() - start
+        logged = self.step % self.cfg.log_every == 0 or self.budget.done(
+            step=self.step, train_seconds=self.train_seconds
+        )
+        if logged:
+            self._log(terms, progress)
+        for hook in self.hooks:
+            hook.after_step(self, terms, logged)
+
+    def _checkpoint_and_eval(self) -> None:
+        cfg = self.cfg
+        if (
+            self._interrupts.signal is not None
+        ):  # arrived during the step: stop (the handler writes a checkpoint)
+            raise KeyboardInterrupt
+        if self.train_seconds >= self._next_checkpoint or (
+            cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0
+        ):
+            self.save_checkpoint()
+            if self._interrupts.signal is not None:  # arrived during the write: stop without a second one
+                raise KeyboardInterrupt
+        if self.train_seconds >= self._next_eval or (cfg.eval_every > 0 and self.step % cfg.eval_every == 0):
+            self.periodic_eval()
+            self._next_eval = self._after(cfg.eval_every_minutes)
+
+    def _after(self, minutes: float) -> float:
+        """The training time ``minutes`` from now (inf when ``minutes`` is 0: never)."""
+        return self.train_seconds + minutes * 60.0 if minutes > 0 else math.inf
+
+    @contextmanager
+    def _critical(self) -> Iterator[None]:
+        """Defer stop signals until the block is done (nested use keeps the outer state).
+
+        Only the main thread's blocks count: signals are handled there, and a checkpoint written from another
+        thread (the viewer's export) must not change the main thread's state.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        state = self._interrupts
+        outer, state.critical = state.critical, True
+        try:
+            yield
+        finally:
+            state.critical = outer
+
+    @contextmanager
+    def _stop_signals(self) -> Iterator[None]:
+        """Handle SIGINT/SIGTERM/SIGHUP like Ctrl-C while training (main thread only); restore them afterwards."""
+        state = self._interrupts = _Interrupts()
+
+        def handler(signum, frame):
+            state.signal = signum
+            if not state.critical:
+                raise KeyboardInterrupt
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                state.previous[signum] = signal.signal(signum, handler)
+        try:
+            yield
+        finally:
+            for signum, previous in state.previous.items():
+                signal.signal(signum, previous)
+
+    def check_finite(self, terms: dict[str, float] | None = None) -> None:
+        """Raise :class:`NonFiniteError` naming the step and group if a parameter or loss term is NaN/inf.
+
+        One host sync for all parameter groups; call it on logging steps and before checkpoint writes only.
+        """
+        groups = [(pg["name"], pg["params"][0]) for pg in self.optimizer.adam.param_groups]
+        finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in groups]).tolist()  # host sync
+        bad = [name for (name, _), ok in zip(groups, finite, strict=True) if not ok]
+        if bad:
+            raise NonFiniteError(
+                f"step {self.step}: non-finite values in parameter group(s) {', '.join(bad)}; training stopped "
+                f"before writing them (the newest checkpoint, if any, is the last good one; lower the learning "
+                f"rates or check the data)"
+            )
+        # PSNR is a metric, not a loss term: it is +inf for a perfect fit.
+        bad = [k for k, v in (terms or {}).items() if k != "psnr" and not math.isfinite(v)]
+        if bad:
+            raise NonFiniteError(
+                f"step {self.step}: non-finite loss term(s) {', '.join(bad)}; training stopped (the newest "
+                f"checkpoint, if any, is the last good one)"
+            )
 
     def _log(self, terms: dict[str, Tensor], progress) -> None:
         values = {k: float(v) for k, v in terms.items()}  # host sync: logging steps only
+        self.check_finite(values)
         values |= {
             "num_primitives": self.scene.num_primitives(),
             "train_seconds": round(self.train_seconds, 3),
@@ -223,18 +367,39 @@ class Trainer:
         return out
 
     def save_checkpoint(self):
+        """Write a checkpoint of the current state (refused with :class:`NonFiniteError` if it holds NaN/inf).
+
+        Signals that arrive meanwhile are handled after the write (see :meth:`train`).
+        """
+        self.check_finite()
         meta = {"method": self.method.name, "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
-                "num_primitives": self.scene.num_primitives(), "backends": backend_report()}  # fmt: skip
-        return self.run.save_checkpoint(
-            self.step, self.state_tensors(), meta, keep_last=self.cfg.keep_checkpoints
-        )
+                "num_primitives": self.scene.num_primitives(), "model_config_hash": model_config_hash(self.cfg),
+                "backends": backend_report()}  # fmt: skip
+        with self._critical():
+            path = self.run.save_checkpoint(
+                self.step, self.state_tensors(), meta, keep_last=self.cfg.keep_checkpoints
+            )
+        self._next_checkpoint = self._after(self.cfg.checkpoint_minutes)
+        self._saved_step = self.step
+        return path
+
+    def _save_unless_saved(self) -> None:
+        if self._saved_step != self.step:
+            self.save_checkpoint()
 
     @classmethod
     def from_checkpoint(
         cls, cfg: TrainConfig, method: Method, dataset, run, *, device: torch.device
     ) -> "Trainer":
-        """Rebuild a trainer exactly as it was at the run's newest checkpoint (same step, rows, optimiser state)."""
+        """Rebuild a trainer exactly as it was at the run's newest good checkpoint (same step, rows, optimiser
+        state); metrics.jsonl loses the records logged after that step."""
         tensors, meta = run.load_checkpoint()
+        stored = meta.get("model_config_hash")
+        if stored is not None and stored != model_config_hash(cfg):
+            raise ReconError(
+                f"{run.path}: the checkpoint of step {meta['step']} was trained with other model or data settings "
+                f"than {run.config_path.name} now holds (was it edited?); resume with the settings it was trained with"
+            )
         scene = method.scene_cls.empty(cfg.scene)
         scene.load_state_dict_resizing(_section(tensors, "scene"))
         trainer = cls(cfg, method, dataset, run, device=device, scene=scene)
@@ -245,6 +410,7 @@ class Trainer:
         trainer.step = int(meta["step"])
         trainer.train_seconds = float(meta.get("train_seconds", 0.0))
         trainer.eval_seconds = float(meta.get("eval_seconds", 0.0))
+        run.truncate_metrics(trainer.step)  # the log continues after the checkpoint: no repeated steps
         return trainer
 
 

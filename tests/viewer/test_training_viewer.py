@@ -1,7 +1,8 @@
 """``recon train --viewer`` plumbing (recon.cli.view.attach_training_viewer) with a stand-in trainer.
 
 The stand-in has what the function reads of ``recon.train.trainer.Trainer``: ``scene`` (render, num_primitives),
-``dataset``, ``cfg`` (steps, log_every, backend), ``run.path``, ``device``, ``step`` and ``train_step()``.
+``dataset``, ``cfg`` (steps, log_every, backend), ``run.path``, ``device``, ``step``, ``lock`` and ``hooks``, and a
+``train`` loop that calls the hooks and holds the lock as the real one does.
 """
 
 import socket
@@ -61,30 +62,38 @@ class FakeTrainer:
         self.run = SimpleNamespace(path=tmp_path)
         self.device = torch.device("cpu")
         self.step = 0
-        self.train_seconds = 0.0  # the real trainer adds each train_step's duration; this one adds nothing
+        self.train_seconds = 0.0  # time inside steps only, as the real trainer counts it
+        self.lock = threading.Lock()
+        self.hooks = []
         self.lock_seen: list[bool] = []
-        self.viewer_lock = None
 
     def train_step(self):
-        if self.viewer_lock is not None:
-            self.lock_seen.append(self.viewer_lock.locked())
+        self.lock_seen.append(self.lock.locked())
         return {"loss": torch.tensor(0.5), "psnr": torch.tensor(20.0 + self.step / 100)}
 
     def save_checkpoint(self):
-        self.checkpoint_lock_held = self.viewer_lock is not None and self.viewer_lock.locked()
+        self.checkpoint_lock_held = self.lock.locked()
         return self.run.path / "checkpoints" / "step.safetensors"
 
     def train(self, steps: int) -> None:
         for _ in range(steps):
-            self.train_step()
-            self.step += 1
+            for hook in self.hooks:
+                hook.before_step(self)
+            start = time.perf_counter()
+            with self.lock:
+                terms = self.train_step()
+                self.step += 1
+            self.train_seconds += time.perf_counter() - start
+            logged = self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps
+            for hook in self.hooks:
+                hook.after_step(self, terms, logged)
 
 
 @pytest.fixture
 def attached(tmp_path):
     trainer = FakeTrainer(tmp_path)
     viewer = attach_training_viewer(trainer, port=_free_port())
-    trainer.viewer_lock = viewer._lock
+    assert viewer._lock is trainer.lock and len(trainer.hooks) == 1
     yield trainer, viewer
     viewer.close()
 
@@ -115,8 +124,8 @@ def test_pause_blocks_training(attached):
     viewer.set_paused(False)
     thread.join(timeout=5)
     assert trainer.step == 3
-    # Time spent paused is taken back out of the trainer's training-time budget (--max-minutes).
-    assert trainer.train_seconds < -0.25
+    # Time spent paused is outside the steps, so it stays out of the training-time budget (--max-minutes).
+    assert trainer.train_seconds < 0.25
 
 
 def test_frusta_points_and_render(attached):
