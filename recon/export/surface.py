@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from recon.core import Camera, Mesh, ReconError
+from recon.core import Camera, Mesh, ReconError, RenderOutput
 from recon.scenes.base import RenderOptions, Scene
 
 _log = logging.getLogger(__name__)
@@ -137,6 +137,33 @@ def fuse_depth_maps(
     )
 
 
+def surface_maps(out: RenderOutput, camera: Camera) -> tuple[Tensor, Tensor, Tensor]:
+    """``(camera-z median depth (1, H, W, 1), alpha (1, H, W, 1), un-premultiplied colour (1, H, W, 3))`` of a
+    render over a black background. The only place export reads render outputs (RenderOutput is being typed)."""
+    depth = out.extras["depth_median"]
+    if out.depth_kind == "t":  # distance along the unit ray (volume renderers) -> camera-frame z
+        directions = camera.generate_rays().directions
+        depth = depth * (directions @ camera.T_cam_world[:, None, :3, :3].transpose(-1, -2))[..., 2:]
+    alpha = out.alpha.float().cpu()
+    color = (out.rgb.float().cpu() / alpha.clamp_min(1e-6)).clamp(0, 1)  # un-premultiply the black background
+    return depth.float().cpu(), alpha, color
+
+
+def render_surface_maps(
+    scene: Scene, cams: Camera, *, backend: str = "auto"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``surface_maps`` of every camera of ``cams``, concatenated along the first axis."""
+    options = RenderOptions(background=torch.zeros(3), backend=backend, depth=True, median_depth=True)
+    maps = [surface_maps(scene.render(cams[c], options), cams[c]) for c in range(len(cams))]
+    return tuple(torch.cat(m) for m in zip(*maps, strict=True))  # type: ignore[return-value]
+
+
+def spread_views(cams: Camera, max_views: int) -> Camera:
+    """At most ``max_views`` cameras, evenly spread over ``cams``."""
+    count = len(cams)
+    return cams[torch.linspace(0, count - 1, min(count, max_views)).round().long().unique()]
+
+
 @torch.no_grad()
 def fuse_surface(
     scene: Scene,
@@ -146,32 +173,31 @@ def fuse_surface(
     resolution: int = TSDF_RESOLUTION,
     max_views: int = MAX_FUSION_VIEWS,
 ) -> Mesh:
-    """Render median depth and colour from the training views of ``dataset`` and TSDF-fuse them (spec §13.3).
+    """``fuse_surface_from_cameras`` with the training cameras of a ``recon.datasets.SceneDataset``."""
+    return fuse_surface_from_cameras(scene, dataset.cameras("train"), backend=backend, resolution=resolution,
+                                     max_views=max_views)  # fmt: skip
+
+
+@torch.no_grad()
+def fuse_surface_from_cameras(
+    scene: Scene,
+    cameras: Camera,
+    *,
+    backend: str = "auto",
+    resolution: int = TSDF_RESOLUTION,
+    max_views: int = MAX_FUSION_VIEWS,
+) -> Mesh:
+    """Render median depth and colour from ``cameras`` (normalised frame) and TSDF-fuse them (spec §13.3).
 
     The grid spans the robust bounding box of the rendered surface points with ``resolution`` voxels along its
     longest side. Where the object is closed the result should be too: if marching cubes leaves boundary edges
     (pinholes in thin parts), the fusion is retried up to ``CLOSE_RETRIES`` times at a coarser grid and the first
     closed surface is returned. Returns the mesh in the scene (normalised) frame.
     """
-    cams = dataset.cameras("train")
-    count = len(cams)
-    views = torch.linspace(0, count - 1, min(count, max_views)).round().long().unique()
-    cams = cams[views]
-    options = RenderOptions(background=torch.zeros(3), backend=backend, depth=True, median_depth=True)
-    depths, colors, empty = [], [], []
-    for c in range(len(cams)):
-        out = scene.render(cams[c], options)
-        depth = out.extras["depth_median"]
-        if out.depth_kind == "t":  # distance along the unit ray (volume renderers) -> camera-frame z
-            directions = cams[c].generate_rays().directions
-            depth = depth * (directions @ cams[c].T_cam_world[:, None, :3, :3].transpose(-1, -2))[..., 2:]
-        depth = depth.float().cpu()
-        alpha = out.alpha.cpu()
-        depths.append(torch.where(alpha > FUSION_ALPHA, depth, torch.zeros_like(depth)))
-        empty.append(alpha < EMPTY_ALPHA)
-        # un-premultiply the black background to get surface colour
-        colors.append((out.rgb.cpu() / alpha.clamp_min(1e-6)).clamp(0, 1))
-    depths, colors, empty = torch.cat(depths), torch.cat(colors), torch.cat(empty)
+    cams = spread_views(cameras, max_views)
+    depths, alphas, colors = render_surface_maps(scene, cams, backend=backend)
+    empty = alphas < EMPTY_ALPHA
+    depths = torch.where(alphas > FUSION_ALPHA, depths, torch.zeros_like(depths))
     bounds = robust_bounds(depth_points(cams, depths))
     first = None
     for attempt in range(CLOSE_RETRIES + 1):
