@@ -5,6 +5,7 @@ serves every representation that renders depth.
 """
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ MAX_FUSION_VIEWS = 100  # training views rendered for fusion (evenly spread)
 CLOSE_RETRIES = 2  # marching cubes at the full resolution can leave pinholes in thin parts: retry coarser ...
 COARSEN = 0.75  # ... by this factor per retry, keeping the first closed surface
 MIN_RESOLUTION = 32
+DEPTH_TOL = 0.01  # a view sees a point if |z_point - z_render| < DEPTH_TOL * z + DEPTH_TOL_BOX * box diagonal
+DEPTH_TOL_BOX = 0.03  # (fused surfaces sit up to ~2 voxels + 1 pixel footprint off the rendered depth)
+POINT_CHUNK = 1 << 18  # points projected per step (bounds memory)
 
 
 def depth_points(cameras: Camera, depths: Float[Tensor, "C H W 1"]) -> Float[Tensor, "P 3"]:
@@ -205,9 +209,56 @@ def fuse_surface_from_cameras(
         mesh = fuse_depth_maps(cams, depths, colors, empty=empty, resolution=res, bounds=bounds)
         first = first or mesh
         if boundary_edge_count(mesh) == 0:
-            return mesh
+            return recolor(mesh, cams, (depths, alphas, colors))
     _log.info("fused surface keeps boundary edges at every resolution tried; returning the finest")
-    return first
+    return recolor(first, cams, (depths, alphas, colors))
+
+
+def recolor(mesh: Mesh, cams: Camera, maps: tuple[Tensor, Tensor, Tensor]) -> Mesh:
+    """Vertex colours by ``project_colors`` from the rendered views (the TSDF's own colours average in the
+    background of every view whose free-space ray passes near the surface, which darkens them); vertices no view
+    sees keep the TSDF colour."""
+    from recon.export.mesh_io import vertex_normals
+
+    box = mesh.bounds()
+    colors, weight = project_colors(
+        mesh.vertices, vertex_normals(mesh), cams, maps, float((box[1] - box[0]).norm())
+    )
+    keep = mesh.vertex_colors if mesh.vertex_colors is not None else torch.full_like(colors, 0.5)
+    return replace(mesh, vertex_colors=torch.where((weight > 0)[:, None], colors, keep))
+
+
+def project_colors(
+    points: Tensor, normals: Tensor, cams: Camera, maps: tuple[Tensor, Tensor, Tensor], box_diag: float
+) -> tuple[Tensor, Tensor]:
+    """Visibility-weighted mean render colour of world ``points``: ``(colour (P, 3), total weight (P,))``.
+
+    A view counts where the point projects inside the image, the render is opaque there (alpha > FUSION_ALPHA)
+    and its median depth agrees with the point's depth (occluded views are skipped); its weight is ``cos^2`` of
+    the angle between the view ray and ``normals``. Weight 0 means no view saw the point.
+    """
+    depths, alphas, colors = maps
+    acc = torch.zeros(len(points), 3)
+    total = torch.zeros(len(points))
+    for c in range(len(cams)):
+        cam = cams[c]
+        centre = cam.centers()[0]
+        for start in range(0, len(points), POINT_CHUNK):
+            x = points[start : start + POINT_CHUNK]
+            uv, z = cam.project(x[None])
+            uv, z = uv[0], z[0]
+            col, row = uv[:, 0].floor().long(), uv[:, 1].floor().long()
+            ok = (z > 0) & (col >= 0) & (col < cam.width) & (row >= 0) & (row < cam.height)
+            col, row = col.clamp(0, cam.width - 1), row.clamp(0, cam.height - 1)
+            seen_z = depths[c, row, col, 0]
+            ok &= alphas[c, row, col, 0] > FUSION_ALPHA
+            ok &= (z - seen_z).abs() < DEPTH_TOL * z + DEPTH_TOL_BOX * box_diag
+            ray = x - centre
+            cos = (ray * normals[start : start + POINT_CHUNK]).sum(-1) / ray.norm(dim=-1).clamp_min(1e-12)
+            weight = torch.where(ok, cos.square(), torch.zeros_like(cos))
+            acc[start : start + POINT_CHUNK] += weight[:, None] * colors[c, row, col]
+            total[start : start + POINT_CHUNK] += weight
+    return acc / total.clamp_min(1e-12)[:, None], total
 
 
 def boundary_edge_count(mesh: Mesh) -> int:

@@ -17,15 +17,12 @@ from torch import Tensor
 
 from recon.core import Camera, Mesh, ReconError
 from recon.export.mesh_io import Texture
-from recon.export.surface import FUSION_ALPHA, render_surface_maps, spread_views
+from recon.export.surface import project_colors, render_surface_maps, spread_views
 
 MAX_BAKE_VIEWS = 32  # training views rendered for baking (evenly spread)
 CHART_PADDING = 4  # texels between charts in the atlas
 DILATION_PASSES = 8  # texels grown around every chart (covers the padding)
-DEPTH_TOL = 0.01  # a view sees a texel if |z_texel - z_render| < DEPTH_TOL * z + DEPTH_TOL_BOX * box diagonal
-DEPTH_TOL_BOX = 0.005
 INSIDE_EPS = 1e-6  # barycentric tolerance of the texel-in-triangle test (texels on shared edges)
-POINT_CHUNK = 1 << 18  # texels projected per step (bounds memory)
 
 
 def unwrap(mesh: Mesh, size: int) -> tuple[Mesh, Float[Tensor, "V 2"]]:
@@ -72,35 +69,6 @@ def rasterize_uv(faces: Tensor, uv: Tensor, size: int) -> tuple[Tensor, Tensor, 
     bary = torch.stack([1 - l1 - l2, l1, l2], -1)
     inside = ok & (bary >= -INSIDE_EPS).all(-1)
     return (row * size + col)[inside], face[inside], bary[inside].float()
-
-
-def project_colors(
-    points: Tensor, normals: Tensor, cams: Camera, maps: tuple[Tensor, Tensor, Tensor], box_diag: float
-) -> tuple[Tensor, Tensor]:
-    """Visibility-weighted mean render colour of world ``points`` (module docstring, step 3): ``(colour (P, 3),
-    total weight (P,))``; weight 0 means no view saw the point."""
-    depths, alphas, colors = maps
-    acc = torch.zeros(len(points), 3)
-    total = torch.zeros(len(points))
-    for c in range(len(cams)):
-        cam = cams[c]
-        centre = cam.centers()[0]
-        for start in range(0, len(points), POINT_CHUNK):
-            x = points[start : start + POINT_CHUNK]
-            uv, z = cam.project(x[None])
-            uv, z = uv[0], z[0]
-            col, row = uv[:, 0].floor().long(), uv[:, 1].floor().long()
-            ok = (z > 0) & (col >= 0) & (col < cam.width) & (row >= 0) & (row < cam.height)
-            col, row = col.clamp(0, cam.width - 1), row.clamp(0, cam.height - 1)
-            seen_z = depths[c, row, col, 0]
-            ok &= alphas[c, row, col, 0] > FUSION_ALPHA
-            ok &= (z - seen_z).abs() < DEPTH_TOL * z + DEPTH_TOL_BOX * box_diag
-            ray = x - centre
-            cos = (ray * normals[start : start + POINT_CHUNK]).sum(-1) / ray.norm(dim=-1).clamp_min(1e-12)
-            weight = torch.where(ok, cos.square(), torch.zeros_like(cos))
-            acc[start : start + POINT_CHUNK] += weight[:, None] * colors[c, row, col]
-            total[start : start + POINT_CHUNK] += weight
-    return acc / total.clamp_min(1e-12)[:, None], total
 
 
 def dilate(image: Tensor, filled: Tensor, passes: int) -> Tensor:
