@@ -15,7 +15,7 @@ from recon.core import ReconError
 
 TINY = ["--scene.random-init-points", "150", "--scene.max-init-points", "150", "--scene.hull-resolution", "24",
         "--strategy.min-every-steps", "10", "--no-progress", "--threads", "1", "--no-final-eval",
-        "--scene.sh-degree", "0"]  # fmt: skip
+        "--scene.sh-degree", "0", "--scene.init-opacity", "0.9"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +130,41 @@ def test_command_line_refusal_is_one_clear_message(run_dir, tmp_path, recon_cli)
     second = recon_cli("export", str(run_dir), "--all-triangles", "--output", str(out), cwd=tmp_path)
     assert second.returncode != 0 and "Traceback" not in second.stderr
     assert str(out) in second.stderr and "--force" in second.stderr
+
+
+def test_viewer_export_button_writes_fresh_files(run_dir):
+    from recon.cli import view
+
+    first, second = view._export_run(run_dir), view._export_run(run_dir)
+    assert first != second and first.is_file() and second.is_file() and first.suffix == ".glb"
+    first.unlink()
+    second.unlink()
+
+
+def test_live_training_export_uses_the_in_memory_scene_under_the_lock(run_dir, tmp_path, monkeypatch):
+    import threading
+    from types import SimpleNamespace
+
+    import recon.export.service as service
+    from recon.cli import view
+    from recon.datasets import load_dataset
+    from recon.runs import RunDir
+
+    from ..export.procedural import sphere_scene
+
+    lock = threading.Lock()
+    seen = []
+    original = service.export_scene
+
+    def recording_export_scene(scene, frame, request):
+        seen.append((scene, lock.locked()))
+        return original(scene, frame, request)
+
+    monkeypatch.setattr(service, "export_scene", recording_export_scene)
+    scene = sphere_scene(1)  # not the run's checkpoint: the export must use this live object
+    trainer = SimpleNamespace(scene=scene, dataset=load_dataset(run_dir.parent.parent / "data" / "object"),
+                              run=RunDir(tmp_path), cfg=SimpleNamespace(backend="auto"), step=7)  # fmt: skip
+    path = view._export_training_snapshot(trainer, lock)
+    assert path == tmp_path / "exports" / "native_original_step7.glb" and path.is_file()
+    assert seen == [(scene, True)]
+    assert not (tmp_path / "checkpoints").exists()  # no checkpoint round trip
