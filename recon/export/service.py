@@ -24,7 +24,8 @@ from recon.export.splat_formats import (
     write_points_ply,
     write_ts_ckpt,
 )
-from recon.export.surface import MAX_FUSION_VIEWS, TSDF_RESOLUTION
+from recon.export.surface import MAX_FUSION_VIEWS, MIN_RESOLUTION, TSDF_RESOLUTION
+from recon.export.texture import MIN_TEXTURE_SIZE
 
 ExportFormat = Literal["ply", "obj", "glb", "splat-ply", "ts-ckpt", "3dgs-ply", "points", "cameras"]
 MeshKind = Literal["native", "surface"]
@@ -124,7 +125,18 @@ class DatasetFrame:
 
 
 def check_writable(request: ExportRequest) -> None:
-    """Raise a ReconError naming the file when an output exists (without ``force``) or the suffix is wrong."""
+    """Raise a ReconError naming the option or file at fault: an unknown format or mesh kind, an out-of-range
+    number, a suffix that does not match the format, or an output that exists (without ``force``)."""
+    if request.format not in SUFFIX:
+        raise ReconError(f"--format {request.format!r}: expected one of {', '.join(SUFFIX)}")
+    if request.mesh not in ("native", "surface") or request.frame not in ("original", "normalized"):
+        raise ReconError(f"--mesh {request.mesh!r} / --frame {request.frame!r}: expected native|surface and "
+                         "original|normalized")  # fmt: skip
+    if not 0.0 <= request.min_opacity <= 1.0:
+        raise ReconError(f"--min-opacity {request.min_opacity}: expected a value in [0, 1]")
+    if request.resolution < MIN_RESOLUTION or request.texture_size < MIN_TEXTURE_SIZE:
+        raise ReconError(f"--resolution {request.resolution} / --texture-size {request.texture_size}: expected at "
+                         f"least {MIN_RESOLUTION} voxels and {MIN_TEXTURE_SIZE} texels")  # fmt: skip
     out = Path(request.output)
     want = SUFFIX[request.format]
     if out.suffix.lower() != want:

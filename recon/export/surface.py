@@ -57,6 +57,36 @@ def robust_bounds(points: Float[Tensor, "P 3"]) -> Float[Tensor, "2 3"]:
     )
 
 
+def _integrate(volume, camera: Camera, depth: Tensor, color: Tensor | None, depth_max: float) -> None:
+    """Integrate one (H, W, 1) depth map (and (H, W, 3) colour) seen by a single camera into an Open3D TSDF."""
+    import open3d as o3d
+
+    K = camera.K[0].double().cpu()
+    # Open3D puts pixel centres at integers; ours sit at +0.5, so its principal point is ours minus 0.5.
+    intrinsic = o3d.camera.PinholeCameraIntrinsic(camera.width, camera.height, float(K[0, 0]), float(K[1, 1]),
+                                                  float(K[0, 2]) - 0.5, float(K[1, 2]) - 0.5)  # fmt: skip
+    depth_np = np.ascontiguousarray(depth[..., 0].detach().float().cpu().numpy())
+    rgb = color if color is not None else torch.full((*depth.shape[:2], 3), 0.5)
+    rgb8 = np.ascontiguousarray((rgb.detach().clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy())
+    rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
+        o3d.geometry.Image(rgb8), o3d.geometry.Image(depth_np), depth_scale=1.0, depth_trunc=depth_max,
+        convert_rgb_to_intensity=False,
+    )  # fmt: skip
+    volume.integrate(rgbd, intrinsic, np.ascontiguousarray(camera.T_cam_world[0].double().cpu().numpy()))
+
+
+def _clean(mesh, *, keep_largest: bool):
+    """Weld the marching-cubes vertices, drop degenerate faces, optionally keep the largest connected component."""
+    mesh.remove_duplicated_vertices()  # marching cubes emits one vertex per cell edge and cube: weld them
+    mesh.remove_degenerate_triangles()
+    if keep_largest and len(mesh.triangles) > 0:
+        clusters, counts, _ = mesh.cluster_connected_triangles()
+        largest = int(np.argmax(np.asarray(counts)))
+        mesh.remove_triangles_by_mask(np.asarray(clusters) != largest)
+        mesh.remove_unreferenced_vertices()
+    return mesh
+
+
 def fuse_depth_maps(
     cameras: Camera,
     depths: Float[Tensor, "C H W 1"],
@@ -102,33 +132,8 @@ def fuse_depth_maps(
         depths = torch.where(empty & (depths <= 0), torch.full_like(depths, far), depths)
     depth_max = far * 1.01
     for c in range(len(cameras)):
-        K = cameras.K[c].double().cpu()
-        # Open3D puts pixel centres at integers; ours sit at +0.5, so its principal point is ours minus 0.5.
-        intrinsic = o3d.camera.PinholeCameraIntrinsic(
-            cameras.width,
-            cameras.height,
-            float(K[0, 0]),
-            float(K[1, 1]),
-            float(K[0, 2]) - 0.5,
-            float(K[1, 2]) - 0.5,
-        )
-        depth = np.ascontiguousarray(depths[c, ..., 0].detach().float().cpu().numpy())
-        rgb = colors[c] if colors is not None else torch.full((*depths.shape[1:3], 3), 0.5)
-        rgb8 = np.ascontiguousarray((rgb.detach().clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy())
-        rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
-            o3d.geometry.Image(rgb8), o3d.geometry.Image(depth), depth_scale=1.0, depth_trunc=depth_max,
-            convert_rgb_to_intensity=False,
-        )  # fmt: skip
-        volume.integrate(rgbd, intrinsic, np.ascontiguousarray(cameras.T_cam_world[c].double().cpu().numpy()))
-    mesh = volume.extract_triangle_mesh()
-    mesh.remove_duplicated_vertices()  # marching cubes emits one vertex per cell edge and cube: weld them
-    mesh.remove_degenerate_triangles()
-    if keep_largest and len(mesh.triangles) > 0:
-        clusters, counts, _ = mesh.cluster_connected_triangles()
-        clusters = np.asarray(clusters)
-        largest = int(np.argmax(np.asarray(counts)))
-        mesh.remove_triangles_by_mask(clusters != largest)
-        mesh.remove_unreferenced_vertices()
+        _integrate(volume, cameras[c], depths[c], None if colors is None else colors[c], depth_max)
+    mesh = _clean(volume.extract_triangle_mesh(), keep_largest=keep_largest)
     if len(mesh.triangles) == 0:
         raise ReconError(
             "surface fusion produced an empty mesh (no rendered depth above the alpha threshold)"

@@ -21,6 +21,7 @@ from recon.export.surface import project_colors, render_surface_maps, spread_vie
 
 MAX_BAKE_VIEWS = 32  # training views rendered for baking (evenly spread)
 CHART_PADDING = 4  # texels between charts in the atlas
+MIN_TEXTURE_SIZE = 16  # smaller atlases cannot hold the chart padding
 DILATION_PASSES = 8  # texels grown around every chart (covers the padding)
 INSIDE_EPS = 1e-6  # barycentric tolerance of the texel-in-triangle test (texels on shared edges)
 
@@ -114,8 +115,8 @@ def bake_texture(
     """
     if mesh.face_colors is not None and mesh.vertex_colors is None:
         raise ReconError("--texture: the native triangle soup has no surface to unwrap; use --mesh surface")
-    if size < 16:
-        raise ReconError(f"--texture-size {size}: expected at least 16 texels")
+    if size < MIN_TEXTURE_SIZE:
+        raise ReconError(f"--texture-size {size}: expected at least {MIN_TEXTURE_SIZE} texels")
     unwrapped, uv = unwrap(mesh, size)
     texel, face, bary = rasterize_uv(unwrapped.faces, uv, size)
     if len(texel) == 0:

@@ -139,3 +139,15 @@ def test_fresh_path(tmp_path):
     assert fresh_path(a) == a
     a.write_bytes(b"")
     assert fresh_path(a) == tmp_path / "e-2.glb"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [("format", "stl", "--format 'stl'"), ("mesh", "soup", "--mesh 'soup'"), ("min_opacity", 1.5, "--min-opacity"),
+     ("resolution", 4, "--resolution 4"), ("texture_size", 8, "--texture-size 8")],
+)  # fmt: skip
+def test_bad_requests_name_the_option(tmp_path, field, value, match):
+    request = ExportRequest(output=tmp_path / "x.ply", **{field: value})
+    with pytest.raises(ReconError, match=match):
+        export_scene(sphere_scene(1), ring_frame(), request)
+    assert list(tmp_path.iterdir()) == []
