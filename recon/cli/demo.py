@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
         return code
     evaluation = json.loads((run_dir / "eval.json").read_text())
     soup = export_run(ExportArgs(run_dir=str(run_dir), format="glb", mesh="native"))
-    splats = export_run(ExportArgs(run_dir=str(run_dir), format="splat-ply"))
+    splats = export_run(ExportArgs(run_dir=str(run_dir), format="splat-ply", all_triangles=True))
     surface = export_run(ExportArgs(run_dir=str(run_dir), format="glb", mesh="surface", resolution=128))
     minutes = (time.perf_counter() - start) / 60
     lines = [
