@@ -151,6 +151,7 @@ def surface_maps(out: RenderOutput, camera: Camera) -> tuple[Tensor, Tensor, Ten
     render over a black background. The only place export reads render outputs (RenderOutput is being typed)."""
     depth = out.extras["depth_median"]
     if out.depth_kind == "t":  # distance along the unit ray (volume renderers) -> camera-frame z
+        camera = camera.to(device=depth.device, dtype=depth.dtype)
         directions = camera.generate_rays().directions
         depth = depth * (directions @ camera.T_cam_world[:, None, :3, :3].transpose(-1, -2))[..., 2:]
     alpha = out.alpha.float().cpu()
@@ -162,7 +163,10 @@ def render_surface_maps(
     scene: Scene, cams: Camera, *, backend: str = "auto"
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``surface_maps`` of every camera of ``cams``, concatenated along the first axis."""
-    options = RenderOptions(background=torch.zeros(3), backend=backend, depth=True, median_depth=True)
+    device = next(iter(scene.parameters()), torch.empty(0)).device  # render where the scene lives
+    options = RenderOptions(background=torch.zeros(3, device=device), backend=backend, depth=True,
+                            median_depth=True)  # fmt: skip
+    cams = cams.to(device=device)
     maps = [surface_maps(scene.render(cams[c], options), cams[c]) for c in range(len(cams))]
     return tuple(torch.cat(m) for m in zip(*maps, strict=True))  # type: ignore[return-value]
 
