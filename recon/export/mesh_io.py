@@ -103,8 +103,8 @@ def is_soup(mesh: Mesh) -> bool:
 def prepare(mesh: Mesh) -> tuple[Mesh, Float[Tensor, "V 3"]]:
     """The mesh as written (soups unshared) and its per-vertex normals (face normals for a soup)."""
     if is_soup(mesh):
-        normals = mesh.face_normals().detach().float().repeat_interleave(3, dim=0)
-        return unshare_faces(mesh), normals
+        flat = unshare_faces(mesh)
+        return flat, vertex_normals(flat)  # one face per vertex: its face normal (+z for degenerate faces)
     return mesh, vertex_normals(mesh)
 
 

@@ -139,3 +139,12 @@ def test_texture_for_ply_is_refused(gen, tmp_path):
     texture = Texture(uv=torch.zeros(mesh.num_vertices, 2), image=torch.zeros(4, 4, 3))
     with pytest.raises(ReconError, match="glb or obj"):
         write_mesh(mesh, tmp_path / "m.ply", texture=texture)
+
+
+def test_degenerate_soup_faces_get_unit_normals(tmp_path):
+    verts = torch.tensor(
+        [[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0], [1, 0, 0], [2, 0, 0]]
+    )  # 2nd face: a line
+    mesh = Mesh(vertices=verts, faces=torch.arange(6).reshape(2, 3), face_colors=torch.rand(2, 3))
+    _, _, arrays, _ = _primitive(write_mesh(mesh, tmp_path / "d.glb")[0])
+    assert np.allclose(np.linalg.norm(arrays["NORMAL"], axis=1), 1.0, atol=1e-6)  # glTF requires unit normals
