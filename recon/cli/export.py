@@ -54,6 +54,7 @@ class ExportArgs:
     resolution: int = 128
     """Surface: TSDF voxels along the longest side of the object's bounding box."""
     device: str = "cpu"
+    """Device the scene is loaded and rendered on (cpu, cuda, cuda:N)."""
 
 
 def resolve_dataset_path(run_path: Path, data: str, created_in: str | None = None) -> Path | None:
