@@ -73,4 +73,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stam
   "$VPY" -m pip install -q -c "$VENV/torch-constraint.txt" -e ".[dev]" >&2
   touch "$stamp"
 fi
+# --- three.js for the GLB browser tests (npm registry; skipped with a reason by those tests when absent) -------
+if command -v npm >/dev/null 2>&1 && [ -f tests/export/threejs/package-lock.json ]; then
+  if [ ! -d tests/export/threejs/node_modules ] || [ tests/export/threejs/package-lock.json -nt tests/export/threejs/node_modules ]; then
+    log "installing three.js for the GLB browser tests (npm ci)"
+    npm ci --prefix tests/export/threejs --no-audit --no-fund >&2 \
+      && touch tests/export/threejs/node_modules \
+      || log "WARNING: npm ci in tests/export/threejs failed; the GLB browser tests will skip"
+  fi
+fi
 log "ready: $VENV ($("$VPY" -c "import torch; print('torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"))"

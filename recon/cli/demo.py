@@ -55,8 +55,9 @@ def main(argv: list[str]) -> int:
     if code != 0:
         return code
     evaluation = json.loads((run_dir / "eval.json").read_text())
-    soup = export_run(ExportArgs(run_dir=str(run_dir), format="ply", mesh="soup"))
-    surface = export_run(ExportArgs(run_dir=str(run_dir), format="ply", mesh="surface", resolution=128))
+    soup = export_run(ExportArgs(run_dir=str(run_dir), format="glb", mesh="native"))
+    splats = export_run(ExportArgs(run_dir=str(run_dir), format="splat-ply", all_triangles=True))
+    surface = export_run(ExportArgs(run_dir=str(run_dir), format="glb", mesh="surface", resolution=128))
     minutes = (time.perf_counter() - start) / 60
     lines = [
         "",
@@ -66,7 +67,7 @@ def main(argv: list[str]) -> int:
         f"  test PSNR/SSIM: {evaluation['psnr']:.2f} dB / {evaluation['ssim']:.3f} on {evaluation['num_images']} views"
         f" (eval.json)",
         f"  triangle soup:  {soup[0]}",
-        f"  splat PLY:      {soup[1]}" if len(soup) > 1 else "",
+        f"  splat PLY:      {splats[0]}",
         f"  fused surface:  {surface[0]}",
         f"  view it:        recon view {run_dir}",
     ]

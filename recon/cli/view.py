@@ -106,10 +106,12 @@ def _dataset_points(dataset) -> dict[str, PointCloud]:
 
 # --- run directories ------------------------------------------------------------------------------------------
 def _export_run(run_dir: Path) -> Path:
-    """Export like ``recon export RUN_DIR`` with its defaults (same code, same files); returns the mesh path."""
+    """Export like ``recon export RUN_DIR --format glb`` (same code) to a fresh file; returns its path."""
     from recon.cli.export import ExportArgs, export_run
+    from recon.export.service import default_output, fresh_path
 
-    return export_run(ExportArgs(run_dir=str(run_dir)))[0]
+    out = fresh_path(default_output(Path(run_dir) / "exports", "glb", "native", "original"))
+    return export_run(ExportArgs(run_dir=str(run_dir), format="glb", output=str(out)))[0]
 
 
 def serve_run(
@@ -194,6 +196,11 @@ def load_mesh_file(path: Path) -> Mesh:
         visual = visual.to_color()
     if getattr(visual, "kind", None) == "vertex":
         vertex_colors = torch.from_numpy(np.asarray(visual.vertex_colors)[:, :3] / 255.0).float()
+        if path.suffix.lower() in (
+            ".glb",
+            ".gltf",
+        ):  # glTF COLOR_0 is linear; recon meshes carry sRGB colours
+            vertex_colors = _linear_to_srgb(vertex_colors)
     elif getattr(visual, "kind", None) == "face":
         face_colors = torch.from_numpy(np.asarray(visual.face_colors)[:, :3] / 255.0).float()
     return Mesh(
@@ -202,6 +209,12 @@ def load_mesh_file(path: Path) -> Mesh:
         vertex_colors=vertex_colors,
         face_colors=face_colors,
     )
+
+
+def _linear_to_srgb(c: torch.Tensor) -> torch.Tensor:
+    """The sRGB transfer function (IEC 61966-2-1) of linear colours in [0, 1]."""
+    c = c.clamp(0.0, 1.0)
+    return torch.where(c <= 0.0031308, 12.92 * c, 1.055 * c.pow(1.0 / 2.4) - 0.055)
 
 
 def serve_mesh(path: Path, *, host: str = "127.0.0.1", port: int = 8080) -> ViewerServer:
@@ -274,10 +287,14 @@ class _ViewerHook:
 
 
 def _export_training_snapshot(trainer, lock) -> Path:
-    """Checkpoint the current parameters (between steps), then export that checkpoint as ``recon export`` does."""
+    """Export the live scene (no checkpoint round trip) under the training lock, as ``recon export --format glb``
+    does, to a fresh file named after the step; returns its path."""
+    from recon.export.service import DatasetFrame, ExportRequest, export_scene, fresh_path
+
     with lock:
-        trainer.save_checkpoint()
-    return _export_run(Path(trainer.run.path))
+        out = fresh_path(Path(trainer.run.path) / "exports" / f"native_original_step{trainer.step}.glb")
+        request = ExportRequest(output=out, format="glb", backend=trainer.cfg.backend)
+        return export_scene(trainer.scene, DatasetFrame.from_dataset(trainer.dataset), request)[0]
 
 
 # --- command --------------------------------------------------------------------------------------------------

@@ -5,13 +5,14 @@ serves every representation that renders depth.
 """
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from recon.core import Camera, Mesh, ReconError
+from recon.core import Camera, Mesh, ReconError, RenderOutput
 from recon.scenes.base import RenderOptions, Scene
 
 _log = logging.getLogger(__name__)
@@ -28,6 +29,9 @@ MAX_FUSION_VIEWS = 100  # training views rendered for fusion (evenly spread)
 CLOSE_RETRIES = 2  # marching cubes at the full resolution can leave pinholes in thin parts: retry coarser ...
 COARSEN = 0.75  # ... by this factor per retry, keeping the first closed surface
 MIN_RESOLUTION = 32
+DEPTH_TOL = 0.01  # a view sees a point if |z_point - z_render| < DEPTH_TOL * z + DEPTH_TOL_BOX * box diagonal
+DEPTH_TOL_BOX = 0.03  # (fused surfaces sit up to ~2 voxels + 1 pixel footprint off the rendered depth)
+POINT_CHUNK = 1 << 18  # points projected per step (bounds memory)
 
 
 def depth_points(cameras: Camera, depths: Float[Tensor, "C H W 1"]) -> Float[Tensor, "P 3"]:
@@ -51,6 +55,36 @@ def robust_bounds(points: Float[Tensor, "P 3"]) -> Float[Tensor, "2 3"]:
     return torch.stack(
         [torch.quantile(sample, BOX_QUANTILE, dim=0), torch.quantile(sample, 1 - BOX_QUANTILE, dim=0)]
     )
+
+
+def _integrate(volume, camera: Camera, depth: Tensor, color: Tensor | None, depth_max: float) -> None:
+    """Integrate one (H, W, 1) depth map (and (H, W, 3) colour) seen by a single camera into an Open3D TSDF."""
+    import open3d as o3d
+
+    K = camera.K[0].double().cpu()
+    # Open3D puts pixel centres at integers; ours sit at +0.5, so its principal point is ours minus 0.5.
+    intrinsic = o3d.camera.PinholeCameraIntrinsic(camera.width, camera.height, float(K[0, 0]), float(K[1, 1]),
+                                                  float(K[0, 2]) - 0.5, float(K[1, 2]) - 0.5)  # fmt: skip
+    depth_np = np.ascontiguousarray(depth[..., 0].detach().float().cpu().numpy())
+    rgb = color if color is not None else torch.full((*depth.shape[:2], 3), 0.5)
+    rgb8 = np.ascontiguousarray((rgb.detach().clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy())
+    rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
+        o3d.geometry.Image(rgb8), o3d.geometry.Image(depth_np), depth_scale=1.0, depth_trunc=depth_max,
+        convert_rgb_to_intensity=False,
+    )  # fmt: skip
+    volume.integrate(rgbd, intrinsic, np.ascontiguousarray(camera.T_cam_world[0].double().cpu().numpy()))
+
+
+def _clean(mesh, *, keep_largest: bool):
+    """Weld the marching-cubes vertices, drop degenerate faces, optionally keep the largest connected component."""
+    mesh.remove_duplicated_vertices()  # marching cubes emits one vertex per cell edge and cube: weld them
+    mesh.remove_degenerate_triangles()
+    if keep_largest and len(mesh.triangles) > 0:
+        clusters, counts, _ = mesh.cluster_connected_triangles()
+        largest = int(np.argmax(np.asarray(counts)))
+        mesh.remove_triangles_by_mask(np.asarray(clusters) != largest)
+        mesh.remove_unreferenced_vertices()
+    return mesh
 
 
 def fuse_depth_maps(
@@ -98,33 +132,8 @@ def fuse_depth_maps(
         depths = torch.where(empty & (depths <= 0), torch.full_like(depths, far), depths)
     depth_max = far * 1.01
     for c in range(len(cameras)):
-        K = cameras.K[c].double().cpu()
-        # Open3D puts pixel centres at integers; ours sit at +0.5, so its principal point is ours minus 0.5.
-        intrinsic = o3d.camera.PinholeCameraIntrinsic(
-            cameras.width,
-            cameras.height,
-            float(K[0, 0]),
-            float(K[1, 1]),
-            float(K[0, 2]) - 0.5,
-            float(K[1, 2]) - 0.5,
-        )
-        depth = np.ascontiguousarray(depths[c, ..., 0].detach().float().cpu().numpy())
-        rgb = colors[c] if colors is not None else torch.full((*depths.shape[1:3], 3), 0.5)
-        rgb8 = np.ascontiguousarray((rgb.detach().clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy())
-        rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
-            o3d.geometry.Image(rgb8), o3d.geometry.Image(depth), depth_scale=1.0, depth_trunc=depth_max,
-            convert_rgb_to_intensity=False,
-        )  # fmt: skip
-        volume.integrate(rgbd, intrinsic, np.ascontiguousarray(cameras.T_cam_world[c].double().cpu().numpy()))
-    mesh = volume.extract_triangle_mesh()
-    mesh.remove_duplicated_vertices()  # marching cubes emits one vertex per cell edge and cube: weld them
-    mesh.remove_degenerate_triangles()
-    if keep_largest and len(mesh.triangles) > 0:
-        clusters, counts, _ = mesh.cluster_connected_triangles()
-        clusters = np.asarray(clusters)
-        largest = int(np.argmax(np.asarray(counts)))
-        mesh.remove_triangles_by_mask(clusters != largest)
-        mesh.remove_unreferenced_vertices()
+        _integrate(volume, cameras[c], depths[c], None if colors is None else colors[c], depth_max)
+    mesh = _clean(volume.extract_triangle_mesh(), keep_largest=keep_largest)
     if len(mesh.triangles) == 0:
         raise ReconError(
             "surface fusion produced an empty mesh (no rendered depth above the alpha threshold)"
@@ -137,6 +146,33 @@ def fuse_depth_maps(
     )
 
 
+def surface_maps(out: RenderOutput, camera: Camera) -> tuple[Tensor, Tensor, Tensor]:
+    """``(camera-z median depth (1, H, W, 1), alpha (1, H, W, 1), un-premultiplied colour (1, H, W, 3))`` of a
+    render over a black background (RenderOutput depths are camera z). The only place export reads renders."""
+    depth = out.require("depth_median", by="surface export (TSDF fusion, texture baking)")
+    alpha = out.alpha.float().cpu()
+    color = (out.rgb.float().cpu() / alpha.clamp_min(1e-6)).clamp(0, 1)  # un-premultiply the black background
+    return depth.float().cpu(), alpha, color
+
+
+def render_surface_maps(
+    scene: Scene, cams: Camera, *, backend: str = "auto"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``surface_maps`` of every camera of ``cams``, concatenated along the first axis."""
+    device = next(iter(scene.parameters()), torch.empty(0)).device  # render where the scene lives
+    options = RenderOptions(background=torch.zeros(3, device=device), backend=backend, depth=True,
+                            median_depth=True)  # fmt: skip
+    cams = cams.to(device=device)
+    maps = [surface_maps(scene.render(cams[c], options), cams[c]) for c in range(len(cams))]
+    return tuple(torch.cat(m) for m in zip(*maps, strict=True))  # type: ignore[return-value]
+
+
+def spread_views(cams: Camera, max_views: int) -> Camera:
+    """At most ``max_views`` cameras, evenly spread over ``cams``."""
+    count = len(cams)
+    return cams[torch.linspace(0, count - 1, min(count, max_views)).round().long().unique()]
+
+
 @torch.no_grad()
 def fuse_surface(
     scene: Scene,
@@ -146,28 +182,31 @@ def fuse_surface(
     resolution: int = TSDF_RESOLUTION,
     max_views: int = MAX_FUSION_VIEWS,
 ) -> Mesh:
-    """Render median depth and colour from the training views of ``dataset`` and TSDF-fuse them (spec §13.3).
+    """``fuse_surface_from_cameras`` with the training cameras of a ``recon.datasets.SceneDataset``."""
+    return fuse_surface_from_cameras(scene, dataset.cameras("train"), backend=backend, resolution=resolution,
+                                     max_views=max_views)  # fmt: skip
+
+
+@torch.no_grad()
+def fuse_surface_from_cameras(
+    scene: Scene,
+    cameras: Camera,
+    *,
+    backend: str = "auto",
+    resolution: int = TSDF_RESOLUTION,
+    max_views: int = MAX_FUSION_VIEWS,
+) -> Mesh:
+    """Render median depth and colour from ``cameras`` (normalised frame) and TSDF-fuse them (spec §13.3).
 
     The grid spans the robust bounding box of the rendered surface points with ``resolution`` voxels along its
     longest side. Where the object is closed the result should be too: if marching cubes leaves boundary edges
     (pinholes in thin parts), the fusion is retried up to ``CLOSE_RETRIES`` times at a coarser grid and the first
     closed surface is returned. Returns the mesh in the scene (normalised) frame.
     """
-    cams = dataset.cameras("train")
-    count = len(cams)
-    views = torch.linspace(0, count - 1, min(count, max_views)).round().long().unique()
-    cams = cams[views]
-    options = RenderOptions(background=torch.zeros(3), backend=backend, depth=True, median_depth=True)
-    depths, colors, empty = [], [], []
-    for c in range(len(cams)):
-        out = scene.render(cams[c], options)
-        depth = out.require("depth_median", by="TSDF surface fusion").float().cpu()  # camera z
-        alpha = out.alpha.cpu()
-        depths.append(torch.where(alpha > FUSION_ALPHA, depth, torch.zeros_like(depth)))
-        empty.append(alpha < EMPTY_ALPHA)
-        # un-premultiply the black background to get surface colour
-        colors.append((out.rgb.cpu() / alpha.clamp_min(1e-6)).clamp(0, 1))
-    depths, colors, empty = torch.cat(depths), torch.cat(colors), torch.cat(empty)
+    cams = spread_views(cameras, max_views)
+    depths, alphas, colors = render_surface_maps(scene, cams, backend=backend)
+    empty = alphas < EMPTY_ALPHA
+    depths = torch.where(alphas > FUSION_ALPHA, depths, torch.zeros_like(depths))
     bounds = robust_bounds(depth_points(cams, depths))
     first = None
     for attempt in range(CLOSE_RETRIES + 1):
@@ -175,9 +214,56 @@ def fuse_surface(
         mesh = fuse_depth_maps(cams, depths, colors, empty=empty, resolution=res, bounds=bounds)
         first = first or mesh
         if boundary_edge_count(mesh) == 0:
-            return mesh
+            return recolor(mesh, cams, (depths, alphas, colors))
     _log.info("fused surface keeps boundary edges at every resolution tried; returning the finest")
-    return first
+    return recolor(first, cams, (depths, alphas, colors))
+
+
+def recolor(mesh: Mesh, cams: Camera, maps: tuple[Tensor, Tensor, Tensor]) -> Mesh:
+    """Vertex colours by ``project_colors`` from the rendered views (the TSDF's own colours average in the
+    background of every view whose free-space ray passes near the surface, which darkens them); vertices no view
+    sees keep the TSDF colour."""
+    from recon.export.mesh_io import vertex_normals
+
+    box = mesh.bounds()
+    colors, weight = project_colors(
+        mesh.vertices, vertex_normals(mesh), cams, maps, float((box[1] - box[0]).norm())
+    )
+    keep = mesh.vertex_colors if mesh.vertex_colors is not None else torch.full_like(colors, 0.5)
+    return replace(mesh, vertex_colors=torch.where((weight > 0)[:, None], colors, keep))
+
+
+def project_colors(
+    points: Tensor, normals: Tensor, cams: Camera, maps: tuple[Tensor, Tensor, Tensor], box_diag: float
+) -> tuple[Tensor, Tensor]:
+    """Visibility-weighted mean render colour of world ``points``: ``(colour (P, 3), total weight (P,))``.
+
+    A view counts where the point projects inside the image, the render is opaque there (alpha > FUSION_ALPHA)
+    and its median depth agrees with the point's depth (occluded views are skipped); its weight is ``cos^2`` of
+    the angle between the view ray and ``normals``. Weight 0 means no view saw the point.
+    """
+    depths, alphas, colors = maps
+    acc = torch.zeros(len(points), 3)
+    total = torch.zeros(len(points))
+    for c in range(len(cams)):
+        cam = cams[c]
+        centre = cam.centers()[0]
+        for start in range(0, len(points), POINT_CHUNK):
+            x = points[start : start + POINT_CHUNK]
+            uv, z = cam.project(x[None])
+            uv, z = uv[0], z[0]
+            col, row = uv[:, 0].floor().long(), uv[:, 1].floor().long()
+            ok = (z > 0) & (col >= 0) & (col < cam.width) & (row >= 0) & (row < cam.height)
+            col, row = col.clamp(0, cam.width - 1), row.clamp(0, cam.height - 1)
+            seen_z = depths[c, row, col, 0]
+            ok &= alphas[c, row, col, 0] > FUSION_ALPHA
+            ok &= (z - seen_z).abs() < DEPTH_TOL * z + DEPTH_TOL_BOX * box_diag
+            ray = x - centre
+            cos = (ray * normals[start : start + POINT_CHUNK]).sum(-1) / ray.norm(dim=-1).clamp_min(1e-12)
+            weight = torch.where(ok, cos.square(), torch.zeros_like(cos))
+            acc[start : start + POINT_CHUNK] += weight[:, None] * colors[c, row, col]
+            total[start : start + POINT_CHUNK] += weight
+    return acc / total.clamp_min(1e-12)[:, None], total
 
 
 def boundary_edge_count(mesh: Mesh) -> int:

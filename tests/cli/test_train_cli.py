@@ -70,7 +70,10 @@ def test_train_eval_export_render(data, tmp_path, capsys):
         om = o3d.io.read_triangle_mesh(str(path))
         assert (len(tm.vertices), len(tm.faces)) == (len(om.vertices), len(om.triangles)), fmt
         assert len(tm.faces) > 0
-    assert (run_dir / "exports" / "splats.ply").is_file()
+    assert not (run_dir / "exports" / "splats.ply").exists()  # no unrequested sibling: only when asked
+    assert export_cli.main([str(run_dir), "--format", "splat-ply", "--frame", "normalized"]) == 0
+    splats = Path(capsys.readouterr().out.strip().splitlines()[0])
+    assert splats.is_file() and splats.parent == run_dir / "exports"
 
     assert render_cli.main([str(run_dir), "--trajectory", "orbit", "--frames", "2", "--outputs", "rgb,depth",
                             "--device", "cpu"]) == 0  # fmt: skip
@@ -92,8 +95,8 @@ def test_export_original_frame_applies_inverse_normalisation(data, tmp_path, cap
     export_cli.main([str(run_dir), "--all-triangles", "--frame", "normalized"])
     export_cli.main([str(run_dir), "--all-triangles", "--frame", "original"])
     capsys.readouterr()
-    norm = trimesh.load(str(run_dir / "exports" / "soup_normalized.ply"), process=False)
-    orig = trimesh.load(str(run_dir / "exports" / "soup_original.ply"), process=False)
+    norm = trimesh.load(str(run_dir / "exports" / "native_normalized.ply"), process=False)
+    orig = trimesh.load(str(run_dir / "exports" / "native_original.ply"), process=False)
     mapped = orig.vertices @ S[:3, :3].numpy().T + S[:3, 3].numpy()
     assert abs(mapped - norm.vertices).max() < 1e-4
 

@@ -135,8 +135,9 @@ def test_stats_panel_shows_the_checkpoint(run_viewer):
 
 
 def test_export_button_does_what_recon_export_does(run_viewer):
-    """Click "Export mesh": the viewer writes what ``recon export RUN_DIR`` writes, or shows the error it gives
-    (after a few steps no triangle may be opaque enough for the default --min-opacity)."""
+    """Click "Export mesh": the viewer writes a fresh GLB of the run's scene into RUN_DIR/exports (never over an
+    existing file), or shows the error ``recon export`` gives (after a few steps no triangle may be opaque enough
+    for the default --min-opacity)."""
     import trimesh
 
     from recon.cli.export import ExportArgs, export_run
@@ -148,13 +149,14 @@ def test_export_button_does_what_recon_export_does(run_viewer):
     wait_for(lambda: viewer._export_markdown.content != before, "the export result", timeout=60.0)
     run_dir = viewer._camera_path_dir.parent
     shown = viewer._export_markdown.content
-    try:
-        expected = export_run(ExportArgs(run_dir=str(run_dir)))[0]
-    except ReconError as exc:
-        assert viewer.last_export_path is None and str(exc) in shown
+    path = viewer.last_export_path
+    if path is None:
+        with pytest.raises(ReconError) as exc:
+            export_run(ExportArgs(run_dir=str(run_dir), format="glb", output=str(run_dir / "probe.glb")))
+        assert str(exc.value) in shown
         return
-    assert viewer.last_export_path == expected and str(expected) in shown
-    assert len(trimesh.load(expected, force="mesh").faces) > 0
+    assert path.suffix == ".glb" and path.parent == run_dir / "exports" and str(path) in shown
+    assert len(trimesh.load(path, force="mesh").faces) > 0
 
 
 def test_live_training_view_and_pause(browser, scene_data, tmp_path):

@@ -152,21 +152,3 @@ def test_overhead_without_clients(tmp_path):
     finally:
         viewer.close()
     assert (guarded_seconds - plain_seconds) / OVERHEAD_STEPS < MAX_OVERHEAD_SECONDS
-
-
-def test_export_button_snapshots_then_exports(attached, monkeypatch, tmp_path):
-    """Export during training: checkpoint the live parameters under the lock, then run recon export's code."""
-    import recon.cli.export as export_cli
-
-    trainer, viewer = attached
-    calls = []
-
-    def fake_export_run(args):
-        calls.append(args)
-        return [tmp_path / "exports" / "soup_original.ply"]
-
-    monkeypatch.setattr(export_cli, "export_run", fake_export_run)
-    path = viewer.export()
-    assert path == tmp_path / "exports" / "soup_original.ply"
-    assert trainer.checkpoint_lock_held
-    assert calls[0].run_dir == str(tmp_path) and calls[0].format == "ply"
