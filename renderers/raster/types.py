@@ -2,8 +2,13 @@
 
 from dataclasses import dataclass
 
+import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+
+PAD_DIST = (
+    1e10  # dists of empty slots (px^2): exp(-PAD_DIST / sigma) underflows to 0 for any sigma < 1e8 px^2
+)
 
 
 @dataclass
@@ -42,3 +47,10 @@ class Fragments:
     def covered(self) -> Tensor:
         """(C, H, W, K) bool: the slot holds a face."""
         return self.pix_to_face >= 0
+
+    def clipped_bary(self) -> Float[Tensor, "C H W K 3"]:
+        """``bary`` clamped to ``[0, 1]`` and renormalised to sum to 1 (what texture lookups of blurred fragments
+        outside their face use, spec superquadrics.md section 6); empty slots stay 0. Differentiable like bary."""
+        clamped = self.bary.clamp(0.0, 1.0)
+        total = clamped.sum(-1, keepdim=True)
+        return torch.where(total > 0, clamped / total.clamp_min(torch.finfo(total.dtype).tiny), clamped)
