@@ -104,6 +104,7 @@ def interpolate(
     fragments: Fragments,
     faces: Int[Tensor, "F 3"] | None = None,
     *,
+    clip_bary: bool = False,
     backend: Backend = "auto",
 ) -> Float[Tensor, "C H W K D"]:
     """Barycentric interpolation of per-vertex or per-face-corner attributes to every fragment slot.
@@ -118,6 +119,8 @@ def interpolate(
         attributes: (V, D) per vertex (needs ``faces``) or (F, 3, D) per face corner (``faces`` ignored).
         fragments: rasterizer output; ``pix_to_face`` indexes the faces of ``attributes``/``faces``.
         faces: (F, 3) vertex indices, required with per-vertex attributes.
+        clip_bary: use ``fragments.clipped_bary()`` (clamped to [0, 1], renormalised) instead of ``bary``: blurred
+            fragments outside their face then read the nearest point of the face (spec superquadrics.md 6).
         backend: "torch", "warp" or "auto".
 
     Returns:
@@ -142,7 +145,7 @@ def interpolate(
     else:
         corners = _check_float("attributes", attributes, (None, 3, None), "(F, 3, D)")
     _check_face_range(fragments, corners.shape[0], "attributes/faces")
-    bary = fragments.bary
+    bary = fragments.clipped_bary() if clip_bary else fragments.bary
     if resolve_backend(backend, corners, bary, op="raster.interpolate") == "warp":
         return _warp_impl().interpolate(corners, fragments.pix_to_face, bary)
     return shading_ref.interpolate(corners, fragments.pix_to_face, bary)
