@@ -374,6 +374,35 @@ def aa_face_ok(
     return ok0 and ok1 and depth_ok[vbase + faces[tri, 2]] != 0
 
 
+@wp.func
+def aa_setup(
+    tid: int,
+    face0: wp.array(dtype=wp.int32),
+    depth0: wp.array(dtype=wp.float32),
+    depth_ok: wp.array(dtype=wp.int32),
+    faces: wp.array2d(dtype=wp.int32),
+    height: int,
+    width: int,
+    num_vertices: int,
+) -> wp.vec4i:
+    """(p0, p1, vertical, front face) of thread ``tid``'s pixel pair; front face -1 when the pair is skipped (outside
+    the image, same face, or a front-face vertex behind the camera)."""
+    pair = aa_pair(tid, height, width)
+    p0 = pair[0]
+    p1 = pair[1]
+    if p0 < 0:
+        return wp.vec4i(0, 0, 0, -1)
+    f0 = face0[p0]
+    f1 = face0[p1]
+    tri = aa_front(f0, f1, depth0[p0], depth0[p1])
+    if f0 == f1 or tri < 0:
+        return wp.vec4i(0, 0, 0, -1)
+    vbase = (p0 // (height * width)) * num_vertices
+    if not aa_face_ok(depth_ok, faces, tri, vbase):
+        return wp.vec4i(0, 0, 0, -1)
+    return wp.vec4i(p0, p1, pair[2], tri)
+
+
 @wp.kernel
 def antialias_fwd(
     color: wp.array2d(dtype=wp.float32),
@@ -388,27 +417,21 @@ def antialias_fwd(
     num_vertices: int,
     out: wp.array2d(dtype=wp.float32),
 ):
-    pair = aa_pair(wp.tid(), height, width)
-    p0 = pair[0]
-    p1 = pair[1]
-    if p0 < 0:
+    setup = aa_setup(wp.tid(), face0, depth0, depth_ok, faces, height, width, num_vertices)
+    tri = setup[3]
+    if tri < 0:
         return
-    f0 = face0[p0]
-    f1 = face0[p1]
-    tri = aa_front(f0, f1, depth0[p0], depth0[p1])
-    if f0 == f1 or tri < 0:
-        return
+    p0 = setup[0]
+    p1 = setup[1]
     vbase = (p0 // (height * width)) * num_vertices
-    if not aa_face_ok(depth_ok, faces, tri, vbase):
-        return
     ds = wp.float32(-1.0)
     pt = p1
-    if tri == f0:
+    if tri == face0[p0]:
         ds = 1.0
         pt = p0
     rem = pt % (height * width)
     edge = aa_edge(
-        screen, faces, opposite, tri, vbase, float(rem % width) + 0.5, float(rem // width) + 0.5, pair[2], ds
+        screen, faces, opposite, tri, vbase, float(rem % width) + 0.5, float(rem // width) + 0.5, setup[2], ds
     )
     if edge[0] < 0.0:
         return
@@ -436,28 +459,22 @@ def antialias_bwd(
     grad_color: wp.array2d(dtype=wp.float32),
     grad_screen: wp.array2d(dtype=wp.float32),
 ):
-    pair = aa_pair(wp.tid(), height, width)
-    p0 = pair[0]
-    p1 = pair[1]
-    if p0 < 0:
+    setup = aa_setup(wp.tid(), face0, depth0, depth_ok, faces, height, width, num_vertices)
+    tri = setup[3]
+    if tri < 0:
         return
-    f0 = face0[p0]
-    f1 = face0[p1]
-    tri = aa_front(f0, f1, depth0[p0], depth0[p1])
-    if f0 == f1 or tri < 0:
-        return
+    p0 = setup[0]
+    p1 = setup[1]
     vbase = (p0 // (height * width)) * num_vertices
-    if not aa_face_ok(depth_ok, faces, tri, vbase):
-        return
     ds = wp.float32(-1.0)
     pt = p1
-    if tri == f0:
+    if tri == face0[p0]:
         ds = 1.0
         pt = p0
     rem = pt % (height * width)
     cx = float(rem % width) + 0.5
     cy = float(rem // width) + 0.5
-    vertical = pair[2]
+    vertical = setup[2]
     edge = aa_edge(screen, faces, opposite, tri, vbase, cx, cy, vertical, ds)
     if edge[0] < 0.0:
         return
