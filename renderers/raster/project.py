@@ -27,7 +27,15 @@ from torch import Tensor
 
 from recon.core.camera import Camera
 
-__all__ = ["MIN_AREA_PX2", "POLY_POINTS", "ProjectedFaces", "clip_near", "project_faces", "ray_params"]
+__all__ = [
+    "MIN_AREA_PX2",
+    "POLY_POINTS",
+    "ProjectedFaces",
+    "clip_near",
+    "clip_near_general",
+    "project_faces",
+    "ray_params",
+]
 
 POLY_POINTS = 4  # a triangle clipped by one plane has at most 4 corners
 # Projected area (px^2) at or below which a face is degenerate: no fragments (its barycentrics would divide by a
@@ -71,9 +79,21 @@ def clip_near(
     """Clip camera-frame triangles to ``z >= z_near``: (C, F, 4, 3) polygon corners (unused slots repeat corner
     0) and (C, F) corner counts (0 for faces fully behind).
 
-    Edge ``i -> i+1`` emits its start corner if in front, then its crossing point if it crosses the plane; the
-    emitted sequence is the clipped polygon in order (Sutherland-Hodgman with one plane).
+    When no corner lies behind the plane (the common case) the polygons are the triangles themselves; this skips
+    the clipping arithmetic (about half of the set-up time at 10k faces) at the price of one host sync.
     """
+    if not bool((tri[..., 2] < z_near).any()):
+        count = torch.full(tri.shape[:-2], 3, dtype=torch.int64, device=tri.device)
+        return torch.cat([tri, tri[..., :1, :]], dim=-2), count
+    return clip_near_general(tri, z_near)
+
+
+def clip_near_general(
+    tri: Float[Tensor, "C F 3 3"], z_near: float
+) -> tuple[Float[Tensor, "C F 4 3"], Int[Tensor, "C F"]]:
+    """:func:`clip_near` for any input. Edge ``i -> i+1`` emits its start corner if in front, then its crossing
+    point if it crosses the plane; the emitted sequence is the clipped polygon in order (Sutherland-Hodgman with
+    one plane)."""
     a, b = tri, tri.roll(-1, dims=-2)
     za, zb = a[..., 2], b[..., 2]
     a_in, b_in = za >= z_near, zb >= z_near
@@ -119,12 +139,13 @@ def project_faces(
     v_cam = vertices[None] @ T[:, :3, :3].transpose(-1, -2) + T[:, None, :3, 3]
     tri = v_cam[:, faces]  # (C, F, 3, 3)
     corners, count = clip_near(tri, z_near)
-    # Faces fully behind keep a harmless dummy polygon (z = 1) so no 0/0 reaches the gradients.
-    in_front = (count > 0)[..., None, None]
-    dummy = torch.zeros_like(corners)
-    dummy[..., 2] = 1.0
     rays = ray_params(camera, vertices.dtype)
-    poly = _project(torch.where(in_front, corners, dummy), rays)
+    if bool((count == 0).any()):
+        # Faces fully behind get a harmless dummy polygon (z = 1) so no 0/0 reaches the gradients.
+        dummy = torch.zeros_like(corners)
+        dummy[..., 2] = 1.0
+        corners = torch.where((count > 0)[..., None, None], corners, dummy)
+    poly = _project(corners, rays)
     v0, v1, v2 = tri.detach().unbind(-2)
     normal = torch.linalg.cross(v1 - v0, v2 - v0)
     offset = (v0 * torch.linalg.cross(v1, v2)).sum(-1)

@@ -85,8 +85,9 @@ def _flat(proj: ProjectedFaces) -> tuple[Tensor, Tensor]:
     return proj.poly.detach().reshape(C * F, 8).float(), proj.plane.reshape(C * F, 4).float()
 
 
-def _bin(proj: ProjectedFaces, blur_sq: float) -> tuple[Tensor, Tensor, Tensor, int, int]:
-    """Tile lists: ``(tile_start, tile_count, tile_faces, tiles_x, tiles_y)`` over C x tiles_y x tiles_x tiles."""
+def _bin(proj: ProjectedFaces, blur_sq: float) -> tuple[Tensor, Tensor, Tensor, Tensor, int, int]:
+    """Tile lists ``(tile_start, tile_count, tile_faces)`` over C x tiles_y x tiles_x tiles, the (C F, 5)
+    blur-expanded boxes and orientations of the faces, ``tiles_x`` and ``tiles_y``."""
     k = _kernels()
     C, F = proj.valid.shape
     device = proj.poly.device
@@ -95,6 +96,7 @@ def _bin(proj: ProjectedFaces, blur_sq: float) -> tuple[Tensor, Tensor, Tensor, 
     num_tiles = C * tiles_x * tiles_y
     poly, _ = _flat(proj)
     rect = torch.empty(C * F, 4, dtype=torch.int32, device=device)
+    box = torch.empty(C * F, 5, dtype=torch.float32, device=device)
     tile_count = torch.zeros(num_tiles, dtype=torch.int32, device=device)
     launcher = _Launcher(poly)
     a = launcher.arr
@@ -103,7 +105,19 @@ def _bin(proj: ProjectedFaces, blur_sq: float) -> tuple[Tensor, Tensor, Tensor, 
     launcher.launch(
         k.face_tiles,
         C * F,
-        [a(poly), a(valid), F, radius, proj.width, proj.height, tiles_x, tiles_y, a(rect), a(tile_count)],
+        [
+            a(poly),
+            a(valid),
+            F,
+            radius,
+            proj.width,
+            proj.height,
+            tiles_x,
+            tiles_y,
+            a(rect),
+            a(box),
+            a(tile_count),
+        ],
     )
     ends = torch.cumsum(tile_count, 0, dtype=torch.int32)
     tile_start = ends - tile_count
@@ -114,7 +128,7 @@ def _bin(proj: ProjectedFaces, blur_sq: float) -> tuple[Tensor, Tensor, Tensor, 
     launcher.launch(
         k.fill_tiles, C * F, [a(rect), F, tiles_x, tiles_y, a(tile_start), a(tile_fill), a(tile_faces)]
     )
-    return tile_start, tile_count, tile_faces, tiles_x, tiles_y
+    return tile_start, tile_count, tile_faces, box, tiles_x, tiles_y
 
 
 @torch.no_grad()
@@ -126,11 +140,11 @@ def visibility(proj: ProjectedFaces, *, layers: int, blur_sq: float) -> Tensor:
     device = proj.poly.device
     face_out = torch.empty(C * H * W * layers, dtype=torch.int64, device=device)
     depth_out = torch.empty(C * H * W * layers, dtype=torch.float32, device=device)
-    tile_start, tile_count, tile_faces, tiles_x, tiles_y = _bin(proj, blur_sq)
+    tile_start, tile_count, tile_faces, box, tiles_x, tiles_y = _bin(proj, blur_sq)
     poly, plane = _flat(proj)
     launcher = _Launcher(poly)
     a = launcher.arr
-    shared = [a(poly), a(plane), a(proj.rays.float()), a(tile_start), a(tile_count), a(tile_faces), F]
+    shared = [a(poly), a(plane), a(box), a(proj.rays.float()), a(tile_start), a(tile_count), a(tile_faces), F]
     shared += [float(blur_sq), W, H, tiles_x, tiles_y, layers]
     tail = [a(face_out), a(depth_out)]
     num_tiles = C * tiles_x * tiles_y
