@@ -3,11 +3,18 @@
 Imported on the first Warp call only. Launches run on the device of the inputs, on the current torch CUDA stream,
 sharing memory zero-copy (``wp.from_torch``). Work that is not per-pixel-per-layer (gathering per-corner
 attributes, the texture pyramid, vertex projection, the final background blend) stays in differentiable torch in
-``shading_api`` and is shared by both backends. One kernel launch per op: Warp runs a CPU launch on one thread.
+``shading_api`` and is shared by both backends.
+
+Warp runs one CPU launch on one thread, so on the CPU the per-slot and per-pixel launches are split into
+``_cpu_workers`` contiguous ranges launched concurrently from Python threads (ctypes releases the GIL); CPU
+"atomics" are plain read-modify-writes, so each concurrent launch scatter-adds into a private buffer, summed
+afterwards. The antialias kernels (few active threads, scattered writes to pixels) use one launch.
 """
 
 import os
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
@@ -34,6 +41,56 @@ def _launch(kernel, dim: int, inputs: list, like: Tensor) -> None:
         wp.launch(kernel, dim=dim, inputs=inputs, device=device, stream=stream)
     else:
         wp.launch(kernel, dim=dim, inputs=inputs, device=device)
+
+
+MAX_CPU_WORKERS = 2  # the project's target machine has 2 cores; more threads only add private buffers
+MIN_SPLIT = (
+    1 << 15
+)  # launches smaller than this run as one: a thread-pool round trip costs more than it saves
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _cpu_workers(like: Tensor, dim: int) -> int:
+    """Concurrent CPU launches for ``dim`` threads (``RECON_WARP_CPU_THREADS`` overrides the core count)."""
+    if like.device.type != "cpu" or dim < MIN_SPLIT:
+        return 1
+    env = os.environ.get("RECON_WARP_CPU_THREADS")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    return max(1, int(env) if env is not None else min(MAX_CPU_WORKERS, cores))
+
+
+def _launch_split(
+    kernel,
+    dim: int,
+    like: Tensor,
+    make_inputs: Callable[[int, list], list],
+    accumulators: Sequence[Tensor] = (),
+) -> None:
+    """Launch ``kernel`` over threads ``[0, dim)``, on the CPU as concurrent ranges.
+
+    ``make_inputs(offset, buffers)`` returns the inputs of the launch starting at thread ``offset``, scatter-adding
+    into ``buffers`` (the ``accumulators`` themselves for the first range, zeroed private copies for the others,
+    added into the accumulators afterwards).
+    """
+    global _POOL
+    workers = _cpu_workers(like, dim)
+    if workers == 1:
+        _launch(kernel, dim, make_inputs(0, list(accumulators)), like)
+        return
+    buffers = [list(accumulators)] + [[torch.zeros_like(a) for a in accumulators] for _ in range(workers - 1)]
+    chunk = -(-dim // workers)
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=MAX_CPU_WORKERS, thread_name_prefix="recon-shading")
+    futures = [
+        _POOL.submit(_launch, kernel, min(chunk, dim - w * chunk), make_inputs(w * chunk, buffers[w]), like)
+        for w in range(workers)
+        if w * chunk < dim
+    ]
+    for future in futures:
+        future.result()
+    for private in buffers[1:]:
+        for total, part in zip(accumulators, private, strict=True):
+            total += part
 
 
 def _arr(t: Tensor):
@@ -67,7 +124,8 @@ class _Interpolate(torch.autograd.Function):
         out = torch.zeros(slots, corners.shape[-1], dtype=torch.float32, device=corners.device)
         p2f = _i32(pix_to_face.reshape(-1))
         b = _f32(bary.reshape(-1, 3))
-        _launch(k.interpolate_fwd, slots, [_arr(corners), _arr(p2f), _arr(b), _arr(out)], corners)
+        inputs = [_arr(corners), _arr(p2f), _arr(b), _arr(out)]
+        _launch_split(k.interpolate_fwd, slots, corners, lambda offset, _: [offset, *inputs])
         ctx.save_for_backward(corners, b, p2f)
         ctx.bary_shape = bary.shape
         return out.reshape(*pix_to_face.shape, corners.shape[-1])
@@ -81,16 +139,14 @@ class _Interpolate(torch.autograd.Function):
         grad_corners = torch.zeros_like(corners)
         grad_bary = torch.zeros_like(b)
         g = _f32(grad_out.reshape(b.shape[0], -1))
-        inputs = [
-            _arr(corners),
-            _arr(p2f),
-            _arr(b),
-            _arr(g),
-            int(need_corners),
-            _arr(grad_corners),
-            _arr(grad_bary),
-        ]
-        _launch(_kernels().interpolate_bwd, b.shape[0], inputs, corners)
+        inputs = [_arr(corners), _arr(p2f), _arr(b), _arr(g), int(need_corners)]
+        _launch_split(
+            _kernels().interpolate_bwd,
+            b.shape[0],
+            corners,
+            lambda offset, bufs: [offset, *inputs, _arr(bufs[0]), _arr(grad_bary)],
+            [grad_corners],
+        )
         return (
             grad_corners if need_corners else None,
             grad_bary.reshape(ctx.bary_shape) if need_bary else None,
@@ -120,7 +176,7 @@ class _SampleTexture(torch.autograd.Function):
         p2f, f2t = _i32(pix_to_face.reshape(-1)), _i32(face_to_texture)
         uv_flat = _f32(uv.reshape(-1, 2))
         inputs = [_arr(textures), _arr(uv_flat), _arr(p2f), _arr(f2t), int(wrap_u), _arr(out)]
-        _launch(k.sample_fwd, slots, inputs, textures)
+        _launch_split(k.sample_fwd, slots, textures, lambda offset, _: [offset, *inputs])
         ctx.save_for_backward(textures, uv_flat, p2f, f2t)
         ctx.wrap_u = bool(wrap_u)
         ctx.uv_shape = uv.shape
@@ -144,7 +200,13 @@ class _SampleTexture(torch.autograd.Function):
             _arr(g),
             int(need_tex),
         ]
-        _launch(_kernels().sample_bwd, uv_flat.shape[0], [*inputs, _arr(grad_tex), _arr(grad_uv)], textures)
+        _launch_split(
+            _kernels().sample_bwd,
+            uv_flat.shape[0],
+            textures,
+            lambda offset, bufs: [offset, *inputs, _arr(bufs[0]), _arr(grad_uv)],
+            [grad_tex],
+        )
         return (
             grad_tex if need_tex else None,
             grad_uv.reshape(ctx.uv_shape) if need_uv else None,
@@ -184,7 +246,8 @@ class _CompositeLayers(torch.autograd.Function):
         op = _f32(opacities) if has_op else torch.zeros(1, dtype=torch.float32, device=device)
         p2f, d = _i32(pix_to_face), _f32(dists)
         inputs = [_arr(p2f), _arr(d), _arr(colors), _arr(op), int(has_op), float(sigma)]
-        _launch(k.composite_fwd, pixels, [*inputs, _arr(fg), _arr(t_final), _arr(trans)], colors)
+        outputs = [_arr(fg), _arr(t_final), _arr(trans)]
+        _launch_split(k.composite_fwd, pixels, colors, lambda offset, _: [offset, *inputs, *outputs])
         ctx.save_for_backward(p2f, d, colors, op, trans)
         ctx.has_op, ctx.sigma = has_op, float(sigma)
         return fg, t_final
@@ -199,12 +262,13 @@ class _CompositeLayers(torch.autograd.Function):
         g_fg = _f32(grad_fg) if grad_fg is not None else colors.new_zeros(colors.shape[0], colors.shape[-1])
         g_t = _f32(grad_t_final) if grad_t_final is not None else torch.zeros_like(trans[:, 0])
         inputs = [_arr(p2f), _arr(d), _arr(colors), _arr(op), int(ctx.has_op), ctx.sigma, _arr(trans)]
-        outputs = [_arr(grad_colors), _arr(grad_dists), _arr(grad_op)]
-        _launch(
+        inputs += [_arr(g_fg), _arr(g_t), int(need_op), _arr(grad_colors), _arr(grad_dists)]
+        _launch_split(
             _kernels().composite_bwd,
             p2f.shape[0],
-            [*inputs, _arr(g_fg), _arr(g_t), int(need_op), *outputs],
             d,
+            lambda offset, bufs: [offset, *inputs, _arr(bufs[0])],
+            [grad_op],
         )
         return (
             grad_dists if ctx.needs_input_grad[0] else None,

@@ -5,7 +5,8 @@ Compiled without Warp's generated adjoints: every ``*_bwd`` kernel is the hand-w
 twin, and tests compare both with the torch reference (``shading_ref.py``), whose formulas and operation order
 these kernels follow so that float32 results agree to a few ulps.
 
-Layouts: slots are flattened to ``S = C*H*W*K`` (interpolate, texture) or pixels to ``P = C*H*W`` with ``K`` slots
+Launch layout: thread ``wp.tid() + offset`` handles one slot (or pixel), so that the CPU glue can split a launch
+into ranges run by concurrent launches (Warp runs one CPU launch on one thread). Layouts: slots are flattened to ``S = C*H*W*K`` (interpolate, texture) or pixels to ``P = C*H*W`` with ``K`` slots
 each (composite); face indices are int32. Scatter-adds into per-face or per-texel buffers use ``wp.atomic_add``.
 """
 
@@ -22,12 +23,13 @@ _NEG_BIG = wp.constant(-3.0e38)  # "no crossing" rank below any real crossing po
 # interpolate
 @wp.kernel
 def interpolate_fwd(
+    offset: int,
     corners: wp.array3d(dtype=wp.float32),
     pix_to_face: wp.array(dtype=wp.int32),
     bary: wp.array2d(dtype=wp.float32),
     out: wp.array2d(dtype=wp.float32),
 ):
-    s = wp.tid()
+    s = wp.tid() + offset
     f = pix_to_face[s]
     if f < 0:
         return
@@ -40,6 +42,7 @@ def interpolate_fwd(
 
 @wp.kernel
 def interpolate_bwd(
+    offset: int,
     corners: wp.array3d(dtype=wp.float32),
     pix_to_face: wp.array(dtype=wp.int32),
     bary: wp.array2d(dtype=wp.float32),
@@ -48,7 +51,7 @@ def interpolate_bwd(
     grad_corners: wp.array3d(dtype=wp.float32),
     grad_bary: wp.array2d(dtype=wp.float32),
 ):
-    s = wp.tid()
+    s = wp.tid() + offset
     f = pix_to_face[s]
     if f < 0:
         return
@@ -102,6 +105,7 @@ def texel_axis(coord: float, size: int, wrap: int) -> wp.vec4:
 
 @wp.kernel
 def sample_fwd(
+    offset: int,
     textures: wp.array4d(dtype=wp.float32),
     uv: wp.array2d(dtype=wp.float32),
     pix_to_face: wp.array(dtype=wp.int32),
@@ -109,7 +113,7 @@ def sample_fwd(
     wrap_u: int,
     out: wp.array2d(dtype=wp.float32),
 ):
-    s = wp.tid()
+    s = wp.tid() + offset
     f = pix_to_face[s]
     if f < 0:
         return
@@ -130,6 +134,7 @@ def sample_fwd(
 
 @wp.kernel
 def sample_bwd(
+    offset: int,
     textures: wp.array4d(dtype=wp.float32),
     uv: wp.array2d(dtype=wp.float32),
     pix_to_face: wp.array(dtype=wp.int32),
@@ -140,7 +145,7 @@ def sample_bwd(
     grad_textures: wp.array4d(dtype=wp.float32),
     grad_uv: wp.array2d(dtype=wp.float32),
 ):
-    s = wp.tid()
+    s = wp.tid() + offset
     f = pix_to_face[s]
     if f < 0:
         return
@@ -186,6 +191,7 @@ def coverage(dist: float, sigma: float) -> float:
 
 @wp.kernel
 def composite_fwd(
+    offset: int,
     pix_to_face: wp.array2d(dtype=wp.int32),
     dists: wp.array2d(dtype=wp.float32),
     colors: wp.array3d(dtype=wp.float32),
@@ -196,7 +202,7 @@ def composite_fwd(
     trans_final: wp.array(dtype=wp.float32),
     trans: wp.array2d(dtype=wp.float32),
 ):
-    p = wp.tid()
+    p = wp.tid() + offset
     T = wp.float32(1.0)
     for k in range(pix_to_face.shape[1]):
         trans[p, k] = T
@@ -214,6 +220,7 @@ def composite_fwd(
 
 @wp.kernel
 def composite_bwd(
+    offset: int,
     pix_to_face: wp.array2d(dtype=wp.int32),
     dists: wp.array2d(dtype=wp.float32),
     colors: wp.array3d(dtype=wp.float32),
@@ -230,7 +237,7 @@ def composite_bwd(
 ):
     # Back to front with B_k = g.c_k a_k + (1 - a_k) B_{k+1}, B_K = dL/dT_K (the loss from slot k on is T_k B_k),
     # so dL/da_k = T_k (g.c_k - B_{k+1}) without dividing by (1 - a_k), which is 0 inside opaque faces.
-    p = wp.tid()
+    p = wp.tid() + offset
     num_slots = pix_to_face.shape[1]
     B = grad_trans_final[p]
     for i in range(num_slots):
@@ -250,7 +257,7 @@ def composite_bwd(
                 grad_colors[p, k, d] = g * a * T
             da = T * (gc - B)
             B = gc * a + (1.0 - a) * B
-            if sigma > 0.0 and dists[p, k] > 0.0:
+            if sigma > 0.0 and dists[p, k] >= 0.0:  # torch.clamp_min passes the gradient at 0
                 grad_dists[p, k] = -da * a / sigma
             if need_opacities != 0:
                 wp.atomic_add(grad_opacities, f, da * cov)
