@@ -80,12 +80,14 @@ def _check_faces(name: str, faces: object, num_vertices: int) -> Tensor:
         raise TypeError(f"{name} must be an int32/int64 tensor of shape (F, 3)")
     if faces.ndim != 2 or faces.shape[1] != 3:
         raise ValueError(f"{name} must have shape (F, 3), got {tuple(faces.shape)}")
+    # Host sync (index range), for the same reason as in _check_face_range.
     if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= num_vertices):
         raise ValueError(f"{name} indices must lie in [0, {num_vertices}) (V = {num_vertices} vertices)")
     return faces.long()
 
 
 def _check_face_range(fragments: Fragments, num_faces: int, what: str) -> None:
+    # Host sync (reads the largest face index): an out-of-range index would read arbitrary memory in the kernels.
     if fragments.pix_to_face.numel() and int(fragments.pix_to_face.max()) >= num_faces:
         raise ValueError(
             f"fragments.pix_to_face refers to face {int(fragments.pix_to_face.max())} but {what} has only "
@@ -264,7 +266,8 @@ def soft_composite(
     Args:
         fragments: rasterizer output (``dists`` in px^2, negative inside).
         colors: (C, H, W, K, D) colour per slot (e.g. from :func:`sample_texture`).
-        opacities: (F,) per-face alpha in [0, 1], or None for opaque faces.
+        opacities: (F,) per-face alpha in [0, 1], or None for opaque faces (per-mesh alphas, as DBW's blocks:
+            ``mesh_alpha[fragments.face_to_mesh]``).
         sigma: softness in px^2 (``sigma_px = sigma_ndc * (min(H, W) / 2)^2``), >= 0.
         background: (D,) or (C, H, W, D) background/environment colour, or None (black).
         mode: "over" or "reference" (see above).
