@@ -91,7 +91,7 @@ def rasterize(
         >>> v = torch.tensor([[-1.0, -1, 2], [1, -1, 2], [0, 1, 2]])
         >>> frags = rasterize(v, torch.tensor([[0, 1, 2]]), cam, backend="torch")
         >>> frags.pix_to_face[0, :, :, 0]
-        tensor([[-1, -1, -1, -1],
+        tensor([[ 0,  0,  0,  0],
                 [-1,  0,  0, -1],
                 [-1,  0,  0, -1],
                 [-1, -1, -1, -1]])

@@ -85,9 +85,10 @@ def _flat(proj: ProjectedFaces) -> tuple[Tensor, Tensor]:
     return proj.poly.detach().reshape(C * F, 8).float(), proj.plane.reshape(C * F, 4).float()
 
 
-def _bin(proj: ProjectedFaces, blur_sq: float) -> tuple[Tensor, Tensor, Tensor, Tensor, int, int]:
-    """Tile lists ``(tile_start, tile_count, tile_faces)`` over C x tiles_y x tiles_x tiles, the (C F, 5)
-    blur-expanded boxes and orientations of the faces, ``tiles_x`` and ``tiles_y``."""
+def _bin(proj: ProjectedFaces, blur_sq: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int, int]:
+    """Tile lists ``(tile_start, tile_count, tile_faces, tile_boxes)`` over C x tiles_y x tiles_x tiles (the
+    blur-expanded box of every listed face beside it), the (C F, 5) boxes and orientations of the faces,
+    ``tiles_x`` and ``tiles_y``."""
     k = _kernels()
     C, F = proj.valid.shape
     device = proj.poly.device
@@ -124,11 +125,24 @@ def _bin(proj: ProjectedFaces, blur_sq: float) -> tuple[Tensor, Tensor, Tensor, 
     # Host sync: the total number of (tile, face) pairs sizes the list buffer.
     total = int(ends[-1]) if num_tiles > 0 else 0
     tile_faces = torch.empty(max(total, 1), dtype=torch.int32, device=device)
+    tile_boxes = torch.empty(max(total, 1), 4, dtype=torch.float32, device=device)
     tile_fill = torch.zeros(num_tiles, dtype=torch.int32, device=device)
     launcher.launch(
-        k.fill_tiles, C * F, [a(rect), F, tiles_x, tiles_y, a(tile_start), a(tile_fill), a(tile_faces)]
+        k.fill_tiles,
+        C * F,
+        [
+            a(rect),
+            F,
+            tiles_x,
+            tiles_y,
+            a(box),
+            a(tile_start),
+            a(tile_fill),
+            a(tile_faces),
+            a(tile_boxes, launcher.wp.vec4),
+        ],
     )
-    return tile_start, tile_count, tile_faces, box, tiles_x, tiles_y
+    return tile_start, tile_count, tile_faces, tile_boxes, box, tiles_x, tiles_y
 
 
 @torch.no_grad()
@@ -140,11 +154,12 @@ def visibility(proj: ProjectedFaces, *, layers: int, blur_sq: float) -> Tensor:
     device = proj.poly.device
     face_out = torch.empty(C * H * W * layers, dtype=torch.int64, device=device)
     depth_out = torch.empty(C * H * W * layers, dtype=torch.float32, device=device)
-    tile_start, tile_count, tile_faces, box, tiles_x, tiles_y = _bin(proj, blur_sq)
+    tile_start, tile_count, tile_faces, tile_boxes, box, tiles_x, tiles_y = _bin(proj, blur_sq)
     poly, plane = _flat(proj)
     launcher = _Launcher(poly)
     a = launcher.arr
-    shared = [a(poly), a(plane), a(box), a(proj.rays.float()), a(tile_start), a(tile_count), a(tile_faces), F]
+    shared = [a(poly), a(plane), a(box), a(proj.rays.float()), a(tile_start), a(tile_count), a(tile_faces)]
+    shared += [a(tile_boxes, launcher.wp.vec4), F]
     shared += [float(blur_sq), W, H, tiles_x, tiles_y, layers]
     tail = [a(face_out), a(depth_out)]
     num_tiles = C * tiles_x * tiles_y

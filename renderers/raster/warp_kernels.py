@@ -178,9 +178,11 @@ def fill_tiles(
     num_faces: int,
     tiles_x: int,
     tiles_y: int,
+    box: wp.array2d(dtype=wp.float32),
     tile_start: wp.array(dtype=wp.int32),
     tile_fill: wp.array(dtype=wp.int32),
     tile_faces: wp.array(dtype=wp.int32),
+    tile_boxes: wp.array(dtype=wp.vec4),
 ):
     """Write every (camera, face) into the lists of its tiles (order within a tile does not matter: the top-K
     insertion compares (depth, face index))."""
@@ -191,6 +193,7 @@ def fill_tiles(
             tile = base + ty * tiles_x + tx
             slot = wp.atomic_add(tile_fill, tile, 1)
             tile_faces[tile_start[tile] + slot] = cf % num_faces
+            tile_boxes[tile_start[tile] + slot] = wp.vec4(box[cf, 0], box[cf, 1], box[cf, 2], box[cf, 3])
 
 
 @wp.func
@@ -231,6 +234,7 @@ def visibility(
     tile_start: wp.array(dtype=wp.int32),
     tile_count: wp.array(dtype=wp.int32),
     tile_faces: wp.array(dtype=wp.int32),
+    tile_boxes: wp.array(dtype=wp.vec4),
     num_faces: int,
     blur_sq: float,
     width: int,
@@ -261,12 +265,14 @@ def visibility(
     filled = wp.int32(0)
     start = tile_start[tile]
     for i in range(start, start + tile_count[tile]):
+        # Cheapest rejections first: the (blur-expanded) bounding box, stored with the list so that this loop
+        # streams through contiguous memory, then the depth against a full list; the inside and distance tests
+        # run only for the few faces that survive both.
+        b = tile_boxes[i]
+        if p[0] < b[0] or p[0] > b[1] or p[1] < b[2] or p[1] > b[3]:
+            continue
         f = tile_faces[i]
         cf = c * num_faces + f
-        # Cheapest rejections first: the (blur-expanded) bounding box, then the depth against a full list; the
-        # inside and distance tests run only for the few faces that survive both.
-        if p[0] < box[cf, 0] or p[0] > box[cf, 1] or p[1] < box[cf, 2] or p[1] > box[cf, 3]:
-            continue
         s = d[0] * plane[cf, 0] + d[1] * plane[cf, 1] + d[2] * plane[cf, 2]
         if s == 0.0:
             continue
