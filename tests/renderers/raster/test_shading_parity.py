@@ -8,12 +8,15 @@ from tests.renderers.raster._shading_scenes import brute_rasterize, camera, rand
 from tests.tolerances import assert_close, tol
 
 WIDTH, HEIGHT = 20, 14
+# Batch shapes (cameras, width, height): two cameras, and one camera with odd sizes and a non-square image.
+SHAPES = [(2, WIDTH, HEIGHT), (1, 13, 7)]
 
 
-def _scene(seed: int, *, layers: int = 4, blur_sq: float = 2.0, cams: int = 2):
+def _scene(seed: int, *, layers: int = 4, blur_sq: float = 2.0, shape=SHAPES[0]):
     gen = torch.Generator().manual_seed(seed)
     vertices, faces = random_mesh(gen, 14)
-    frags = brute_rasterize(vertices, faces, camera(WIDTH, HEIGHT, cams=cams), layers=layers, blur_sq=blur_sq)
+    cams, width, height = shape
+    frags = brute_rasterize(vertices, faces, camera(width, height, cams=cams), layers=layers, blur_sq=blur_sq)
     covered = frags.covered()
     # Drawn and empty slots, and pixels with several layers: otherwise the comparison proves little.
     assert (
@@ -58,9 +61,10 @@ def _compare(run, inputs: list[torch.Tensor], device: str, gen: torch.Generator,
         assert_close(g_fast, g_ref, **tol("shading_bwd", torch.float32), name=f"{name} grad of input {i}")
 
 
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("per_corner", [False, True])
-def test_interpolate_parity(device, per_corner):
-    gen, vertices, faces, frags = _scene(1)
+def test_interpolate_parity(device, per_corner, shape):
+    gen, vertices, faces, frags = _scene(1, shape=shape)
     attrs = (
         torch.randn(len(faces), 3, 5, generator=gen)
         if per_corner
@@ -140,8 +144,9 @@ def test_soft_composite_parity(device, mode, sigma, background, with_opacities):
     _compare(run, inputs, device, gen, f"soft_composite[{mode}]")
 
 
-def test_silhouette_parity(device):
-    gen, _, faces, frags = _scene(4)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_silhouette_parity(device, shape):
+    gen, _, faces, frags = _scene(4, shape=shape)
     opacities = (torch.rand(len(faces), generator=gen) * 0.9 + 0.05).requires_grad_(True)
     frags_dev = _fragments_on(frags, device, grad=True)
 
@@ -152,11 +157,12 @@ def test_silhouette_parity(device):
     _compare(run, [frags_dev.dists, opacities], device, gen, "silhouette")
 
 
-@pytest.mark.parametrize("seed", [5, 6])
-def test_antialias_parity(device, seed):
-    gen, vertices, faces, frags = _scene(seed, layers=1, blur_sq=0.0)
-    cam = camera(WIDTH, HEIGHT, cams=2)
-    color = torch.rand(2, HEIGHT, WIDTH, 3, generator=gen, requires_grad=True)
+@pytest.mark.parametrize(("seed", "shape"), [(5, SHAPES[0]), (6, SHAPES[0]), (7, SHAPES[1])])
+def test_antialias_parity(device, seed, shape):
+    gen, vertices, faces, frags = _scene(seed, layers=1, blur_sq=0.0, shape=shape)
+    cams, width, height = shape
+    cam = camera(width, height, cams=cams)
+    color = torch.rand(cams, height, width, 3, generator=gen, requires_grad=True)
     vertices = vertices.clone().requires_grad_(True)
     frags_dev = _fragments_on(frags, device, grad=False)
 
@@ -167,7 +173,7 @@ def test_antialias_parity(device, seed):
 
     _compare(run, [color, vertices], device, gen, "antialias")
     changed = shading.antialias(color, frags, vertices, faces, cam, backend="torch") != color
-    assert int(changed.any(-1).sum()) > 10  # many silhouette pixels were blended
+    assert int(changed.any(-1).sum()) > 4  # silhouette pixels were blended
 
 
 def test_cpu_split_launches_match(monkeypatch):
@@ -178,7 +184,7 @@ def test_cpu_split_launches_match(monkeypatch):
     monkeypatch.setattr(shading_warp_impl, "MIN_SPLIT", 1)
     monkeypatch.setenv("RECON_WARP_CPU_THREADS", "3")
     assert shading_warp_impl._cpu_workers(torch.zeros(1), 100) == 3
-    test_interpolate_parity("cpu", per_corner=False)
+    test_interpolate_parity("cpu", per_corner=False, shape=SHAPES[0])
     test_sample_texture_parity("cpu", wrap_u=True, mip_level=0)
     test_soft_composite_parity("cpu", "over", 0.7, "vector", True)
-    test_silhouette_parity("cpu")
+    test_silhouette_parity("cpu", SHAPES[0])
