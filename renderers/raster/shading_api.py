@@ -260,8 +260,10 @@ def soft_composite(
     ``a_k = 0`` in empty slots; ``sigma = 0`` is the hard limit ``a_k = [d_k \\le 0]\\,\\alpha_{f_k}``, so opaque
     faces with ``sigma -> 0`` give a hard z-buffer. ``mode="over"``: ``C = C_fg + (1 - m) c_bg`` (exactly the
     spec's ``sum_k c_k a_k T_k + c_bg prod_k (1 - a_k)``). ``mode="reference"``: DBW's decoupled composite
-    ``C = C_fg m + (1 - m) c_bg`` with ``c_bg`` the environment (background + ground rendered by a hard pass):
-    ``C_fg`` is already weighted by coverage and is multiplied by ``m`` once more, as in the published code.
+    ``C = C_fg m + (1 - m) c_bg`` with ``c_bg`` the environment image: ``C_fg`` is already weighted by coverage and
+    is multiplied by ``m`` once more, as in the published code. DBW renders the environment (background sphere +
+    ground) by a hard pass, ``env, _ = soft_composite(env_frags, env_colors, sigma=0.0)`` on K = 1 fragments, and
+    passes ``background=env`` to the soft pass of the blocks.
 
     Args:
         fragments: rasterizer output (``dists`` in px^2, negative inside).
