@@ -320,6 +320,11 @@ def decoupled_composite(
     ``"reference"``: ``fg m + (1 - m) env``, the published DBW formula (coverage applied twice to ``fg``).
 
     Differentiable w.r.t. all three inputs (torch only: elementwise).
+
+    Example:
+        >>> fg, m, env = torch.tensor([[0.4]]), torch.tensor([[0.5]]), torch.tensor([[1.0]])
+        >>> decoupled_composite(fg, m, env, "over"), decoupled_composite(fg, m, env, "reference")
+        (tensor([[0.9000]]), tensor([[0.7000]]))
     """
     if mode not in ("over", "reference"):
         raise ValueError(f"mode must be 'over' or 'reference', got {mode!r}")
@@ -352,6 +357,12 @@ def silhouette(
         (C, H, W, 1) coverage in [0, 1].
 
     Differentiable w.r.t. ``fragments.dists`` and ``opacities``.
+
+    Example:
+        >>> frags = Fragments(torch.tensor([[[[0, 1]]]]), torch.zeros(1, 1, 1, 2, 3),
+        ...                   torch.tensor([[[[-1.0, 2.0]]]]), torch.ones(1, 1, 1, 2))
+        >>> silhouette(frags, torch.tensor([0.5, 1.0]), sigma=0.0)  # 1 - (1 - 0.5) (1 - 0): the 2nd is outside
+        tensor([[[[0.5000]]]])
     """
     shape = _check_fragments(fragments)
     opacities = _check_opacities(opacities, fragments)
