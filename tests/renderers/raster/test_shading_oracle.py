@@ -235,3 +235,10 @@ def test_validation_names_the_argument():
         )
     with pytest.raises(ValueError, match="pix_to_face"):
         shading.interpolate(torch.ones(1, 3, 2), _one_pixel([3], [-1.0]))
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(shading, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 5 and result.failed == 0
