@@ -81,17 +81,25 @@ def polygon_sdist(
 def _chunk_candidates(
     uv: Tensor, d: Tensor, poly: Tensor, plane: Tensor, valid: Tensor, blur_sq: float
 ) -> Float[Tensor, "P Fc"]:
-    """Depth of every (pixel, face) candidate of one camera and face chunk; +inf where the face is no candidate."""
-    P, Fc = uv.shape[0], poly.shape[0]
-    p = uv[:, None, :].expand(P, Fc, 2)
-    q = poly[None].expand(P, Fc, 4, 2)
+    """Depth of every (pixel, face) candidate of one camera and face chunk; +inf where the face is no candidate.
+
+    Only pairs whose pixel centre lies in the face's box grown by ``sqrt(blur_sq)`` (+ a margin) get the exact
+    tests: the box can only drop pairs the exact tests would reject, and it makes the reference ~10x faster.
+    """
+    radius = blur_sq**0.5 + 1e-3
+    lo, hi = poly.min(dim=1).values - radius, poly.max(dim=1).values + radius  # (Fc, 2)
+    in_box = ((uv[:, None, :] >= lo[None]) & (uv[:, None, :] <= hi[None])).all(-1) & valid[None]
+    pix, face = in_box.nonzero(as_tuple=True)
+    p, q = uv[pix], poly[face]
     hit = polygon_inside(p, q)
     if blur_sq > 0:
         hit = hit | (polygon_sdist(p, q) <= blur_sq)
-    s = d @ plane[:, :3].T  # (P, Fc): d . N
-    depth = plane[:, 3] / torch.where(s != 0, s, 1.0)
-    hit = hit & valid[None] & (s != 0) & (depth > 0)
-    return torch.where(hit, depth, torch.inf)
+    s = (d[pix] * plane[face, :3]).sum(-1)  # d . N
+    depth = plane[face, 3] / torch.where(s != 0, s, 1.0)
+    hit = hit & (s != 0) & (depth > 0)
+    out = torch.full(in_box.shape, torch.inf, dtype=uv.dtype, device=uv.device)
+    out[pix[hit], face[hit]] = depth[hit]
+    return out
 
 
 @torch.no_grad()
