@@ -198,8 +198,51 @@ def case_soft_k10(ctx: BenchContext) -> list[dict]:
     return rows
 
 
+def case_interpolate_texture(ctx: BenchContext) -> list[dict]:
+    """Shading of the soft_k10 fragments (rasterized once, outside the timing): interpolate per-vertex uv ->
+    sample_texture (4 textures of 256^2 x 3) -> soft_composite (sigma = blur_sq / ln(1/1e-4 - 1)); the backward
+    runs to the bary, dists, textures and opacities."""
+    from recon.renderers.raster import shading_api as shading
+
+    blur_sq = soft_blur_sq(min(ctx.camera.width, ctx.camera.height))
+    with torch.no_grad():
+        frags = rasterize(
+            ctx.vertices, ctx.faces, ctx.camera, layers=SOFT_LAYERS, blur_sq=blur_sq, backend="warp"
+        )
+    g = torch.Generator().manual_seed(2)
+    x, y, z = ctx.vertices.unbind(-1)
+    uv = torch.stack([torch.atan2(y, x) / (2 * math.pi) + 0.5, z / 0.8 + 0.5], -1)  # procedural torus map
+    textures = torch.rand(4, 256, 256, 3, generator=g).to(ctx.device)
+    face_to_texture = torch.randint(0, 4, (ctx.faces.shape[0],), generator=g).to(ctx.device)
+    opacities = (0.5 + 0.5 * torch.rand(ctx.faces.shape[0], generator=g)).to(ctx.device)
+    sigma = blur_sq / math.log(1.0 / 1e-4 - 1.0)
+
+    def shade(backend: str, grad: bool) -> None:
+        leaves = [
+            t.detach().clone().requires_grad_(grad) for t in (frags.bary, frags.dists, textures, opacities)
+        ]
+        f = type(frags)(frags.pix_to_face, leaves[0], leaves[1], frags.depth)
+        uv_px = shading.interpolate(uv, f, ctx.faces, clip_bary=True, backend=backend)
+        colors = shading.sample_texture(leaves[2], uv_px, f, face_to_texture, backend=backend)
+        rgb, alpha = shading.soft_composite(f, colors, leaves[3], sigma=sigma, backend=backend)
+        if grad:
+            (rgb.sum() + alpha.sum()).backward()
+
+    rows = []
+    for backend in ("warp", "torch") if ctx.reference else ("warp",):
+        repeats = ctx.repeats if backend == "warp" else max(1, min(ctx.repeats, 3))
+        with torch.no_grad():
+            fwd, fwd_cpu = time_fn(lambda b=backend: shade(b, False), repeats, ctx.device)
+        fb, fb_cpu = time_fn(lambda b=backend: shade(b, True), repeats, ctx.device)
+        times = dict(
+            forward_s=fwd, forward_backward_s=fb, forward_cpu_s=fwd_cpu, forward_backward_cpu_s=fb_cpu
+        )
+        rows.append(row(ctx, "interpolate_texture", backend, layers=SOFT_LAYERS, **times))
+    return rows
+
+
 # One function per case; each returns its rows (one per backend). Shading cases (e.g. "interpolate_texture") go here.
-CASE_FUNCTIONS = [case_hard_k1, case_soft_k10]
+CASE_FUNCTIONS = [case_hard_k1, case_soft_k10, case_interpolate_texture]
 
 
 def ratios(rows: list[dict]) -> dict:
