@@ -148,6 +148,10 @@ def attributes(
     """``(bary, depth, dists)`` of the chosen slots (padding: 0, 0, ``PAD_DIST``). Differentiable w.r.t.
     ``proj.v_cam`` and ``proj.poly``."""
     C, H, W, K = pix_to_face.shape
+    if faces.shape[0] == 0:  # nothing to gather; outputs stay attached to the graph, as the Warp path's are
+        zero = proj.v_cam.sum() * 0.0
+        pad = torch.full((C, H, W, K), PAD_DIST, dtype=proj.v_cam.dtype, device=pix_to_face.device)
+        return pad.new_zeros(C, H, W, K, 3) + zero, pad.new_zeros(C, H, W, K) + zero, pad + zero
     uv, d = pixel_rays(proj)
     face = pix_to_face.reshape(C, H * W * K).clamp_min(0)
     cam = torch.arange(C, device=face.device)[:, None]

@@ -149,3 +149,11 @@ def test_blurred_fragment_outside_the_face(backend, device):
     assert (
         int(_run(lift(RIGHT, 2.0), [[0, 1, 2]], backend, device, blur_sq=0.4).pix_to_face[0, 1, 3, 0]) == -1
     )
+
+
+def test_no_faces(backend, device):
+    v = torch.ones(1, 3, device=device, requires_grad=True)
+    frags = rasterize(v, torch.zeros(0, 3, dtype=torch.int64, device=device), pixel_camera(4, 4, device=device),
+                      layers=2, backend=backend)  # fmt: skip
+    assert frags.pix_to_face.shape == (1, 4, 4, 2) and bool((frags.pix_to_face == -1).all())
+    assert bool((frags.dists == PAD_DIST).all()) and frags.depth.requires_grad
