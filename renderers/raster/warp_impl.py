@@ -12,9 +12,10 @@ Design:
 * Visibility: one thread per pixel walks its tile's list and keeps a sorted top-K list in the output buffers.
   On the CPU Warp runs one launch on one thread, so the tiles are split into contiguous ranges launched from
   ``_cpu_workers`` Python threads (ctypes releases the GIL), as the splat rasteriser does.
-* Attributes: one thread per (pixel, slot); the backward kernel accumulates camera-frame vertex and polygon-corner
-  gradients with atomics (on the CPU a single launch, so the read-modify-write "atomics" never race); torch
-  autograd carries them through the shared set-up (``project.py``) to the world vertices and the pose.
+* Attributes: one thread per (pixel, slot), split into contiguous slot ranges over the same CPU workers; the
+  backward kernel accumulates camera-frame vertex and polygon-corner gradients with atomics, into one private
+  buffer per concurrent CPU launch (CPU "atomics" are plain read-modify-writes), summed afterwards; torch autograd
+  carries them through the shared set-up (``project.py``) to the world vertices and the pose.
 """
 
 import os
@@ -164,18 +165,30 @@ def visibility(proj: ProjectedFaces, *, layers: int, blur_sq: float) -> Tensor:
     tail = [a(face_out), a(depth_out)]
     num_tiles = C * tiles_x * tiles_y
     workers = min(_cpu_workers(device), num_tiles)
-    bounds = [num_tiles * w // workers for w in range(workers + 1)]
-    jobs = [(bounds[w], bounds[w + 1] - bounds[w]) for w in range(workers)]
-    if workers <= 1:
-        launcher.launch(k.visibility, num_tiles * k.TILE_PIXELS, [*shared, 0, *tail])
-    else:
-        futures = [
-            _pool(workers).submit(launcher.launch, k.visibility, n * k.TILE_PIXELS, [*shared, t0, *tail])
-            for t0, n in jobs
-        ]
-        for future in futures:
-            future.result()
+    jobs = [(start, count * k.TILE_PIXELS) for start, count in _split(num_tiles, workers)]
+    _run_split(launcher, k.visibility, jobs, lambda _w, start: [*shared, start, *tail])
     return face_out.reshape(C, H, W, layers)
+
+
+def _split(total: int, workers: int) -> list[tuple[int, int]]:
+    """``workers`` contiguous ``(start, count)`` ranges covering ``range(total)``."""
+    bounds = [total * w // workers for w in range(workers + 1)]
+    return [(bounds[w], bounds[w + 1] - bounds[w]) for w in range(workers)]
+
+
+def _run_split(launcher: _Launcher, kernel, jobs: list[tuple[int, int]], make_inputs) -> None:
+    """Launch ``kernel`` once per job ``(start, dim)``, concurrently from the thread pool when there are several
+    (CPU); ``make_inputs(w, start)`` returns job ``w``'s inputs."""
+    if len(jobs) == 1:
+        launcher.launch(kernel, jobs[0][1], make_inputs(0, jobs[0][0]))
+        return
+    pool = _pool(len(jobs))
+    futures = [
+        pool.submit(launcher.launch, kernel, dim, make_inputs(w, start))
+        for w, (start, dim) in enumerate(jobs)
+    ]
+    for future in futures:
+        future.result()
 
 
 class _Attributes(torch.autograd.Function):
@@ -199,7 +212,9 @@ class _Attributes(torch.autograd.Function):
         wp = launcher.wp
         inputs = [a(v_flat, wp.vec3), a(faces_i32), a(poly_flat), a(rays), a(pix_to_face.reshape(-1))]
         inputs += [V, F, width, height, layers]
-        launcher.launch(k.attributes_fwd, slots, [*inputs, PAD_DIST, a(bary), a(depth), a(dists)])
+        outputs = [PAD_DIST, a(bary), a(depth), a(dists)]
+        jobs = _split(slots, min(_cpu_workers(device), max(slots, 1)))
+        _run_split(launcher, k.attributes_fwd, jobs, lambda _w, start: [*inputs, start, *outputs])
         ctx.save_for_backward(v_flat, faces_i32, poly_flat, rays, pix_to_face)
         ctx.sizes = (C, V, F, width, height, layers)
         ctx.mark_non_differentiable(pix_to_face)
@@ -219,17 +234,24 @@ class _Attributes(torch.autograd.Function):
                 return torch.zeros(slots, *shape, dtype=torch.float32, device=device)
             return g.reshape(slots, *shape).float().contiguous()
 
-        grad_v = torch.zeros(C * V, 3, dtype=torch.float32, device=device)
-        grad_poly = torch.zeros(C * F, 8, dtype=torch.float32, device=device)
+        # One private gradient buffer per concurrent CPU launch (CPU "atomics" are plain read-modify-writes).
+        workers = min(_cpu_workers(device), max(slots, 1))
+        grad_v = torch.zeros(workers, C * V, 3, dtype=torch.float32, device=device)
+        grad_poly = torch.zeros(workers, C * F, 8, dtype=torch.float32, device=device)
         launcher = _Launcher(v_flat)
         a = launcher.arr
         wp = launcher.wp
         inputs = [a(v_flat, wp.vec3), a(faces_i32), a(poly_flat), a(rays), a(pix_to_face.reshape(-1))]
         inputs += [V, F, width, height, layers]
         cotangents = [a(cotangent(grad_bary, 3)), a(cotangent(grad_depth)), a(cotangent(grad_dists))]
-        launcher.launch(k.attributes_bwd, slots, [*inputs, *cotangents, a(grad_v, wp.vec3), a(grad_poly)])
-        grad_v_cam = grad_v.reshape(C, V, 3) if ctx.needs_input_grad[0] else None
-        grad_poly_out = grad_poly.reshape(C, F, 4, 2) if ctx.needs_input_grad[1] else None
+        _run_split(
+            launcher,
+            k.attributes_bwd,
+            _split(slots, workers),
+            lambda w, start: [*inputs, start, *cotangents, a(grad_v[w], wp.vec3), a(grad_poly[w])],
+        )
+        grad_v_cam = grad_v.sum(0).reshape(C, V, 3) if ctx.needs_input_grad[0] else None
+        grad_poly_out = grad_poly.sum(0).reshape(C, F, 4, 2) if ctx.needs_input_grad[1] else None
         return grad_v_cam, grad_poly_out, None, None, None, None, None
 
 

@@ -304,13 +304,14 @@ def attributes_fwd(
     width: int,
     height: int,
     layers: int,
+    slot_offset: int,
     pad_dist: float,
     bary: wp.array2d(dtype=wp.float32),
     depth: wp.array(dtype=wp.float32),
     dists: wp.array(dtype=wp.float32),
 ):
     """Barycentrics, camera-z and signed squared distance of every filled slot (``ref.attributes``)."""
-    slot = wp.tid()
+    slot = slot_offset + wp.tid()
     f = int(pix_to_face[slot])
     bary[slot, 0] = 0.0
     bary[slot, 1] = 0.0
@@ -358,6 +359,7 @@ def attributes_bwd(
     width: int,
     height: int,
     layers: int,
+    slot_offset: int,
     grad_bary: wp.array2d(dtype=wp.float32),
     grad_depth: wp.array(dtype=wp.float32),
     grad_dists: wp.array(dtype=wp.float32),
@@ -372,7 +374,7 @@ def attributes_bwd(
     point ``q0 + t (q1 - q0)`` matters: ``d|p - c|^2/dq0 = 2 (1 - t)(c - p)`` and ``d/dq1 = 2 t (c - p)`` (the
     derivative through ``t`` vanishes: t is optimal, or clamped and locally constant).
     """
-    slot = wp.tid()
+    slot = slot_offset + wp.tid()
     f = int(pix_to_face[slot])
     if f < 0:
         return
