@@ -32,6 +32,9 @@ def interpolate(corner_attributes: Tensor, pix_to_face: Tensor, bary: Tensor) ->
         pix_to_face: (C, H, W, K) face per slot, -1 empty.
         bary: (C, H, W, K, 3).
     """
+    # No faces: every slot is empty (the result stays connected to the inputs: autograd gives zero gradients).
+    if corner_attributes.shape[0] == 0:
+        return bary.new_zeros(*pix_to_face.shape, corner_attributes.shape[-1]) + 0 * corner_attributes.sum()
     covered = pix_to_face >= 0
     corners = corner_attributes[pix_to_face.clamp_min(0)]  # (C, H, W, K, 3, D)
     out = (bary.unsqueeze(-1) * corners).sum(dim=-2)
@@ -83,7 +86,9 @@ def sample_texture(
         pix_to_face: (C, H, W, K).
         face_to_texture: (F,) int64.
     """
-    _, height_t, width_t, _ = textures.shape
+    _, height_t, width_t, channels = textures.shape
+    if face_to_texture.shape[0] == 0:  # no faces: every slot is empty (see interpolate)
+        return uv.new_zeros(*pix_to_face.shape, channels) + 0 * (textures.sum() + uv.sum())
     covered = pix_to_face >= 0
     tex_index = face_to_texture[pix_to_face.clamp_min(0)]
     x0, x1, fx = _texel_coords(uv[..., 0], width_t, wrap_u)
@@ -103,7 +108,7 @@ def layer_alphas(pix_to_face: Tensor, dists: Tensor, opacities: Tensor | None, s
         coverage = torch.exp(-dists.clamp_min(0.0) / sigma)
     else:
         coverage = (dists <= 0).to(dists.dtype)
-    if opacities is not None:
+    if opacities is not None and opacities.shape[0] > 0:  # with no faces every slot is empty
         coverage = coverage * opacities[pix_to_face.clamp_min(0)]
     return coverage * covered.to(coverage.dtype)
 
@@ -252,6 +257,8 @@ def antialias(
         faces: (F, 3) int64.
     """
     cams, height, width, channels = color.shape
+    if faces.shape[0] == 0:  # no faces: no silhouette
+        return color + 0 * screen.sum()
     opposite = edge_opposites(faces)
     outputs = []
     for c in range(cams):

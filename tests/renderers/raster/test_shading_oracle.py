@@ -242,3 +242,34 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(shading, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_mesh_without_faces(backend):
+    # A scene whose mesh has no faces (e.g. every block killed): all slots empty, every op returns its "nothing"
+    # (0, the background, the input colour) and gradients are zero rather than errors.
+    c, h, w, k = 1, 5, 6, 2
+    frags = Fragments(
+        torch.full((c, h, w, k), -1),
+        torch.zeros(c, h, w, k, 3),
+        torch.full((c, h, w, k), 1e10),
+        torch.zeros(c, h, w, k),
+    )
+    corners = torch.zeros(0, 3, 2, requires_grad=True)
+    assert bool((shading.interpolate(corners, frags, backend=backend) == 0).all())
+    uv = torch.rand(c, h, w, k, 2, requires_grad=True)
+    tex = shading.sample_texture(
+        torch.rand(1, 2, 2, 3), uv, frags, torch.zeros(0, dtype=torch.long), backend=backend
+    )
+    assert bool((tex == 0).all())
+    background = torch.tensor([0.1, 0.2, 0.3])
+    rgb, alpha = shading.soft_composite(
+        frags, tex, torch.zeros(0), sigma=1.0, background=background, backend=backend
+    )
+    assert torch.equal(rgb, background.expand_as(rgb)) and bool((alpha == 0).all())
+    color = torch.rand(c, h, w, 3)
+    no_faces = torch.zeros(0, 3, dtype=torch.long)
+    assert torch.equal(
+        shading.antialias(color, frags, torch.rand(0, 3), no_faces, camera(w, h), backend=backend), color
+    )
+    (g_uv,) = torch.autograd.grad(rgb.sum(), uv)
+    assert bool((g_uv == 0).all())
