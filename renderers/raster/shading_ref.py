@@ -24,6 +24,13 @@ __all__ = [
 AA_EPS = 0.0625  # nvdiffrast's tolerance: an edge crossing up to 1/16 px outside the pixel pair still counts
 
 
+def _only_covered(values: Tensor, covered: Tensor) -> Tensor:
+    """``values`` with empty slots set to 0 *before* any arithmetic: whatever an empty slot holds (even NaN) then
+    reaches neither the output nor, through a 0 * NaN, the gradients. ``covered`` broadcasts from the left."""
+    mask = covered.reshape(*covered.shape, *([1] * (values.ndim - covered.ndim)))
+    return torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
+
+
 def interpolate(corner_attributes: Tensor, pix_to_face: Tensor, bary: Tensor) -> Tensor:
     """``out[..., k, :] = sum_i bary[..., k, i] * corner_attributes[pix_to_face[..., k], i]``; 0 in empty slots.
 
@@ -37,8 +44,7 @@ def interpolate(corner_attributes: Tensor, pix_to_face: Tensor, bary: Tensor) ->
         return bary.new_zeros(*pix_to_face.shape, corner_attributes.shape[-1]) + 0 * corner_attributes.sum()
     covered = pix_to_face >= 0
     corners = corner_attributes[pix_to_face.clamp_min(0)]  # (C, H, W, K, 3, D)
-    out = (bary.unsqueeze(-1) * corners).sum(dim=-2)
-    return out * covered.unsqueeze(-1).to(out.dtype)
+    return _only_covered((_only_covered(bary, covered).unsqueeze(-1) * corners).sum(dim=-2), covered)
 
 
 def mip_level_texture(textures: Tensor, level: int) -> Tensor:
@@ -91,26 +97,27 @@ def sample_texture(
         return uv.new_zeros(*pix_to_face.shape, channels) + 0 * (textures.sum() + uv.sum())
     covered = pix_to_face >= 0
     tex_index = face_to_texture[pix_to_face.clamp_min(0)]
+    uv = _only_covered(uv, covered)
     x0, x1, fx = _texel_coords(uv[..., 0], width_t, wrap_u)
     y0, y1, fy = _texel_coords(uv[..., 1], height_t, False)
     fx, fy = fx.unsqueeze(-1), fy.unsqueeze(-1)
     top = textures[tex_index, y0, x0] * (1 - fx) + textures[tex_index, y0, x1] * fx
     bottom = textures[tex_index, y1, x0] * (1 - fx) + textures[tex_index, y1, x1] * fx
-    out = top * (1 - fy) + bottom * fy
-    return out * covered.unsqueeze(-1).to(out.dtype)
+    return _only_covered(top * (1 - fy) + bottom * fy, covered)
 
 
 def layer_alphas(pix_to_face: Tensor, dists: Tensor, opacities: Tensor | None, sigma: float) -> Tensor:
     """``a_k = exp(-max(d_k, 0) / sigma) * alpha_f`` per slot (0 when empty); ``sigma = 0`` is the hard limit
     ``[d_k <= 0] * alpha_f``. Returns (C, H, W, K)."""
     covered = pix_to_face >= 0
+    dists = _only_covered(dists, covered)
     if sigma > 0:
         coverage = torch.exp(-dists.clamp_min(0.0) / sigma)
     else:
         coverage = (dists <= 0).to(dists.dtype)
     if opacities is not None and opacities.shape[0] > 0:  # with no faces every slot is empty
         coverage = coverage * opacities[pix_to_face.clamp_min(0)]
-    return coverage * covered.to(coverage.dtype)
+    return _only_covered(coverage, covered)
 
 
 def _front_to_back(alphas: Tensor, colors: Tensor) -> tuple[Tensor, Tensor]:
@@ -141,7 +148,7 @@ def soft_composite(
 ) -> tuple[Tensor, Tensor]:
     """Layered soft compositing; see ``shading_api.soft_composite``. ``background`` is (C, H, W, D) or None."""
     alphas = layer_alphas(pix_to_face, dists, opacities, sigma)
-    fg, transmittance = _front_to_back(alphas, colors)
+    fg, transmittance = _front_to_back(alphas, _only_covered(colors, pix_to_face >= 0))
     mask = 1 - transmittance
     env = torch.zeros_like(fg) if background is None else background
     return decoupled_composite(fg, mask, env, mode), mask

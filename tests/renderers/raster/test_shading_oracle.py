@@ -165,26 +165,39 @@ def test_empty_slots_contribute_nothing(backend):
     frags = brute_rasterize(vertices, faces, camera(16, 12), layers=3, blur_sq=2.0)
     empty = ~frags.covered()
     assert int(empty.sum()) > 10
-    # Garbage in empty slots: barycentrics, a "deep inside" distance, colours and uv must all be ignored.
+    # Garbage in empty slots: barycentrics, a "deep inside" distance, NaN colours and uv must all be ignored.
+    nan = float("nan")
     noisy = Fragments(
         frags.pix_to_face,
-        torch.where(empty[..., None], torch.rand(frags.bary.shape, generator=gen), frags.bary),
+        torch.where(empty[..., None], torch.full_like(frags.bary, nan), frags.bary),
         torch.where(empty, torch.full_like(frags.dists, -5.0), frags.dists),
         frags.depth,
     )
     colors = torch.rand(*frags.pix_to_face.shape, 3, generator=gen)
-    noisy_colors = torch.where(empty[..., None], torch.rand(colors.shape, generator=gen) + 3, colors)
+    noisy_colors = torch.where(empty[..., None], torch.full_like(colors, nan), colors)
+    uv = torch.rand(*frags.pix_to_face.shape, 2, generator=gen)
+    noisy_uv = torch.where(empty[..., None], torch.full_like(uv, nan), uv)
     opacities = torch.rand(len(faces), generator=gen)
     attrs = torch.rand(len(vertices), 3, generator=gen)
-    for f in (frags, noisy):
+    textures = torch.rand(1, 4, 4, 3, generator=gen)
+    to_texture = torch.zeros(len(faces), dtype=torch.long)
+    for f, tex_uv in ((frags, uv), (noisy, noisy_uv)):
         assert bool((shading.interpolate(attrs, f, faces, backend=backend)[empty] == 0).all())
+        assert bool(
+            (shading.sample_texture(textures, tex_uv, f, to_texture, backend=backend)[empty] == 0).all()
+        )
     rgb_a, alpha_a = shading.soft_composite(frags, colors, opacities, sigma=0.5, backend=backend)
     rgb_b, alpha_b = shading.soft_composite(noisy, noisy_colors, opacities, sigma=0.5, backend=backend)
     assert torch.equal(rgb_a, rgb_b) and torch.equal(alpha_a, alpha_b)
-    noisy_colors.requires_grad_(True)
-    rgb, _ = shading.soft_composite(noisy, noisy_colors, opacities, sigma=0.5, backend=backend)
-    (g,) = torch.autograd.grad(rgb.sum(), noisy_colors)
-    assert bool((g[empty] == 0).all()) and float(g[~empty].abs().max()) > 0
+    leaves = [t.clone().requires_grad_(True) for t in (noisy_colors, noisy.dists, noisy.bary, noisy_uv)]
+    f = Fragments(noisy.pix_to_face, leaves[2], leaves[1], noisy.depth)
+    rgb, _ = shading.soft_composite(f, leaves[0], opacities, sigma=0.5, backend=backend)
+    tex = shading.sample_texture(textures, leaves[3], f, to_texture, backend=backend)
+    total = rgb.sum() + shading.interpolate(attrs, f, faces, backend=backend).sum() + tex.sum()
+    grads = torch.autograd.grad(total, leaves)
+    for name, g in zip(("colors", "dists", "bary", "uv"), grads, strict=True):
+        assert bool((g[empty] == 0).all()), name  # exactly 0, not NaN
+        assert float(g[~empty].abs().max()) > 0, name
 
 
 def test_decoupled_composite_formulas():
