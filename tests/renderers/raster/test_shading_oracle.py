@@ -84,6 +84,18 @@ def test_mip_level_is_box_filtered(backend):
         tex, uv, frags, torch.zeros(1, dtype=torch.long), mip_level=1, backend=backend
     )
     assert_close(out.reshape(1), torch.tensor([7.5]), **ORACLE, name="mip 1")
+    # Odd sizes round up: level 1 of a 3 x 3 texture is 2 x 2 and its texel [1, 1] covers only texel [2, 2] = 22.
+    odd = (10 * torch.arange(3.0)[:, None] + torch.arange(3.0)[None, :]).reshape(1, 3, 3, 1)
+    corner = torch.ones(1, 1, 1, 1, 2)
+    out = shading.sample_texture(
+        odd, corner, frags, torch.zeros(1, dtype=torch.long), mip_level=1, backend=backend
+    )
+    assert_close(out.reshape(1), torch.tensor([22.0]), **ORACLE, name="odd mip 1")
+    # Beyond the last level the pyramid stays at 1 x 1: the mean of 10 i + j over 4 x 4 is 10 * 1.5 + 1.5 = 16.5.
+    out = shading.sample_texture(
+        tex, uv, frags, torch.zeros(1, dtype=torch.long), mip_level=9, backend=backend
+    )
+    assert_close(out.reshape(1), torch.tensor([16.5]), **ORACLE, name="mip 9")
 
 
 def test_interpolate_constant_is_constant(backend):
