@@ -12,7 +12,8 @@ reference runs once without warm-up (it takes seconds). forward_s runs under ``t
 gradients on the vertices and back-propagates random cotangents on bary, depth and dists. The *_cpu_s fields give
 the process CPU time (all threads): on a shared machine wall time includes waiting for a core, CPU time does not.
 Open3D's forward_s is ``cast_rays`` of all pixel rays on a prebuilt scene (Embree's best case; the BVH build is
-reported as build_s), with Open3D's own threads.
+reported as build_s), with Open3D's own threads, timed interleaved with the warp hard forward
+(warp_forward_interleaved_s) so that the warp/Open3D ratio compares runs under the same load.
 
 Adding a case: write ``def case_<name>(ctx: BenchContext) -> list[dict]`` returning one row per backend (use
 ``row`` and ``time_fn``) and append it to ``CASE_FUNCTIONS``.
@@ -160,8 +161,29 @@ def time_open3d(ctx: BenchContext, repeats: int) -> dict | None:
     tensor = o3d.core.Tensor(torch.cat([rays.origins, rays.directions], -1).reshape(-1, 6).numpy())
     scene.cast_rays(tensor)  # the first query builds the BVH
     build = time.perf_counter() - t0
-    fwd, fwd_cpu = time_fn(lambda: scene.cast_rays(tensor), repeats, "cpu")
-    return dict(forward_s=fwd, forward_cpu_s=fwd_cpu, build_s=build)
+
+    def warp_forward():
+        with torch.no_grad():
+            rasterize(ctx.vertices, ctx.faces, ctx.camera, backend="warp")
+        _sync(ctx.device)
+
+    # Interleaved runs (Open3D, warp, Open3D, ...): both see the same load of the shared machine, so their ratio
+    # is meaningful even when single timings vary by 2-5x.
+    o3d_times, o3d_cpu, warp_times = [], [], []
+    for _ in range(2 * repeats + 1):
+        t0, c0 = time.perf_counter(), time.process_time()
+        scene.cast_rays(tensor)
+        o3d_times.append(time.perf_counter() - t0)
+        o3d_cpu.append(time.process_time() - c0)
+        t0 = time.perf_counter()
+        warp_forward()
+        warp_times.append(time.perf_counter() - t0)
+    return dict(
+        forward_s=statistics.median(o3d_times),
+        forward_cpu_s=statistics.median(o3d_cpu),
+        build_s=build,
+        warp_forward_interleaved_s=statistics.median(warp_times),
+    )
 
 
 def case_hard_k1(ctx: BenchContext) -> list[dict]:
