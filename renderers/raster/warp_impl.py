@@ -6,7 +6,8 @@ zero-copy (``wp.from_torch``).
 
 Design:
 
-* Binning: each (camera, face) pair counts the 16x16 tiles of its blur-expanded bounding box (atomics per tile),
+* Binning: each (camera, face) pair counts the 8x8 tiles (``warp_kernels.TILE``: the 16x16 tiles of the spec
+  halved) of its blur-expanded bounding box (atomics per tile),
   an exclusive cumsum gives each tile's list start, and a second pass fills the lists. No sort is needed: the
   per-pixel insertion orders by (depth, face index), so the order inside a list does not change the result.
 * Visibility: one thread per tile row (8 pixels) walks its tile's list once, rejecting most faces for the whole
