@@ -104,8 +104,9 @@ def rasterize(
     if choice == "warp":
         from recon.renderers.raster import warp_impl
 
-        pix_to_face = warp_impl.visibility(proj, layers=layers, blur_sq=blur_sq)
-        bary, depth, dists = warp_impl.attributes(proj, faces, pix_to_face)
+        pix_to_face, bary, depth, dists = warp_impl.rasterize_warp(
+            proj, faces, layers=layers, blur_sq=blur_sq
+        )
     else:
         pix_to_face = ref.visibility(proj, layers=layers, blur_sq=blur_sq)
         bary, depth, dists = ref.attributes(proj, faces, pix_to_face)

@@ -22,6 +22,7 @@ Design:
 """
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -31,7 +32,7 @@ from recon.renderers._backend import get_warp, warp_device
 from recon.renderers.raster.project import ProjectedFaces
 from recon.renderers.raster.types import PAD_DIST
 
-__all__ = ["attributes", "visibility"]
+__all__ = ["attributes", "rasterize_warp", "visibility"]
 
 MAX_CPU_WORKERS = 2  # the project's target machine has 2 cores; more threads only add contention
 
@@ -269,3 +270,34 @@ def attributes(proj: ProjectedFaces, faces: Tensor, pix_to_face: Tensor) -> tupl
         proj.width,
         proj.height,
     )
+
+
+def _capture_inputs(**tensors: Tensor) -> None:
+    """``RECON_CAPTURE_INPUTS=<dir>``: save the inputs of a failing Warp rasterize call for offline debugging."""
+    folder = os.environ.get("RECON_CAPTURE_INPUTS")
+    if not folder:
+        return
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"raster_rasterize_{os.getpid()}_{time.time_ns()}.pt")
+    torch.save({k: v.detach().cpu() for k, v in tensors.items()}, path)
+
+
+def rasterize_warp(
+    proj: ProjectedFaces, faces: Tensor, *, layers: int, blur_sq: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Both Warp passes: ``(pix_to_face, bary, depth, dists)``; see :func:`recon.renderers.raster.api.rasterize`."""
+    try:
+        pix_to_face = visibility(proj, layers=layers, blur_sq=blur_sq)
+        bary, depth, dists = attributes(proj, faces, pix_to_face)
+    except Exception:
+        _capture_inputs(
+            v_cam=proj.v_cam,
+            poly=proj.poly,
+            plane=proj.plane,
+            valid=proj.valid,
+            rays=proj.rays,
+            faces=faces,
+            options=torch.tensor([proj.width, proj.height, layers, blur_sq], dtype=torch.float64),
+        )
+        raise
+    return pix_to_face, bary, depth, dists

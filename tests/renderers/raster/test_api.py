@@ -82,3 +82,20 @@ def test_detach_bary_keeps_depth_and_dists_differentiable(backend):
     frags = rasterize(vertices, faces, pixel_camera(4, 4), detach_bary=True, backend=backend)
     assert not frags.bary.requires_grad and frags.depth.requires_grad and frags.dists.requires_grad
     assert not frags.pix_to_face.is_floating_point()
+
+
+def test_capture_inputs_of_failing_warp_call(monkeypatch, tmp_path):
+    from recon.renderers.raster import warp_impl
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated kernel failure")
+
+    monkeypatch.setattr(warp_impl, "_bin", broken)
+    monkeypatch.setenv("RECON_CAPTURE_INPUTS", str(tmp_path))
+    vertices, faces = _triangle()
+    with pytest.raises(RuntimeError, match="simulated"):
+        rasterize(vertices, faces, pixel_camera(4, 4), layers=2, blur_sq=0.5, backend="warp")
+    saved = list(tmp_path.glob("raster_rasterize_*.pt"))
+    assert len(saved) == 1
+    data = torch.load(saved[0])
+    assert data["v_cam"].shape == (1, 3, 3) and data["options"].tolist() == [4.0, 4.0, 2.0, 0.5]
