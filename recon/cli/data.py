@@ -1,7 +1,8 @@
 """``recon data``: dataset tools.
 
-- ``recon data info PATH [--json]``: detect the format and print what a run would load (CLI.md layout with
-  ``--json``).
+- ``recon data info PATH [--json] [--downscale F] [--test-every N] [--no-verify]``: detect the format, load the
+  dataset, decode every image once (a progress bar on stderr; a corrupt or truncated file is an error naming it)
+  and print what a run would load (CLI.md layout with ``--json``).
 - ``recon data synth NAME --output PATH [--views N] [--test-views N] [--resolution R] [--seed S]``: write a
   built-in synthetic scene as a Blender-format folder; ``recon data synth mesh --mesh FILE --output PATH ...``
   renders any mesh file the same way. Prints the written folder as the last line.
@@ -29,6 +30,13 @@ class Info:
     """Dataset folder (Blender, nerfstudio/instant-ngp, COLMAP, LLFF or DTU; detected automatically)."""
     json: bool = False
     """Print JSON: format, splits with per-camera name, size, K, T_cam_world, camera model and distortion."""
+    downscale: float | None = None
+    """Image downscale factor from the size the cameras state (default: 1, or the factor of the stored copies
+    when the folder holds only images_N/ copies)."""
+    test_every: int = 8
+    """Every N-th image (sorted by name: 0, N, 2N, ...) is a test view where the format has no explicit split."""
+    verify: bool = True
+    """Decode every image, mask and depth map once (--no-verify checks headers only)."""
 
 
 @dataclass(frozen=True)
@@ -60,10 +68,13 @@ def _run_info(args: Info) -> int:
     if not args.path.exists():
         raise ReconError(f"{args.path}: no such file or directory (expected a dataset folder)")
     try:
-        from recon.datasets import dataset_info, format_info
+        from recon.datasets import dataset_info, format_info, load_dataset, verify_files
     except ImportError as exc:
         raise NotAvailableYet(f"recon data info needs recon.datasets.dataset_info ({exc})") from exc
-    info = dataset_info(args.path)
+    ds = load_dataset(args.path, downscale=args.downscale, test_every=args.test_every)
+    if args.verify:
+        verify_files(ds, progress=True)
+    info = dataset_info(ds)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
