@@ -1,0 +1,165 @@
+"""recon data process: structure from motion on rendered views of a known scene, frame picking, bad input."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from recon.core.transforms import invert_T
+from recon.datasets import DatasetError, load_dataset
+from recon.datasets.process import ProcessOptions, process_capture
+from recon.datasets.process.frames import extract_video_frames, ingest_images, laplacian_variance
+
+VIEWS = 20  # a ring of views 18 degrees apart: every view overlaps its neighbours well
+RESOLUTION = 320  # SIFT finds ~500 features per view of the textured rock at this size
+# Self-calibration leaves the focal length ~0.5% off (measured 442.8 vs 439.6 px), which bends the reconstruction
+# by about as much: measured 0.45 deg and 0.66% of the camera distance. A wrong registration is off by degrees and
+# tens of percent, so the margins (~4x the measurement) separate the two on any CPU.
+MAX_ROTATION_ERROR_DEG = 2.0  # max camera rotation error after similarity alignment
+MAX_CENTER_ERROR = 0.03  # max camera-centre error after similarity alignment / mean camera distance
+
+
+def _rock(path: Path) -> Path:
+    """A slightly bumpy sphere with a random colour per face: distinct, non-repeating texture for SIFT."""
+    import trimesh
+
+    rng = np.random.default_rng(0)
+    mesh = trimesh.creation.icosphere(subdivisions=4)
+    vertices = mesh.vertices * (1 + 0.02 * rng.standard_normal((len(mesh.vertices), 1)))
+    colors = np.concatenate(
+        [rng.integers(0, 256, (len(mesh.faces), 3)), np.full((len(mesh.faces), 1), 255)], 1
+    )
+    trimesh.Trimesh(vertices, mesh.faces, face_colors=colors.astype(np.uint8), process=False).export(path)
+    return path
+
+
+def umeyama(src: torch.Tensor, dst: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Similarity ``dst ~ s R src + t`` minimising squared error (Umeyama 1991); returns (s, R, t)."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    U, S, Vh = torch.linalg.svd(xd.T @ xs / len(src))
+    D = torch.eye(3, dtype=src.dtype)
+    D[2, 2] = float(torch.sign(torch.linalg.det(U @ Vh)))
+    R = U @ D @ Vh
+    s = float((S * torch.diagonal(D)).sum() / xs.pow(2).sum(1).mean())
+    return s, R, mu_d - s * R @ mu_s
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory):
+    from recon.datasets.synthetic import write_mesh_scene
+
+    root = tmp_path_factory.mktemp("process")
+    scene = write_mesh_scene(_rock(root / "rock.ply"), root / "scene", views=1, test_views=VIEWS,
+                             resolution=RESOLUTION, up_axis="z")  # fmt: skip
+    report = process_capture(scene / "test", root / "out", ProcessOptions(threads=2))
+    return scene, root / "out", report
+
+
+def test_sfm_recovers_the_known_cameras(processed):
+    scene, out, report = processed
+    assert report.images_total == VIEWS and report.images_registered >= VIEWS - 1
+    assert report.points3d > 200 and report.mean_reprojection_error_px < 1.0
+    assert (
+        json.loads((out / "process_report.json").read_text())["images_registered"] == report.images_registered
+    )
+    assert not any(p.name.startswith(".out.partial") for p in out.parent.iterdir())
+    truth = {Path(f.name).stem: f for f in load_dataset(scene).splits["test"]}
+    ds = load_dataset(out)  # the written folder is a COLMAP dataset the loader reads directly
+    assert ds.format == "colmap" and ds.points3d is not None
+    frames = [f for fs in ds.splits.values() for f in fs]
+    assert all(f.camera_model == "pinhole" for f in frames)
+    for n in (2, 4, 8):
+        assert (out / f"images_{n}" / frames[0].image_path.name).is_file()
+    est = torch.stack([invert_T(f.T_cam_world) for f in frames])  # T_world_cam, SfM frame
+    ref = torch.stack([invert_T(truth[Path(f.name).stem].T_cam_world) for f in frames])
+    s, R, t = umeyama(est[:, :3, 3], ref[:, :3, 3])
+    centers = s * est[:, :3, 3] @ R.T + t
+    distance = float((ref[:, :3, 3] - ref[:, :3, 3].mean(0)).norm(dim=-1).mean())
+    center_error = float((centers - ref[:, :3, 3]).norm(dim=-1).max()) / distance
+    R_rel = ref[:, :3, :3].transpose(1, 2) @ (R @ est[:, :3, :3])
+    cos = ((torch.diagonal(R_rel, dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
+    rotation_error = float(torch.rad2deg(torch.arccos(cos)).max())
+    print(
+        f"SfM: max rotation error {rotation_error:.3f} deg, max centre error {center_error:.2e} of the distance"
+    )
+    assert rotation_error < MAX_ROTATION_ERROR_DEG
+    assert center_error < MAX_CENTER_ERROR
+
+
+def test_too_few_registered_images_leave_no_output(tmp_path):
+    photos = tmp_path / "noise"
+    rng = np.random.default_rng(0)
+    for i in range(4):  # independent noise images: nothing matches, nothing registers
+        photos.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    with pytest.raises(
+        DatasetError, match=r"structure from motion registered (no images|only \d of 4 images)"
+    ):
+        process_capture(photos, tmp_path / "out", ProcessOptions(threads=2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noise"]  # no output, no partial folder
+
+
+def test_bad_arguments_name_them(tmp_path):
+    with pytest.raises(DatasetError, match=r"source not found: .*nothing"):
+        process_capture(tmp_path / "nothing", tmp_path / "out")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DatasetError, match=r"notes.txt is not a video"):
+        process_capture(tmp_path / "notes.txt", tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x").write_text("x")
+    with pytest.raises(DatasetError, match=r"output .*out already exists and is not an empty folder"):
+        process_capture(tmp_path, tmp_path / "out")
+    with pytest.raises(DatasetError, match=r"holds 0 images: expected at least 3"):
+        process_capture(tmp_path / "out", tmp_path / "new")
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :20] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    (tmp_path / "in").mkdir()
+    Image.fromarray(arr).save(tmp_path / "in" / "a.jpg", exif=exif, quality=95)
+    Image.fromarray(arr).save(tmp_path / "in" / "b.jpg", quality=95)
+    a, b = ingest_images(sorted((tmp_path / "in").iterdir()), tmp_path / "out")
+    upright = np.asarray(Image.open(a))
+    assert upright.shape == (40, 20, 3)  # turned upright: portrait
+    assert upright[:20].mean() > 200 and upright[20:].mean() < 50  # the white half is now on top
+    assert np.asarray(Image.open(b)).shape == (20, 40, 3)  # no EXIF orientation: unchanged
+
+
+def test_video_frames_are_the_sharpest_of_each_window(tmp_path):
+    import imageio_ffmpeg
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    sharp = rng.integers(0, 256, (64, 64, 3)).astype(np.float64)
+    count, windows = 20, 5
+    sharp_index = [1, 6, 10, 15, 19]  # one sharp frame per window of 4; the rest are blurred
+    writer = imageio_ffmpeg.write_frames(str(tmp_path / "v.mkv"), (64, 64), codec="ffv1", macro_block_size=1)
+    writer.send(None)
+    for i in range(count):
+        frame = sharp if i in sharp_index else gaussian_filter(sharp, sigma=(1.5, 1.5, 0))
+        writer.send(np.ascontiguousarray(np.roll(frame, i, axis=1).clip(0, 255).astype(np.uint8)))
+    writer.close()
+    chosen = extract_video_frames(tmp_path / "v.mkv", tmp_path / "frames", windows)
+    assert chosen == sharp_index
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"frame_{i:05d}.jpg" for i in range(5)]
+    blurred = gaussian_filter(sharp, sigma=(1.5, 1.5, 0))
+    assert laplacian_variance(sharp) > 4 * laplacian_variance(blurred)
+    with pytest.raises(DatasetError, match=r"has 20 frames: expected at least num_frames = 30"):
+        extract_video_frames(tmp_path / "v.mkv", tmp_path / "more", 30)
+
+
+def test_laplacian_variance_hand_computed():
+    # a single bright pixel of value 1 in a 5x5 zero image (grey = 0.299 + 0.587 + 0.114 = 1): the Laplacian at
+    # the 3x3 interior is -4 at the centre and +1 at its 4 neighbours, 0 at the 4 corners: mean 0, var 20/9
+    img = np.zeros((5, 5, 3), np.float32)
+    img[2, 2] = 1.0
+    assert laplacian_variance(img) == pytest.approx(20 / 9, rel=1e-5)
+    assert math.isclose(laplacian_variance(np.ones((5, 5, 3))), 0.0, abs_tol=1e-9)
