@@ -283,7 +283,8 @@ def every_nth_split(frames: list[Frame], n: int = HOLDOUT_EVERY) -> dict[str, li
 
 def every_nth_rule(n: int = HOLDOUT_EVERY) -> str:
     """The recorded split rule of :func:`every_nth_split`."""
-    return f"every {n}th image held out for test (images sorted by name, indices 0, {n}, {2 * n}, ...)"
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"every {n}{suffix} image held out for test (images sorted by name, indices 0, {n}, {2 * n}, ...)"
 
 
 def every_nth_dataset(
