@@ -65,7 +65,8 @@ class Frame:
 
     Attributes:
         name: image path relative to the dataset root (``train/r_0.png``).
-        image_path: the full-resolution image file.
+        image_path: the stored image file (full resolution, or the finest ``images_N`` copy when only copies
+            exist).
         width: stored image width in pixels.
         height: stored image height in pixels.
         K: (3, 3) float64 intrinsics at ``width`` x ``height`` (pixel centres at +0.5).
