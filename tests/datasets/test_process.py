@@ -13,6 +13,7 @@ from recon.core.transforms import invert_T
 from recon.datasets import DatasetError, load_dataset
 from recon.datasets.process import ProcessOptions, process_capture
 from recon.datasets.process.frames import extract_video_frames, ingest_images, laplacian_variance
+from recon.datasets.process.sfm import _check_registered
 
 VIEWS = 20  # a ring of views 18 degrees apart: every view overlaps its neighbours well
 RESOLUTION = 320  # SIFT finds ~500 features per view of the textured rock at this size
@@ -91,7 +92,8 @@ def test_sfm_recovers_the_known_cameras(processed):
     assert center_error < MAX_CENTER_ERROR
 
 
-def test_too_few_registered_images_leave_no_output(tmp_path):
+@pytest.mark.parametrize("matching", ["exhaustive", "sequential"])
+def test_too_few_registered_images_leave_no_output(tmp_path, matching):
     photos = tmp_path / "noise"
     rng = np.random.default_rng(0)
     for i in range(4):  # independent noise images: nothing matches, nothing registers
@@ -100,8 +102,20 @@ def test_too_few_registered_images_leave_no_output(tmp_path):
     with pytest.raises(
         DatasetError, match=r"structure from motion registered (no images|only \d of 4 images)"
     ):
-        process_capture(photos, tmp_path / "out", ProcessOptions(threads=2))
+        process_capture(photos, tmp_path / "out", ProcessOptions(threads=2, matching=matching))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["noise"]  # no output, no partial folder
+
+
+def test_registration_thresholds_say_which_rule_failed():
+    _check_registered(3, 6, Path("photos"))  # 3 images and 50%: accepted
+    with pytest.raises(
+        DatasetError, match=r"registered only 2 of 3 images of photos: expected at least 3 \("
+    ):
+        _check_registered(2, 3, Path("photos"))
+    with pytest.raises(
+        DatasetError, match=r"registered only 4 of 10 images of photos: expected at least 50% of"
+    ):
+        _check_registered(4, 10, Path("photos"))
 
 
 def test_bad_arguments_name_them(tmp_path):
