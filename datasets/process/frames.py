@@ -51,7 +51,10 @@ def ingest_images(paths: list[Path], output: Path, tick: Tick | None = None) -> 
                     target.write_bytes(path.read_bytes())
                 else:
                     target = output / (path.stem + (".png" if im.format == "PNG" else ".jpg"))
-                    _save_rgb(ImageOps.exif_transpose(im), target)
+                    upright = ImageOps.exif_transpose(im)  # reads the orientation from im's EXIF
+                    exif = im.getexif()
+                    exif.pop(EXIF_ORIENTATION, None)  # applied to the pixels; the rest (focal length) stays
+                    _save_rgb(upright, target, exif)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise DatasetError(f"cannot read photo {path}: expected a PNG or JPEG image ({exc})") from exc
         written.append(target)
@@ -60,16 +63,16 @@ def ingest_images(paths: list[Path], output: Path, tick: Tick | None = None) -> 
     return written
 
 
-def _save_rgb(im: Image.Image, target: Path) -> None:
+def _save_rgb(im: Image.Image, target: Path, exif: Image.Exif) -> None:
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(canvas, rgba)
     im = im.convert("RGB")
     if target.suffix == ".png":
-        im.save(target)
+        im.save(target, exif=exif)
     else:
-        im.save(target, quality=JPEG_QUALITY)
+        im.save(target, quality=JPEG_QUALITY, exif=exif)
 
 
 def laplacian_variance(rgb: np.ndarray) -> float:

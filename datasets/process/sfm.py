@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from PIL import Image
 
 from recon.datasets.errors import DatasetError
@@ -36,6 +37,7 @@ SEQUENTIAL_OVERLAP = 15  # sequential matching pairs each image with the next N 
 MIN_REGISTERED = 3  # fewer registered images cannot define a scene for training
 MIN_REGISTERED_FRACTION = 0.5  # a model that leaves half the input out is treated as a failure
 DOWNSCALE_FACTORS = (2, 4, 8)
+CAMERA_PARAM_COUNTS = {"SIMPLE_PINHOLE": 3, "PINHOLE": 4, "SIMPLE_RADIAL": 4, "OPENCV": 8}
 LOG_ERRORS_ONLY = 2  # glog level of pycolmap's own log lines: errors only (the progress bars say the rest)  # copies written next to images/ (the LLFF / mip-NeRF 360 convention)
 
 
@@ -50,6 +52,9 @@ class ProcessOptions:
     """Frames taken from a video (the sharpest of each of N evenly spaced windows)."""
     camera_model: Literal["SIMPLE_RADIAL", "OPENCV", "SIMPLE_PINHOLE", "PINHOLE"] = "SIMPLE_RADIAL"
     """COLMAP camera model estimated by SfM (images are undistorted to pinhole afterwards)."""
+    camera_params: tuple[float, ...] | None = None
+    """Known intrinsics in COLMAP's parameter order of ``camera_model`` (PINHOLE: fx, fy, cx, cy, in pixels of
+    the input images); they are then kept fixed instead of self-calibrated."""
     single_camera: bool = True
     """All images share one camera (one phone or camera, fixed zoom); otherwise one camera per image size."""
     min_init_inliers: int = 100
@@ -142,6 +147,11 @@ def _check_arguments(source: Path, output: Path, options: ProcessOptions) -> Non
         )
     if options.matching not in ("auto", "exhaustive", "sequential"):
         raise DatasetError(f"matching must be auto, exhaustive or sequential, got {options.matching!r}")
+    expected = CAMERA_PARAM_COUNTS[options.camera_model]
+    if options.camera_params is not None and len(options.camera_params) != expected:
+        raise DatasetError(
+            f"camera_params has {len(options.camera_params)} values: expected {expected} for {options.camera_model}"
+        )
     if options.num_frames < MIN_REGISTERED:
         raise DatasetError(f"num_frames must be >= {MIN_REGISTERED}, got {options.num_frames}")
 
@@ -182,6 +192,7 @@ def _run(source: Path, tmp: Path, output: Path, options: ProcessOptions, stage: 
     pycolmap.undistort_images(str(work / "undistorted"), str(model_dir), str(inputs))
     tick()
     _arrange(work / "undistorted", tmp)
+    _crop_to_common_size(pycolmap, tmp)
     size = _write_copies(tmp / "images", stage("writing images_2/4/8", registered))
     seconds["undistort"] = time.perf_counter() - clock
     return ProcessReport(
@@ -197,6 +208,8 @@ def _extract(
 ) -> None:
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = options.camera_model
+    if options.camera_params is not None:
+        reader.camera_params = ",".join(repr(float(v)) for v in options.camera_params)
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.num_threads = options.threads
     mode = pycolmap.CameraMode.SINGLE if options.single_camera else pycolmap.CameraMode.AUTO
@@ -242,6 +255,10 @@ def _map(
     pipeline.num_threads = options.threads
     pipeline.random_seed = options.seed
     pipeline.mapper.init_min_num_inliers = options.min_init_inliers
+    if options.camera_params is not None:  # a known calibration: bundle adjustment must not move it
+        pipeline.ba_refine_focal_length = False
+        pipeline.ba_refine_principal_point = False
+        pipeline.ba_refine_extra_params = False
     models = pycolmap.incremental_mapping(
         str(database), str(images), str(out), options=pipeline, next_image_callback=tick
     )
@@ -273,6 +290,34 @@ def _arrange(undistorted: Path, dataset: Path) -> None:
     model.mkdir(parents=True)
     for path in (undistorted / "sparse").iterdir():
         path.rename(model / path.name)
+
+
+def _crop_to_common_size(pycolmap, dataset: Path) -> None:
+    """Centre-crop every undistorted image to the smallest width and height among the cameras (shifting each
+    camera's principal point by its crop offset): undistortion sizes each camera's image differently, and a split
+    must hold one image size. A no-op with one shared camera."""
+    model = pycolmap.Reconstruction(str(dataset / "sparse" / "0"))
+    sizes = {(c.width, c.height) for c in model.cameras.values()}
+    if len(sizes) <= 1:
+        return
+    width, height = min(w for w, _ in sizes), min(h for _, h in sizes)
+    offsets = {}
+    for camera_id, camera in model.cameras.items():
+        dx, dy = (camera.width - width) // 2, (camera.height - height) // 2
+        params = camera.params
+        params[2] -= dx  # PINHOLE params: fx, fy, cx, cy
+        params[3] -= dy
+        camera.params, camera.width, camera.height = params, width, height
+        offsets[camera_id] = (dx, dy)
+    for image in model.images.values():
+        dx, dy = offsets[image.camera_id]
+        for point in image.points2D:  # keypoints move with the crop, so the model stays self-consistent
+            point.xy = point.xy - np.array([dx, dy], dtype=np.float64)
+        path = dataset / "images" / image.name
+        with Image.open(path) as im:
+            cropped = im.crop((dx, dy, dx + width, dy + height))
+        cropped.save(path, **({"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}))
+    model.write(str(dataset / "sparse" / "0"))
 
 
 def _write_copies(images: Path, tick: Callable[[], None]) -> tuple[int, int]:

@@ -79,6 +79,9 @@ class Process:
     """Frames taken from a video: the sharpest (variance of the Laplacian) of each of N evenly spaced windows."""
     camera_model: Literal["SIMPLE_RADIAL", "OPENCV", "SIMPLE_PINHOLE", "PINHOLE"] = "SIMPLE_RADIAL"
     """Camera model SfM estimates; the written images are undistorted to pinhole."""
+    camera_params: tuple[float, ...] | None = None
+    """Known intrinsics in COLMAP's order for --camera-model (PINHOLE: fx fy cx cy), kept fixed; default:
+    self-calibrated (from EXIF focal lengths when present)."""
     single_camera: bool = True
     """All images share one camera (--no-single-camera: one camera per image size)."""
     min_init_inliers: int = 100
@@ -145,7 +148,7 @@ def _run_process(args: Process) -> int:
         raise NotAvailableYet(f"recon data process needs pycolmap (pip install pycolmap): {exc}") from exc
     options = ProcessOptions(
         matching=args.matching, num_frames=args.num_frames, camera_model=args.camera_model,
-        single_camera=args.single_camera, min_init_inliers=args.min_init_inliers, threads=args.threads,
+        camera_params=args.camera_params, single_camera=args.single_camera, min_init_inliers=args.min_init_inliers, threads=args.threads,
     )  # fmt: skip
     report = process_capture(args.source, args.output, options, progress=True)
     print(report.summary())

@@ -137,6 +137,7 @@ def test_exif_orientation_is_applied(tmp_path):
     arr[:, :20] = 255  # left half white
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    exif.get_ifd(0x8769)[0xA405] = 28  # Exif IFD: 35 mm focal length, a prior SfM uses; it must survive
     (tmp_path / "in").mkdir()
     Image.fromarray(arr).save(tmp_path / "in" / "a.jpg", exif=exif, quality=95)
     Image.fromarray(arr).save(tmp_path / "in" / "b.jpg", quality=95)
@@ -144,6 +145,10 @@ def test_exif_orientation_is_applied(tmp_path):
     upright = np.asarray(Image.open(a))
     assert upright.shape == (40, 20, 3)  # turned upright: portrait
     assert upright[:20].mean() > 200 and upright[20:].mean() < 50  # the white half is now on top
+    kept = Image.open(a).getexif()
+    assert (
+        kept.get_ifd(0x8769).get(0xA405) == 28 and kept.get(0x0112, 1) == 1
+    )  # focal prior kept, orientation now applied
     assert np.asarray(Image.open(b)).shape == (20, 40, 3)  # no EXIF orientation: unchanged
 
 
