@@ -15,27 +15,47 @@ from recon.datasets.process import ProcessOptions, process_capture
 from recon.datasets.process.frames import extract_video_frames, ingest_images, laplacian_variance
 from recon.datasets.process.sfm import _check_registered
 
-VIEWS = 20  # a ring of views 18 degrees apart: every view overlaps its neighbours well
-RESOLUTION = 320  # SIFT finds ~500 features per view of the textured rock at this size
-# Self-calibration leaves the focal length ~0.5% off (measured 442.8 vs 439.6 px), which bends the reconstruction
-# by about as much: measured 0.45 deg and 0.66% of the camera distance. A wrong registration is off by degrees and
-# tens of percent, so the margins (~4x the measurement) separate the two on any CPU.
-MAX_ROTATION_ERROR_DEG = 2.0  # max camera rotation error after similarity alignment
-MAX_CENTER_ERROR = 0.03  # max camera-centre error after similarity alignment / mean camera distance
+VIEWS = 24  # a ring of views 15 degrees apart at 20 degrees elevation: each view overlaps its neighbours well
+RESOLUTION = 320  # SIFT finds enough blobs of the rock's texture at this size; SfM takes ~5 s on an idle core
+# Object-centred views with a 40 degree field of view constrain rotation against translation (and the focal
+# length) only weakly: over 8 variants of this scene (texture seeds, known or self-calibrated focal) SfM was off by
+# 0.6-1.3 degrees and 0.7-1.9% of the camera distance. A wrong registration is off by tens of degrees and
+# tens of percent, so these margins (~3x the worst measurement) separate the two on any CPU.
+MAX_ROTATION_ERROR_DEG = 4.0  # max camera rotation error after similarity alignment
+MAX_CENTER_ERROR = 0.05  # max camera-centre error after similarity alignment / mean camera distance
 
 
-def _rock(path: Path) -> Path:
-    """A slightly bumpy sphere with a random colour per face: distinct, non-repeating texture for SIFT."""
+def _render_ring(folder: Path) -> dict[str, torch.Tensor]:
+    """Render VIEWS photos of a bumpy ellipsoid with random vertex colours (blobs a few pixels wide: distinct,
+    non-repeating SIFT features) with the exact ray caster; returns the true ``T_cam_world`` per file stem."""
     import trimesh
 
-    rng = np.random.default_rng(0)
-    mesh = trimesh.creation.icosphere(subdivisions=4)
-    vertices = mesh.vertices * (1 + 0.02 * rng.standard_normal((len(mesh.vertices), 1)))
-    colors = np.concatenate(
-        [rng.integers(0, 256, (len(mesh.faces), 3)), np.full((len(mesh.faces), 1), 255)], 1
+    from recon.core.transforms import look_at
+    from recon.datasets.synthetic.raycast import Caster, bounding_sphere, camera_distance, intrinsics
+    from recon.datasets.synthetic.shapes import Part
+
+    rng = np.random.default_rng(1)
+    sphere = trimesh.creation.icosphere(subdivisions=4)
+    u = np.asarray(sphere.vertices)
+    bump = np.sin(u @ rng.normal(size=(3, 4)) * 2.0).mean(1, keepdims=True)
+    vertices = u * np.array([1.0, 0.8, 0.65]) * (1 + 0.08 * bump)
+    part = Part(vertices, np.asarray(sphere.faces), vertex_colors=rng.uniform(0, 1, (len(u), 3)))
+    center, radius = bounding_sphere([part])
+    distance, up = camera_distance(radius), torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    poses = {}
+    for i in range(VIEWS):
+        azimuth, elevation = 2 * math.pi * i / VIEWS, math.radians(20.0)
+        direction = np.array([math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth),
+                              math.sin(elevation)])  # fmt: skip
+        eye = torch.from_numpy(center + distance * direction)
+        poses[f"view_{i:02d}"] = look_at(eye, torch.from_numpy(center), up)
+    renders = Caster([part]).render(
+        torch.stack(list(poses.values())).numpy(), intrinsics(RESOLUTION), RESOLUTION
     )
-    trimesh.Trimesh(vertices, mesh.faces, face_colors=colors.astype(np.uint8), process=False).export(path)
-    return path
+    folder.mkdir(parents=True)
+    for name, rgba in zip(poses, renders.rgba):
+        Image.fromarray(rgba, mode="RGBA").save(folder / f"{name}.png")  # composited over white on input
+    return poses
 
 
 def umeyama(src: torch.Tensor, dst: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
@@ -52,24 +72,20 @@ def umeyama(src: torch.Tensor, dst: torch.Tensor) -> tuple[float, torch.Tensor, 
 
 @pytest.fixture(scope="module")
 def processed(tmp_path_factory):
-    from recon.datasets.synthetic import write_mesh_scene
-
     root = tmp_path_factory.mktemp("process")
-    scene = write_mesh_scene(_rock(root / "rock.ply"), root / "scene", views=1, test_views=VIEWS,
-                             resolution=RESOLUTION, up_axis="z")  # fmt: skip
-    report = process_capture(scene / "test", root / "out", ProcessOptions(threads=2))
-    return scene, root / "out", report
+    truth = _render_ring(root / "photos")
+    report = process_capture(root / "photos", root / "out", ProcessOptions(threads=2))
+    return truth, root / "out", report
 
 
 def test_sfm_recovers_the_known_cameras(processed):
-    scene, out, report = processed
-    assert report.images_total == VIEWS and report.images_registered >= VIEWS - 1
+    truth, out, report = processed
+    assert report.images_total == VIEWS and report.images_registered >= VIEWS - 2  # all or nearly all
     assert report.points3d > 200 and report.mean_reprojection_error_px < 1.0
     assert (
         json.loads((out / "process_report.json").read_text())["images_registered"] == report.images_registered
     )
     assert not any(p.name.startswith(".out.partial") for p in out.parent.iterdir())
-    truth = {Path(f.name).stem: f for f in load_dataset(scene).splits["test"]}
     ds = load_dataset(out)  # the written folder is a COLMAP dataset the loader reads directly
     assert ds.format == "colmap" and ds.points3d is not None
     frames = [f for fs in ds.splits.values() for f in fs]
@@ -77,7 +93,7 @@ def test_sfm_recovers_the_known_cameras(processed):
     for n in (2, 4, 8):
         assert (out / f"images_{n}" / frames[0].image_path.name).is_file()
     est = torch.stack([invert_T(f.T_cam_world) for f in frames])  # T_world_cam, SfM frame
-    ref = torch.stack([invert_T(truth[Path(f.name).stem].T_cam_world) for f in frames])
+    ref = torch.stack([invert_T(truth[Path(f.name).stem]) for f in frames])
     s, R, t = umeyama(est[:, :3, 3], ref[:, :3, 3])
     centers = s * est[:, :3, 3] @ R.T + t
     distance = float((ref[:, :3, 3] - ref[:, :3, 3].mean(0)).norm(dim=-1).mean())
@@ -92,8 +108,17 @@ def test_sfm_recovers_the_known_cameras(processed):
     assert center_error < MAX_CENTER_ERROR
 
 
-@pytest.mark.parametrize("matching", ["exhaustive", "sequential"])
-def test_too_few_registered_images_leave_no_output(tmp_path, matching):
+@pytest.mark.parametrize(
+    "options",
+    [
+        ProcessOptions(threads=2, matching="exhaustive"),
+        ProcessOptions(
+            threads=2, matching="sequential", camera_model="PINHOLE", camera_params=(90, 90, 64, 48)
+        ),
+    ],
+    ids=["exhaustive", "sequential-known-intrinsics"],
+)
+def test_too_few_registered_images_leave_no_output(tmp_path, options):
     photos = tmp_path / "noise"
     rng = np.random.default_rng(0)
     for i in range(4):  # independent noise images: nothing matches, nothing registers
@@ -102,7 +127,7 @@ def test_too_few_registered_images_leave_no_output(tmp_path, matching):
     with pytest.raises(
         DatasetError, match=r"structure from motion registered (no images|only \d of 4 images)"
     ):
-        process_capture(photos, tmp_path / "out", ProcessOptions(threads=2, matching=matching))
+        process_capture(photos, tmp_path / "out", options)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["noise"]  # no output, no partial folder
 
 
@@ -130,6 +155,10 @@ def test_bad_arguments_name_them(tmp_path):
         process_capture(tmp_path, tmp_path / "out")
     with pytest.raises(DatasetError, match=r"holds 0 images: expected at least 3"):
         process_capture(tmp_path / "out", tmp_path / "new")
+    with pytest.raises(DatasetError, match=r"camera_params has 3 values: expected 4 for PINHOLE"):
+        process_capture(
+            tmp_path, tmp_path / "new", ProcessOptions(camera_model="PINHOLE", camera_params=(1, 2, 3))
+        )
 
 
 def test_exif_orientation_is_applied(tmp_path):
