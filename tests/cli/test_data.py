@@ -136,11 +136,13 @@ def test_process_passes_options_and_prints_the_report(monkeypatch, tmp_path, cap
 
     monkeypatch.setattr(process, "process_capture", lambda *a, **kw: calls.append((a, kw)) or Report())
     argv = ["process", str(tmp_path / "v.mp4"), "--output", str(tmp_path / "out"), "--matching", "sequential",
-            "--num-frames", "40", "--camera-model", "OPENCV", "--no-single-camera", "--min-init-inliers", "30"]  # fmt: skip
+            "--num-frames", "40", "--camera-model", "PINHOLE", "--camera-params", "90", "91", "64", "48",
+            "--no-single-camera", "--min-init-inliers", "30"]  # fmt: skip
     assert data_cli.main(argv) == 0
     (source, output, options), kw = calls[-1]
     assert (source, output, kw) == (tmp_path / "v.mp4", tmp_path / "out", {"progress": True})
-    assert (options.matching, options.num_frames, options.camera_model) == ("sequential", 40, "OPENCV")
+    assert (options.matching, options.num_frames, options.camera_model) == ("sequential", 40, "PINHOLE")
+    assert options.camera_params == (90.0, 91.0, 64.0, 48.0)
     assert (options.single_camera, options.min_init_inliers) == (False, 30)
     assert capsys.readouterr().out.splitlines() == ["registered 3/3 images", str(tmp_path / "out")]
 
