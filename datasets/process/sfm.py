@@ -56,7 +56,9 @@ class ProcessOptions:
     """Known intrinsics in COLMAP's parameter order of ``camera_model`` (PINHOLE: fx, fy, cx, cy, in pixels of
     the input images); they are then kept fixed instead of self-calibrated."""
     single_camera: bool = True
-    """All images share one camera (one phone or camera, fixed zoom); otherwise one camera per image size."""
+    """All images share one camera (one phone or camera, fixed zoom); otherwise COLMAP's AUTO mode (images
+    with the same size and EXIF focal length share a camera; without EXIF, every image gets its own, which
+    self-calibrates poorly). Undistorted images are then centre-cropped to one common size."""
     min_init_inliers: int = 100
     """Verified matches the initial image pair needs (COLMAP's default 100; lower it for small or weakly
     textured captures)."""

@@ -83,7 +83,7 @@ class Process:
     """Known intrinsics in COLMAP's order for --camera-model (PINHOLE: fx fy cx cy), kept fixed; default:
     self-calibrated (from EXIF focal lengths when present)."""
     single_camera: bool = True
-    """All images share one camera (--no-single-camera: one camera per image size)."""
+    """All images share one camera (--no-single-camera: images share one only when size and EXIF focal agree)."""
     min_init_inliers: int = 100
     """Verified matches the initial image pair needs (COLMAP default; lower for small captures)."""
     threads: int = -1

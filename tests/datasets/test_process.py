@@ -211,3 +211,28 @@ def test_laplacian_variance_hand_computed():
     img[2, 2] = 1.0
     assert laplacian_variance(img) == pytest.approx(20 / 9, rel=1e-5)
     assert math.isclose(laplacian_variance(np.ones((5, 5, 3))), 0.0, abs_tol=1e-9)
+
+
+def test_per_camera_undistorted_sizes_are_cropped_to_one(tmp_path, dw):
+    """With one camera per image, undistortion sizes images differently; the dataset is centre-cropped to the
+    smallest size with each principal point and keypoint shifted by its crop offset."""
+    import pycolmap
+
+    from recon.datasets.process.sfm import _crop_to_common_size
+
+    _, T = dw.random_cameras(3, width=40, height=30, seed=1)
+    cams = [("PINHOLE", 40, 30, [30.0, 31.0, 20.5, 15.5]), ("PINHOLE", 36, 28, [30.0, 31.0, 18.0, 14.0])]
+    dw.colmap(tmp_path, cams, T, [0, 1, 0], binary=True, points=np.zeros((1, 3)))
+    before = np.asarray(Image.open(tmp_path / "images" / "img_000.png"))
+    _crop_to_common_size(pycolmap, tmp_path)
+    # camera 1 is 40x30 -> 36x28: offsets (2, 1); pixel (x, y) of the crop is pixel (x + 2, y + 1) before
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "images" / "img_000.png")), before[1:29, 2:38])
+    model = pycolmap.Reconstruction(str(tmp_path / "sparse" / "0"))
+    assert {c.camera_id: list(c.params) for c in model.cameras.values()} == {
+        1: [30.0, 31.0, 18.5, 14.5],
+        2: [30.0, 31.0, 18.0, 14.0],
+    }
+    first = next(im for im in model.images.values() if im.name == "img_000.png")
+    assert np.allclose(first.points2D[0].xy, [1.5 - 2, 2.5 - 1])  # written at (1.5, 2.5) by the fixture
+    ds = load_dataset(tmp_path)
+    assert {(f.width, f.height) for fs in ds.splits.values() for f in fs} == {(36, 28)}
