@@ -72,9 +72,22 @@ def umeyama(src: torch.Tensor, dst: torch.Tensor) -> tuple[float, torch.Tensor, 
 
 @pytest.fixture(scope="module")
 def processed(tmp_path_factory):
+    """SfM on the rendered ring given as a (lossless) video: frame picking, SIFT, matching, mapping, undistortion."""
+    import imageio_ffmpeg
+
     root = tmp_path_factory.mktemp("process")
     truth = _render_ring(root / "photos")
-    report = process_capture(root / "photos", root / "out", ProcessOptions(threads=2))
+    size = (RESOLUTION, RESOLUTION)
+    writer = imageio_ffmpeg.write_frames(str(root / "ring.mkv"), size, codec="ffv1", macro_block_size=1)
+    writer.send(None)
+    for name in truth:  # over white, as the photos path would composite them
+        rgba = np.asarray(Image.open(root / "photos" / f"{name}.png"), dtype=np.float64) / 255.0
+        rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+        writer.send(np.ascontiguousarray((rgb * 255.0).round().astype(np.uint8)))
+    writer.close()
+    report = process_capture(root / "ring.mkv", root / "out", ProcessOptions(threads=2, num_frames=VIEWS))
+    assert report.video_frames == list(range(VIEWS))  # one frame per window: every frame, in order
+    truth = {f"frame_{i:05d}": T for i, T in enumerate(truth.values())}  # the names the frames get
     return truth, root / "out", report
 
 
