@@ -143,6 +143,8 @@ def _run_synth(args: Synth) -> int:
 
 def _run_process(args: Process) -> int:
     try:
+        import pycolmap  # noqa: F401 -- checked here so that a missing install is a clear message, not a traceback
+
         from recon.datasets.process import ProcessOptions, process_capture
     except ImportError as exc:
         raise NotAvailableYet(f"recon data process needs pycolmap (pip install pycolmap): {exc}") from exc
