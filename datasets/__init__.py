@@ -4,7 +4,7 @@ conventions (OpenCV camera axes, ``T_cam_world``, pixel centres at +0.5; docs/co
 from recon.datasets.base import Frame, SceneDataset
 from recon.datasets.detect import FORMATS, detect_format, load_dataset
 from recon.datasets.errors import DatasetError
-from recon.datasets.info import dataset_info, format_info
+from recon.datasets.info import dataset_info, format_info, verify_files
 
 __all__ = [
     "FORMATS",
@@ -15,4 +15,5 @@ __all__ = [
     "detect_format",
     "format_info",
     "load_dataset",
+    "verify_files",
 ]

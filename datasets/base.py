@@ -25,15 +25,16 @@ from recon.datasets.images import (
     LRUCache,
     decode_depth,
     decode_image,
-    downscaled_path,
     image_header,
     resize_image,
 )
+from recon.datasets.paths import copy_folder
 from recon.datasets.undistort import Undistorter
 
 __all__ = [
     "DatasetError",
     "Frame",
+    "LoadOptions",
     "SceneDataset",
     "box_from_points",
     "camera_centers",
@@ -52,6 +53,8 @@ HOLDOUT_EVERY = 8  # LLFF/COLMAP/DTU convention: images 0, 8, 16, ... (sorted by
 ASPECT_TOL = 0.01  # relative aspect-ratio mismatch below which an image of another size is a rescaled copy
 SPLIT_ORDER = ("train", "val", "test")
 MIN_CAMERA_SPREAD = 1e-9  # camera centres closer than this to their mean give no scale to normalise by
+MIN_IMAGE_SIDE = 11  # smallest loaded image side: the 11x11 Gaussian window of SSIM (Wang et al. 2004)
+FACTOR_TOL = 1e-6  # relative slack when comparing a requested downscale with the factor of a stored copy
 MAX_QUANTILE_POINTS = 1_000_000  # points used for the robust scene box (torch.quantile input limit is 2^24)
 MIN_BOX_EXTENT = 1e-6  # floor of a scene box's extent, so a degenerate point set still gets a non-empty box
 
@@ -62,7 +65,8 @@ class Frame:
 
     Attributes:
         name: image path relative to the dataset root (``train/r_0.png``).
-        image_path: the full-resolution image file.
+        image_path: the stored image file (full resolution, or the finest ``images_N`` copy when only copies
+            exist).
         width: stored image width in pixels.
         height: stored image height in pixels.
         K: (3, 3) float64 intrinsics at ``width`` x ``height`` (pixel centres at +0.5).
@@ -77,6 +81,8 @@ class Frame:
         load_path: the file decoded at the loaded resolution (an ``images_N`` copy), or None for ``image_path``.
         load_width: loaded width (0 = stored width).
         load_height: loaded height (0 = stored height).
+        file_factor: how many times smaller the stored file is than the size the poses/cameras state (8 for an
+            LLFF ``images_8/`` copy when ``images/`` is absent; 1 otherwise). ``downscale`` counts from that size.
     """
 
     name: str
@@ -95,6 +101,7 @@ class Frame:
     load_path: Path | None = None
     load_width: int = 0
     load_height: int = 0
+    file_factor: float = 1.0
 
     def loaded_K(self) -> Float[Tensor, "3 3"]:
         """Intrinsics at the loaded resolution: x scales by ``load_width / width``, y by ``load_height / height``."""
@@ -104,6 +111,25 @@ class Frame:
         K[1, :] *= h / self.height
         K[2, :] = self.K[2, :]
         return K
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What :func:`recon.datasets.load_dataset` hands every loader (validated there).
+
+    Attributes:
+        downscale: image downscale factor from the size the poses/cameras state; None = 1, or the factor of the
+            stored copies when a folder holds only downscaled copies (``images_8/`` without ``images/``).
+        background: (3,) RGB that RGBA images are composited over, or None for the format's default.
+        test_every: every ``test_every``-th image (sorted by name: 0, N, 2N, ...) is a test view where the format
+            has no explicit split.
+        allow_outside_root: accept dataset files that resolve outside the dataset folder.
+    """
+
+    downscale: float | None = None
+    background: Tensor | None = None
+    test_every: int = HOLDOUT_EVERY
+    allow_outside_root: bool = False
 
 
 def read_json(path: Path) -> dict:
@@ -237,6 +263,16 @@ def box_from_points(points: Tensor, *, percentile: float = 0.01, margin: float =
     return torch.stack([lo - pad, hi + pad]).to(torch.float32)
 
 
+def check_intrinsics(K: Tensor, source: str) -> None:
+    """Reject intrinsics with NaN/inf entries or a non-positive focal length, naming ``source``."""
+    if not bool(torch.isfinite(K).all()):
+        raise DatasetError(f"{source}: the intrinsics contain NaN or infinite values: expected a finite K")
+    if not (float(K[0, 0]) > 0 and float(K[1, 1]) > 0):
+        raise DatasetError(
+            f"{source}: focal lengths fx={float(K[0, 0]):g}, fy={float(K[1, 1]):g}: expected positive values"
+        )
+
+
 def every_nth_split(frames: list[Frame], n: int = HOLDOUT_EVERY) -> dict[str, list[Frame]]:
     """Sort by name and hold out every ``n``-th image (0, n, 2n, ...) for test."""
     ordered = sorted(frames, key=lambda f: f.name)
@@ -247,7 +283,9 @@ def every_nth_split(frames: list[Frame], n: int = HOLDOUT_EVERY) -> dict[str, li
 
 
 def every_nth_rule(n: int = HOLDOUT_EVERY) -> str:
-    return f"every {n}th image held out for test (images sorted by name, indices 0, {n}, {2 * n}, ...)"
+    """The recorded split rule of :func:`every_nth_split`."""
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"every {n}{suffix} image held out for test (images sorted by name, indices 0, {n}, {2 * n}, ...)"
 
 
 def every_nth_dataset(
@@ -258,7 +296,8 @@ def every_nth_dataset(
     normalization: Tensor,
     scene_box: Tensor,
     background: Tensor | None,
-    downscale: float,
+    downscale: float | None,
+    test_every: int = HOLDOUT_EVERY,
     points3d: Tensor | None = None,
     points3d_rgb: Tensor | None = None,
 ) -> "SceneDataset":
@@ -266,8 +305,8 @@ def every_nth_dataset(
     return SceneDataset(
         format=format,
         root=root,
-        splits=every_nth_split(frames),
-        split_rule=every_nth_rule(),
+        splits=every_nth_split(frames, test_every),
+        split_rule=every_nth_rule(test_every),
         normalization=normalization,
         scene_box=scene_box,
         background=background if background is not None else torch.zeros(3),
@@ -292,7 +331,8 @@ class SceneDataset:
         points3d: (P, 3) sparse points in the normalised frame, or None.
         points3d_rgb: (P, 3) their colours in [0, 1], or None.
         gt_mesh_path: ground-truth mesh file (original world frame), or None.
-        downscale: the image downscale factor the dataset was loaded with.
+        downscale: the image downscale factor the dataset was loaded with, counted from the size the
+            poses/cameras state (an ``images_8``-only LLFF folder loads with 8 unless told otherwise).
     """
 
     def __init__(
@@ -308,11 +348,16 @@ class SceneDataset:
         points3d: Float[Tensor, "P 3"] | None = None,
         points3d_rgb: Float[Tensor, "P 3"] | None = None,
         gt_mesh_path: Path | None = None,
-        downscale: float = 1.0,
+        downscale: float | None = 1.0,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
+        stored = [f for fs in splits.values() for f in fs]
+        if downscale is None:  # as stored: 1, or the factor of the stored copies when only copies exist
+            downscale = max((f.file_factor for f in stored), default=1.0)
         if not (math.isfinite(downscale) and downscale > 0):
             raise DatasetError(f"downscale must be a positive number, got {downscale}")
+        for f in stored:
+            check_intrinsics(f.K, f"image {f.image_path}")
         self.format = format
         self.root = Path(root)
         self.split_rule = split_rule
@@ -327,6 +372,8 @@ class SceneDataset:
         self.downscale = float(downscale)
         ordered = [s for s in SPLIT_ORDER if s in splits] + [s for s in splits if s not in SPLIT_ORDER]
         self.splits = {s: [self._with_load_size(f) for f in splits[s]] for s in ordered}
+        for split, frames in self.splits.items():
+            _check_sizes(split, frames, self.downscale)
         self._cache = LRUCache(cache_bytes)
         self._undistort = Undistorter()
 
@@ -496,15 +543,26 @@ class SceneDataset:
         return self._undistort(normals, f.loaded_K(), f.camera_model, f.distortion, nearest=True)
 
     def _with_load_size(self, f: Frame) -> Frame:
-        if self.downscale == 1.0:
+        """The frame with its loaded file and size: the stored file, a ``<folder>_N`` copy (N == downscale) or
+        the stored file resized on the fly. ``downscale`` counts from the size the poses state, so a stored copy
+        that is already ``file_factor`` times smaller is resized by ``downscale / file_factor`` only."""
+        relative = self.downscale / f.file_factor
+        if relative < 1.0 - FACTOR_TOL:
+            raise DatasetError(
+                f"image {f.image_path} is stored {f.file_factor:g}x smaller than the size its camera states and "
+                f"no full-size copy exists: expected downscale >= {f.file_factor:g}, got {self.downscale:g} (leave "
+                "downscale unset to load the stored copies as they are)"
+            )
+        if abs(relative - 1.0) <= FACTOR_TOL:
             return replace(f, load_path=None, load_width=f.width, load_height=f.height)
-        small = downscaled_path(f.image_path, self.downscale)
-        if small is not None:
+        n = round(self.downscale)
+        small = copy_folder(f.image_path.parent, n) / f.image_path.name
+        if abs(self.downscale - n) <= FACTOR_TOL * n and n > 1 and small.is_file():
             header = image_header(small)
             if abs((header.width / f.width) / (header.height / f.height) - 1) <= ASPECT_TOL:
                 return replace(f, load_path=small, load_width=header.width, load_height=header.height)
-        w = max(1, round(f.width / self.downscale))
-        h = max(1, round(f.height / self.downscale))
+        w = max(1, round(f.width / relative))
+        h = max(1, round(f.height / relative))
         return replace(f, load_path=None, load_width=w, load_height=h)
 
     # --- geometry in the normalised frame ---------------------------------------------------------------------
@@ -515,3 +573,23 @@ class SceneDataset:
     def to_original(self, points: Float[Tensor, "N 3"]) -> Float[Tensor, "N 3"]:
         """Map points from the normalised world frame back to the original frame."""
         return apply_T(torch.linalg.inv(self.normalization).to(points.dtype), points)
+
+
+def _check_sizes(split: str, frames: list[Frame], downscale: float) -> None:
+    """One stored image size per split, and loaded images large enough for SSIM; else a DatasetError naming the
+    file and the sizes."""
+    if not frames:
+        return
+    first = frames[0]
+    for f in frames[1:]:
+        if (f.width, f.height) != (first.width, first.height):
+            raise DatasetError(
+                f"split {split!r} mixes image sizes: {f.image_path} is {f.width}x{f.height} but {first.image_path} "
+                f"is {first.width}x{first.height}; expected one image size per split"
+            )
+    for f in frames:
+        if min(f.load_width, f.load_height) < MIN_IMAGE_SIDE:
+            raise DatasetError(
+                f"image {f.load_path or f.image_path} loads at {f.load_width}x{f.load_height} (downscale "
+                f"{downscale:g}): expected at least {MIN_IMAGE_SIDE} px on each side (the SSIM window)"
+            )

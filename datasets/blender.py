@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from recon.datasets.base import SceneDataset, every_nth_rule, every_nth_split, read_json
+from recon.datasets.base import LoadOptions, SceneDataset, every_nth_rule, every_nth_split, read_json
 from recon.datasets.errors import DatasetError
 from recon.datasets.nerfstudio import frame_from_json
+from recon.datasets.paths import resolve_inside
 
 BLENDER_BOX_HALF = 1.5  # NeRF-synthetic objects fit in [-1.5, 1.5]^3 (the box NeRF/instant-ngp use for them)
 MESH_BOX_MARGIN = 0.1  # grow a ground-truth mesh's bounds by this fraction of its largest extent per side
@@ -42,7 +43,7 @@ def _mesh_box(path: Path) -> Tensor:
     return torch.from_numpy(np.stack([bounds[0] - pad, bounds[1] + pad])).to(torch.float32)
 
 
-def load_blender(root: Path, *, downscale: float = 1.0, background: Tensor | None = None) -> SceneDataset:
+def load_blender(root: Path, opts: LoadOptions) -> SceneDataset:
     """Load a Blender-format folder (see the module docstring)."""
     metas: dict[str, dict] = {}
     for split in ("train", "val", "test"):
@@ -61,7 +62,10 @@ def load_blender(root: Path, *, downscale: float = 1.0, background: Tensor | Non
             raise DatasetError(
                 f"{source}: no 'frames' list; expected frames with file_path and transform_matrix"
             )
-        splits[split] = [frame_from_json(root, top, item, i, source) for i, item in enumerate(items)]
+        splits[split] = [
+            frame_from_json(root, top, item, i, source, allow_outside=opts.allow_outside_root)
+            for i, item in enumerate(items)
+        ]
     if not splits["train"]:
         raise DatasetError(
             f"{root / 'transforms_train.json'} has no frames: expected at least one training view"
@@ -72,14 +76,17 @@ def load_blender(root: Path, *, downscale: float = 1.0, background: Tensor | Non
             splits["test"] = splits["val"]
             rule = "explicit files; test = transforms_val.json (no transforms_test.json)"
         else:
-            splits = every_nth_split(splits["train"])
-            rule = every_nth_rule() + " (only transforms_train.json present)"
+            splits = every_nth_split(splits["train"], opts.test_every)
+            rule = every_nth_rule(opts.test_every) + " (only transforms_train.json present)"
     white = all(bool(m.get("white_background", True)) for m in metas.values())
-    bg = background if background is not None else (torch.ones(3) if white else torch.zeros(3))
+    bg = opts.background if opts.background is not None else (torch.ones(3) if white else torch.zeros(3))
     gt_mesh = None
     for split, top in metas.items():
         if top.get("gt_mesh"):
-            gt_mesh = (root / str(top["gt_mesh"])).resolve()
+            what = f"gt_mesh of transforms_{split}.json"
+            gt_mesh = resolve_inside(
+                root, str(top["gt_mesh"]), what=what, allow_outside=opts.allow_outside_root
+            )
             if not gt_mesh.is_file():
                 raise DatasetError(
                     f"ground-truth mesh not found: {gt_mesh} (named by gt_mesh in transforms_{split}.json)"
@@ -97,5 +104,5 @@ def load_blender(root: Path, *, downscale: float = 1.0, background: Tensor | Non
         scene_box=box,
         background=bg,
         gt_mesh_path=gt_mesh,
-        downscale=downscale,
+        downscale=opts.downscale,
     )

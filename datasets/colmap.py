@@ -7,10 +7,13 @@ Every COLMAP camera model is parsed. Models recon can undistort map onto its len
 PINHOLE -> pinhole; SIMPLE_RADIAL, RADIAL, OPENCV, FULL_OPENCV -> opencv; OPENCV_FISHEYE,
 SIMPLE_RADIAL_FISHEYE, RADIAL_FISHEYE and THIN_PRISM_FISHEYE without its prism/tangential terms ->
 opencv_fisheye); FOV, THIN_PRISM_FISHEYE with prism terms and RAD_TAN_THIN_PRISM_FISHEYE raise a DatasetError
-that says so. The model is searched in ``sparse/0``, ``sparse`` and the folder itself; images in ``images/``.
+that says so. The model is searched in ``sparse/0``, ``sparse`` and the folder itself; images in ``images/``,
+or, when only downscaled copies exist, the finest ``images_N/`` (K follows the file size, and ``downscale`` counts
+from the cameras' stated size, as for LLFF). Image names must resolve inside the dataset folder.
 
 Normalisation: translate + uniform scale only (never a rotation) so that the camera centres fit in the unit
-sphere; the similarity is recorded. Splits: every 8th image (sorted by name) is held out for test.
+sphere; the similarity is recorded. Splits: every ``test_every``-th image (default 8, sorted by name) is held out
+for test.
 """
 
 import struct
@@ -23,17 +26,17 @@ from torch import Tensor
 
 from recon.core.transforms import make_T, quat_to_rotmat
 from recon.datasets.base import (
+    LoadOptions,
     SceneDataset,
     box_from_points,
     camera_centers,
     check_pose,
     every_nth_dataset,
-    fit_intrinsics,
-    image_frame,
     sphere_normalization,
 )
 from recon.datasets.errors import DatasetError
-from recon.datasets.images import image_header
+from recon.datasets.llff import stored_frame
+from recon.datasets.paths import find_image_folder
 
 # COLMAP's camera models: id -> (name, number of parameters), in the order of colmap/sensor/models.h.
 CAMERA_MODELS: dict[int, tuple[str, int]] = {
@@ -337,13 +340,13 @@ def lens_from_colmap(cam: ColmapCamera, source: str) -> tuple[Tensor, str, Tenso
     )
 
 
-def load_colmap(root: Path, *, downscale: float = 1.0, background: Tensor | None = None) -> SceneDataset:
+def load_colmap(root: Path, opts: LoadOptions) -> SceneDataset:
     """Load a COLMAP dataset folder (see the module docstring)."""
     model = find_model(root)
     if model is None:
         raise DatasetError(f"no COLMAP model under {root}: expected sparse/0/cameras.bin or cameras.txt")
     cameras, images, points = read_model(model)
-    image_dir = root / "images" if (root / "images").is_dir() else root
+    image_dir = find_image_folder(root) or root
     cam_file = next(p for p in (model / "cameras.bin", model / "cameras.txt") if p.is_file())
     lenses = {cid: lens_from_colmap(cam, f"camera {cid} in {cam_file}") for cid, cam in cameras.items()}
     frames = []
@@ -358,13 +361,11 @@ def load_colmap(root: Path, *, downscale: float = 1.0, background: Tensor | None
         T = check_pose(T, source)
         cam = cameras[image.camera_id]
         K, lens, dist = lenses[image.camera_id]
-        path = image_dir / image.name
-        header = image_header(path)
-        K = fit_intrinsics(K, (cam.width, cam.height), (header.width, header.height), path)
-        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else image.name
-        frames.append(
-            image_frame(name, path, header, K, T, camera_model=lens, distortion=dist)  # type: ignore[arg-type]
-        )
+        frame = stored_frame(
+            root, image_dir / image.name, K, T, (cam.width, cam.height), what=f"{source}: the image name",
+            allow_outside=opts.allow_outside_root, camera_model=lens, distortion=dist,
+        )  # fmt: skip
+        frames.append(frame)
     if not frames:
         raise DatasetError(f"COLMAP model in {model} has no registered images: expected at least one")
     centers = camera_centers(frames)
@@ -377,6 +378,6 @@ def load_colmap(root: Path, *, downscale: float = 1.0, background: Tensor | None
     else:
         box = box_from_points(centers * S[0, 0] + S[:3, 3], percentile=0.0)
     return every_nth_dataset(
-        "colmap", root, frames, normalization=S, scene_box=box, background=background, downscale=downscale,
-        points3d=pts, points3d_rgb=rgb,
+        "colmap", root, frames, normalization=S, scene_box=box, background=opts.background,
+        downscale=opts.downscale, test_every=opts.test_every, points3d=pts, points3d_rgb=rgb,
     )  # fmt: skip

@@ -6,20 +6,21 @@ A folder is recognised by the files each format is defined by, checked in this o
 |--------------|------------------------------------------------------------|
 | ``blender``    | ``transforms_train.json`` (or ``transforms_test.json``)    |
 | ``nerfstudio`` | ``transforms.json`` (nerfstudio and instant-ngp)           |
-| ``dtu``        | ``cameras.npz``                                            |
+| ``dtu``        | ``cameras.npz`` (IDR) or ``cameras_sphere.npz`` (NeuS)     |
 | ``colmap``     | ``sparse/0/``, ``sparse/`` or ``./`` with ``cameras.bin``/``cameras.txt`` |
-| ``llff``       | ``poses_bounds.npy``                                       |
+| ``llff``       | ``poses_bounds.npy`` (with ``images/`` or ``images_N/``)   |
 
 COLMAP wins over LLFF when a folder has both (as the LLFF and mip-NeRF 360 releases do): the sparse model carries
 the exact intrinsics and the SfM points.
 """
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from recon.datasets.base import SceneDataset
+from recon.datasets.base import HOLDOUT_EVERY, LoadOptions, SceneDataset
 from recon.datasets.errors import DatasetError
 
 FORMATS = ("blender", "nerfstudio", "colmap", "llff", "dtu")
@@ -40,7 +41,7 @@ def detect_format(path: str | Path) -> str:
         return "blender"
     if (root / "transforms.json").is_file():
         return "nerfstudio"
-    if (root / "cameras.npz").is_file():
+    if (root / "cameras.npz").is_file() or (root / "cameras_sphere.npz").is_file():
         return "dtu"
     from recon.datasets.colmap import find_model
 
@@ -50,11 +51,17 @@ def detect_format(path: str | Path) -> str:
         return "llff"
     raise DatasetError(
         f"unknown dataset format in {root}: expected transforms_train.json (Blender), transforms.json "
-        "(nerfstudio/instant-ngp), sparse/0/cameras.bin|txt (COLMAP), poses_bounds.npy (LLFF) or cameras.npz (DTU)"
+        "(nerfstudio/instant-ngp), sparse/0/cameras.bin|txt (COLMAP), poses_bounds.npy (LLFF) or cameras.npz / cameras_sphere.npz (DTU)"
     )
 
 
-MARKER_FILES = ("transforms.json", "transforms_train.json", "cameras.npz", "poses_bounds.npy")
+MARKER_FILES = (
+    "transforms.json",
+    "transforms_train.json",
+    "cameras.npz",
+    "cameras_sphere.npz",
+    "poses_bounds.npy",
+)
 
 
 def _folder(path: Path) -> Path:
@@ -87,27 +94,36 @@ def _loader(name: str) -> Callable[..., SceneDataset]:
 def load_dataset(
     path: str | Path,
     *,
-    downscale: float | int = 1.0,
+    downscale: float | int | None = None,
     background: tuple[float | int, float | int, float | int] | None = None,
     format: str | None = None,
+    test_every: int = HOLDOUT_EVERY,
+    allow_outside_root: bool = False,
 ) -> SceneDataset:
     """Load a dataset folder in any supported format (detected unless ``format`` is given).
 
-    Files are validated (existence, image headers, poses, mask sizes) but no image is decoded: pixels are decoded
-    on first access and kept in a bounded LRU cache.
+    Files are validated (existence, image headers, poses, intrinsics, mask sizes, one image size per split, paths
+    inside the folder) but no image is decoded: pixels are decoded on first access and kept in a bounded LRU cache.
 
     Args:
         path: the dataset folder.
-        downscale: image downscale factor; ``images_N`` folders are used when N == downscale, otherwise images are
-            resized on the fly; intrinsics follow the loaded size exactly.
-        background: RGB in [0, 1] that RGBA images are composited over (default: the format's, white for Blender).
+        downscale: image downscale factor, counted from the size the poses/cameras state; ``images_N`` folders are
+            used when N == downscale, otherwise images are resized on the fly; intrinsics follow the loaded size
+            exactly. None (default): 1, or the factor of the stored copies when the folder holds only downscaled
+            copies (an LLFF/COLMAP folder with ``images_8/`` and no ``images/`` loads at 8).
+        background: RGB in [0, 1] that RGBA images are composited over (default: the format's, white for Blender);
+            recorded as ``SceneDataset.background``.
         format: force a format instead of detecting it.
+        test_every: where a format has no explicit split (COLMAP, LLFF, DTU, nerfstudio without lists), images
+            sorted by name with index 0, N, 2N, ... are the test split (N = 8: the LLFF / mip-NeRF 360 protocol).
+        allow_outside_root: accept files named by the dataset that resolve outside its folder (``..``, absolute
+            paths, symlinks pointing elsewhere); by default they are an error.
 
     Returns:
         The :class:`SceneDataset`.
 
     Raises:
-        DatasetError: bad input, with a message naming the file and what was expected.
+        DatasetError: bad input, with a message naming the file (or argument) and what was expected.
     """
     root = _folder(Path(path).expanduser())
     name = format if format is not None else detect_format(root)
@@ -115,15 +131,42 @@ def load_dataset(
         raise DatasetError(f"format {name!r} is not supported: expected one of {', '.join(FORMATS)}")
     if not root.is_dir():
         raise DatasetError(f"dataset folder not found: {root} (expected a {name} dataset folder)")
-    bg = None
-    if background is not None:
-        bg = torch.as_tensor(background, dtype=torch.float32).flatten()
-        if bg.shape != (3,) or not bool(((bg >= 0) & (bg <= 1)).all()):
-            raise DatasetError(f"background must be three numbers in [0, 1], got {background}")
+    opts = LoadOptions(
+        downscale=_downscale(downscale),
+        background=_background(background),
+        test_every=_test_every(test_every),
+        allow_outside_root=bool(allow_outside_root),
+    )
+    return _loader(name)(root.resolve(), opts)
+
+
+def _background(background: object) -> torch.Tensor | None:
+    if background is None:
+        return None
     try:
-        downscale = float(downscale)
+        bg = torch.as_tensor(background, dtype=torch.float32).flatten()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DatasetError(f"background must be three numbers in [0, 1], got {background!r}") from exc
+    if bg.shape != (3,) or not bool(((bg >= 0) & (bg <= 1)).all()):
+        raise DatasetError(f"background must be three numbers in [0, 1], got {background}")
+    return bg
+
+
+def _downscale(downscale: object) -> float | None:
+    if downscale is None:
+        return None
+    try:
+        value = float(downscale)  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:
         raise DatasetError(f"downscale must be a positive number, got {downscale!r}") from exc
-    if not downscale > 0:
+    if not (math.isfinite(value) and value > 0):
         raise DatasetError(f"downscale must be a positive number, got {downscale}")
-    return _loader(name)(root.resolve(), downscale=downscale, background=bg)
+    return value
+
+
+def _test_every(test_every: object) -> int:
+    if isinstance(test_every, bool) or not isinstance(test_every, int) or test_every < 2:
+        raise DatasetError(
+            f"test_every must be a whole number >= 2 (every N-th image is a test view), got {test_every!r}"
+        )
+    return test_every

@@ -1,4 +1,5 @@
-"""DTU / IDR / NeuS ``cameras.npz`` with ``image/`` and ``mask/`` folders (as used by IDR, NeuS, MonoSDF).
+"""DTU in the IDR layout (``cameras.npz``, as used by IDR and MonoSDF) and the NeuS layout (``cameras_sphere.npz``),
+each with ``image/`` (or ``images/``) and an optional ``mask/`` folder; ``cameras.npz`` wins when both exist.
 
 ``world_mat_i`` (4x4) holds the projection ``P_i = world_mat_i[:3, :4] = K_i [R_i | t_i]`` of image ``i`` (images
 and masks sorted by file name) in the ORIGINAL world frame; RQ decomposition of ``P_i[:, :3]`` recovers ``K_i``
@@ -16,6 +17,7 @@ from torch import Tensor
 
 from recon.core.transforms import make_T, similarity_scale
 from recon.datasets.base import (
+    LoadOptions,
     SceneDataset,
     check_mask,
     check_pose,
@@ -25,6 +27,9 @@ from recon.datasets.base import (
 from recon.datasets.errors import DatasetError
 from recon.datasets.images import image_header
 from recon.datasets.llff import list_images
+from recon.datasets.paths import resolve_inside
+
+CAMERA_FILES = ("cameras.npz", "cameras_sphere.npz")  # IDR, NeuS
 
 SCALE_MAT_TOL = 1e-6  # scale_mat_i of one scene must agree (relative) to be one normalisation
 SIMILARITY_TOL = 1e-4  # max deviation of scale_mat's linear part from a scaled rotation
@@ -51,9 +56,9 @@ def decompose_projection(P: Tensor) -> tuple[Tensor, Tensor]:
     return K / K[2, 2], make_T(R, t)
 
 
-def load_dtu(root: Path, *, downscale: float = 1.0, background: Tensor | None = None) -> SceneDataset:
-    """Load a DTU/IDR folder (see the module docstring)."""
-    source = root / "cameras.npz"
+def load_dtu(root: Path, opts: LoadOptions) -> SceneDataset:
+    """Load a DTU folder in the IDR or NeuS layout (see the module docstring)."""
+    source = next((root / n for n in CAMERA_FILES if (root / n).is_file()), root / CAMERA_FILES[0])
     try:
         cams = dict(np.load(source, allow_pickle=False))
     except (OSError, ValueError) as exc:
@@ -61,10 +66,17 @@ def load_dtu(root: Path, *, downscale: float = 1.0, background: Tensor | None = 
             f"cannot read {source}: expected an .npz with world_mat_i and scale_mat_i ({exc})"
         ) from exc
     image_dir = root / "image" if (root / "image").is_dir() else root / "images"
-    paths = list_images(image_dir)
+    allow = opts.allow_outside_root
+    paths = [
+        resolve_inside(root, p, what=f"image {p.name} of {image_dir}", allow_outside=allow)
+        for p in list_images(image_dir)
+    ]
     if not paths:
         raise DatasetError(f"no images in {root / 'image'}: expected one image per world_mat_i of {source}")
-    masks = list_images(root / "mask")
+    masks = [
+        resolve_inside(root, p, what=f"mask {p.name} of {root / 'mask'}", allow_outside=allow)
+        for p in list_images(root / "mask")
+    ]
     if masks and len(masks) != len(paths):
         raise DatasetError(
             f"{root / 'mask'} holds {len(masks)} masks for {len(paths)} images: expected one per image"
@@ -90,11 +102,13 @@ def load_dtu(root: Path, *, downscale: float = 1.0, background: Tensor | None = 
         mask_path = masks[i] if masks else None
         if mask_path is not None:
             check_mask(mask_path, header.width, header.height, path)
-        frames.append(image_frame(path.relative_to(root).as_posix(), path, header, K, T, mask_path=mask_path))
+        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+        frames.append(image_frame(name, path, header, K, T, mask_path=mask_path))
     box = torch.tensor([[-UNIT_BOX_HALF] * 3, [UNIT_BOX_HALF] * 3])
     return every_nth_dataset(
-        "dtu", root, frames, normalization=S, scene_box=box, background=background, downscale=downscale
-    )
+        "dtu", root, frames, normalization=S, scene_box=box, background=opts.background,
+        downscale=opts.downscale, test_every=opts.test_every,
+    )  # fmt: skip
 
 
 def _normalization(cams: dict, count: int, source: Path) -> Tensor:

@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from recon.datasets.errors import DatasetError
+from recon.datasets.paths import resolve_inside
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".JPG", ".JPEG", ".PNG", ".exr", ".tif", ".tiff", ".bmp", ".webp")
 DEFAULT_CACHE_BYTES = 1 << 30  # 1 GiB of decoded float32 images: ~1300 images of 400x400 RGBA stay resident
@@ -184,24 +185,12 @@ class LRUCache:
             self._bytes = 0
 
 
-def resolve_image_path(folder: Path, file_path: str) -> Path:
-    """The image file ``folder/file_path``, adding an image suffix when the path has none (Blender writes
-    ``./train/r_0`` for ``train/r_0.png``)."""
-    path = (folder / file_path).resolve() if not Path(file_path).is_absolute() else Path(file_path)
-    if path.is_file() or path.suffix.lower() in {s.lower() for s in IMAGE_SUFFIXES}:
-        return path
-    for suffix in (".png", ".jpg", ".jpeg", ".JPG", ".PNG"):
-        candidate = path.with_name(path.name + suffix)
-        if candidate.is_file():
-            return candidate
-    return path.with_name(path.name + ".png")
-
-
-def downscaled_path(path: Path, factor: float) -> Path | None:
-    """The copy of ``path`` in a sibling ``<folder>_N`` folder (``images_4/x.png`` for ``images/x.png`` and N=4),
-    or None when ``factor`` is not an integer or no such file exists."""
-    n = round(factor)
-    if n <= 1 or abs(factor - n) > 1e-9:
-        return None
-    candidate = path.parent.parent / f"{path.parent.name}_{n}" / path.name
-    return candidate if candidate.is_file() else None
+def resolve_image_path(root: Path, file_path: str, *, what: str, allow_outside: bool = False) -> Path:
+    """The image file ``root/file_path``, adding an image suffix when the path has none (Blender writes
+    ``./train/r_0`` for ``train/r_0.png``); it must resolve inside ``root`` (see :func:`resolve_inside`)."""
+    name = str(file_path)
+    path = Path(root) / name  # an absolute file_path stays absolute
+    if not path.is_file() and path.suffix.lower() not in {s.lower() for s in IMAGE_SUFFIXES}:
+        suffixes = (".png", ".jpg", ".jpeg", ".JPG", ".PNG")
+        name += next((s for s in suffixes if path.with_name(path.name + s).is_file()), ".png")
+    return resolve_inside(root, name, what=what, allow_outside=allow_outside)

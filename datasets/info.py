@@ -5,11 +5,16 @@ ORIGINAL world frame (OpenCV axes), with the lens model and parameters of the st
 files say, converted to recon's conventions. Beyond CLI.md's keys the dict adds ``root``, ``split_rule``,
 ``normalization`` (4x4, original -> normalised world), ``scene_box`` (normalised frame), ``background`` and
 ``downscale`` (the factor the dataset was loaded with; cameras above are at the stored resolution regardless).
+
+:func:`verify_files` decodes every file once (what ``recon data info`` does before printing), so a truncated
+image is reported by name before a run starts.
 """
 
 from pathlib import Path
 
 from recon.datasets.base import Frame, SceneDataset
+from recon.datasets.errors import DatasetError
+from recon.datasets.images import decode_depth, decode_image
 
 
 def _matrix(t) -> list[list[float]]:
@@ -34,7 +39,8 @@ def dataset_info(ds_or_path: SceneDataset | str | Path) -> dict:
 
     Layout: ``{"format", "splits": {split: [{"name", "width", "height", "K", "T_cam_world", "camera_model",
     "distortion"}, ...]}, "has_masks", "has_depth", "points3d": count | None, "root", "split_rule",
-    "normalization", "scene_box", "background", "downscale"}``; all values are plain JSON types.
+    "normalization", "scene_box", "background", "downscale", "has_alpha"}``; all values are plain JSON types.
+    ``background`` is the colour RGBA images are composited over; ``has_alpha`` says whether any image has alpha.
     """
     if isinstance(ds_or_path, SceneDataset):
         ds = ds_or_path
@@ -54,6 +60,7 @@ def dataset_info(ds_or_path: SceneDataset | str | Path) -> dict:
         "scene_box": _matrix(ds.scene_box),
         "background": [float(v) for v in ds.background.tolist()],
         "downscale": ds.downscale,
+        "has_alpha": any(f.has_alpha for frames in ds.splits.values() for f in frames),
     }
 
 
@@ -79,6 +86,10 @@ def format_info(info: dict) -> str:
     models = sorted({c["camera_model"] for c in all_cams})
     lines.append(f"camera model:  {', '.join(models) if models else '-'}")
     lines.append(f"masks:         {'yes' if info['has_masks'] else 'no'}")
+    if "background" in info:
+        rgb = ", ".join(f"{v:g}" for v in info["background"])
+        note = " (RGBA images composited over it)" if info.get("has_alpha") else ""
+        lines.append(f"background:    ({rgb}){note}")
     lines.append(f"depth:         {'yes' if info['has_depth'] else 'no'}")
     pts = info.get("points3d")
     lines.append(f"points3d:      {pts if pts is not None else 'none'}")
@@ -107,3 +118,79 @@ def format_info(info: dict) -> str:
             + "]"
         )
     return "\n".join(lines)
+
+
+MAX_NAMED_FAILURES = 5  # bad files named in the one-line error of verify_files (the count covers the rest)
+
+
+def dataset_files(ds: SceneDataset) -> list[tuple[str, Path]]:
+    """Every distinct (kind, file) a dataset reads: the loaded image files, masks and depth maps."""
+    files: dict[Path, str] = {}
+    for frames in ds.splits.values():
+        for f in frames:
+            files.setdefault(f.load_path or f.image_path, "image")
+            if f.mask_path is not None:
+                files.setdefault(f.mask_path, "mask")
+            if f.depth_path is not None:
+                files.setdefault(f.depth_path, "depth map")
+    return [(kind, path) for path, kind in files.items()]
+
+
+def _verify_one(kind: str, path: Path) -> None:
+    """Check one file: PIL's structural ``verify()``, then a full decode (a truncated body fails only there)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if kind == "depth map":
+        decode_depth(path)
+        return
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DatasetError(
+            f"corrupt or unreadable {kind} file {path}: expected a PNG or JPEG {kind} ({exc})"
+        ) from exc
+    decode_image(path, what=kind)
+
+
+def verify_files(ds: SceneDataset, *, progress: bool = False) -> int:
+    """Decode every file of ``ds`` (images, masks, depth maps) once, so corrupt or truncated files surface now,
+    not in the middle of a run. Loading checks only headers; this is what ``recon data info`` adds.
+
+    Args:
+        ds: a loaded dataset.
+        progress: show a progress bar on stderr (rich).
+
+    Returns:
+        The number of files checked.
+
+    Raises:
+        DatasetError: naming the bad files (the first few) and how many failed.
+    """
+    files = dataset_files(ds)
+    failures: list[str] = []
+    with _progress(progress) as bar:
+        task = bar.add_task("decoding images", total=len(files))
+        for kind, path in files:
+            try:
+                _verify_one(kind, path)
+            except DatasetError as exc:
+                failures.append(str(exc))
+            bar.advance(task)
+    if failures:
+        named = "; ".join(failures[:MAX_NAMED_FAILURES])
+        more = (
+            f" (and {len(failures) - MAX_NAMED_FAILURES} more)" if len(failures) > MAX_NAMED_FAILURES else ""
+        )
+        raise DatasetError(
+            f"{len(failures)} of {len(files)} files of {ds.root} failed to decode: {named}{more}"
+        )
+    return len(files)
+
+
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=Console(stderr=True), disable=not enabled, transient=True)

@@ -7,10 +7,15 @@ camera centre, so in OpenCV axes (x right, y down, z forward)
 ``T_cam_world = inverse(T_world_cam)``. ``hwf`` holds the height, width and focal length (pixels) of the images in
 ``images/``; ``cx = w / 2``, ``cy = h / 2``. Images of another size in ``images/`` rescale K accordingly.
 
+A folder without ``images/`` but with downscaled copies (``images_8/``, as the LLFF ``fern`` copy here) loads the
+finest copy; its factor (hwf size / file size) is recorded per frame, and ``downscale`` counts from the hwf size,
+so ``downscale=8`` (or leaving it unset) loads ``images_8`` as is.
+
 Normalisation: translate + uniform scale only (no rotation) so that camera centres fit in the unit sphere.
-Splits: every 8th image held out for test.
+Splits: every ``test_every``-th image (default 8) held out for test.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +24,8 @@ from torch import Tensor
 
 from recon.core.transforms import apply_T, invert_T, make_T
 from recon.datasets.base import (
+    Frame,
+    LoadOptions,
     SceneDataset,
     box_from_points,
     camera_centers,
@@ -30,6 +37,7 @@ from recon.datasets.base import (
 )
 from recon.datasets.errors import DatasetError
 from recon.datasets.images import IMAGE_SUFFIXES, image_header
+from recon.datasets.paths import find_image_folder, resolve_inside
 
 LLFF_ROW = 17  # 15 pose/hwf numbers + near + far
 
@@ -57,8 +65,29 @@ def llff_row_to_pose(
     return invert_T(T_world_cam), K, (round(w), round(h)), (float(row[15]), float(row[16]))
 
 
-def load_llff(root: Path, *, downscale: float = 1.0, background: Tensor | None = None) -> SceneDataset:
-    """Load an LLFF folder (``poses_bounds.npy`` + ``images/``; see the module docstring)."""
+def stored_frame(
+    root: Path,
+    path: Path,
+    K: Tensor,
+    T: Tensor,
+    size: tuple[int, int],
+    *,
+    what: str,
+    allow_outside: bool,
+    **lens,
+) -> Frame:
+    """The frame of image ``path`` (inside ``root`` unless allowed) whose camera ``K`` is stated for ``size``
+    (w, h): K follows the file's size and ``file_factor`` records how much smaller the file is."""
+    path = resolve_inside(root, path, what=what, allow_outside=allow_outside)
+    header = image_header(path)
+    K = fit_intrinsics(K, size, (header.width, header.height), path)
+    name = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+    frame = image_frame(name, path, header, K, T, **lens)
+    return replace(frame, file_factor=size[0] / header.width)
+
+
+def load_llff(root: Path, opts: LoadOptions) -> SceneDataset:
+    """Load an LLFF folder (``poses_bounds.npy`` + ``images/`` or ``images_N/``; see the module docstring)."""
     source = root / "poses_bounds.npy"
     try:
         data = np.load(source, allow_pickle=False)
@@ -66,23 +95,25 @@ def load_llff(root: Path, *, downscale: float = 1.0, background: Tensor | None =
         raise DatasetError(f"cannot read {source}: expected an (N, 17) float array ({exc})") from exc
     if data.ndim != 2 or data.shape[1] != LLFF_ROW:
         raise DatasetError(f"{source} has shape {data.shape}: expected (N, {LLFF_ROW})")
-    paths = list_images(root / "images")
+    folder = find_image_folder(root) or root / "images"
+    paths = list_images(folder)
     if len(paths) != len(data):
         raise DatasetError(
-            f"{root / 'images'} holds {len(paths)} images but {source} has {len(data)} poses: expected one image per row"
+            f"{folder} holds {len(paths)} images but {source} has {len(data)} poses: expected one image per row"
         )
     frames, corners = [], []
     for i, (row, path) in enumerate(zip(data, paths)):
         T, K, size, (near, far) = llff_row_to_pose(row, f"{source} (row {i})")
-        header = image_header(path)
-        K = fit_intrinsics(K, size, (header.width, header.height), path)
-        frames.append(image_frame(path.relative_to(root).as_posix(), path, header, K, T))
-        corners.append(_frustum_points(T, K, header.width, header.height, near, far))
+        what = f"image {path.name} of {folder}"
+        frame = stored_frame(root, path, K, T, size, what=what, allow_outside=opts.allow_outside_root)
+        frames.append(frame)
+        corners.append(_frustum_points(T, frame.K, frame.width, frame.height, near, far))
     S = sphere_normalization(camera_centers(frames))
     box = box_from_points(apply_T(S, torch.cat(corners)), percentile=0.0, margin=0.0)
     return every_nth_dataset(
-        "llff", root, frames, normalization=S, scene_box=box, background=background, downscale=downscale
-    )
+        "llff", root, frames, normalization=S, scene_box=box, background=opts.background,
+        downscale=opts.downscale, test_every=opts.test_every,
+    )  # fmt: skip
 
 
 def _frustum_points(T: Tensor, K: Tensor, width: int, height: int, near: float, far: float) -> Tensor:

@@ -22,6 +22,7 @@ from torch import Tensor
 from recon.core.transforms import invert_T, similarity_scale, transform_pose
 from recon.datasets.base import (
     Frame,
+    LoadOptions,
     SceneDataset,
     box_from_points,
     check_mask,
@@ -34,6 +35,7 @@ from recon.datasets.base import (
 )
 from recon.datasets.errors import DatasetError
 from recon.datasets.images import image_header, resolve_image_path
+from recon.datasets.paths import resolve_inside
 
 OPENGL_TO_OPENCV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
 DEFAULT_DEPTH_UNIT = 1e-3  # nerfstudio's default depth_unit_scale_factor: 16-bit PNG depth in millimetres
@@ -60,6 +62,33 @@ def _get(key: str, frame: dict, top: dict, default: object = None) -> object:
     return frame[key] if key in frame else top.get(key, default)
 
 
+def _number(key: str, frame: dict, top: dict, source: str, default: object = None) -> float | None:
+    """A numeric intrinsics field (per frame or top level) as a finite float, None when absent."""
+    value = _get(key, frame, top, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise DatasetError(f"{source}: {key} is {value!r}; expected a finite number")
+    return float(value)
+
+
+def _size(key: str, frame: dict, top: dict, source: str, default: int) -> int:
+    value = _number(key, frame, top, source, default)
+    if value is None or value != int(value) or value <= 0:
+        raise DatasetError(f"{source}: {key} is {value!r}; expected a positive whole number of pixels")
+    return int(value)
+
+
+def _focal_from_angle(key: str, frame: dict, top: dict, size: int, source: str) -> float | None:
+    """``0.5 * size / tan(0.5 * angle)`` from a field of view in radians, which must lie in (0, pi)."""
+    angle = _number(key, frame, top, source)
+    if angle is None:
+        return None
+    if not 0.0 < angle < math.pi:
+        raise DatasetError(f"{source}: {key} is {angle!r}; expected a field of view in radians in (0, pi)")
+    return 0.5 * size / math.tan(0.5 * angle)
+
+
 def json_intrinsics(
     top: dict, frame: dict, size: tuple[int, int], source: str
 ) -> tuple[Tensor, str, Tensor | None, tuple[int, int]]:
@@ -75,26 +104,25 @@ def json_intrinsics(
         ``(K, camera_model, distortion, (w, h))``: K (3, 3) float64 for the calibrated size ``(w, h)``; lens
         parameters in recon's layout (``opencv``: ``[k1, k2, p1, p2, k3, 0, 0, 0]``).
     """
-    w = int(_get("w", frame, top, size[0]))
-    h = int(_get("h", frame, top, size[1]))
-    fx, fy = _get("fl_x", frame, top), _get("fl_y", frame, top)
-    angle_x, angle_y = _get("camera_angle_x", frame, top), _get("camera_angle_y", frame, top)
-    if fx is None and angle_x is not None:
-        fx = 0.5 * w / math.tan(0.5 * float(angle_x))
-    if fy is None and angle_y is not None:
-        fy = 0.5 * h / math.tan(0.5 * float(angle_y))
+    w = _size("w", frame, top, source, size[0])
+    h = _size("h", frame, top, source, size[1])
+    fx, fy = _number("fl_x", frame, top, source), _number("fl_y", frame, top, source)
+    if fx is None:
+        fx = _focal_from_angle("camera_angle_x", frame, top, w, source)
+    if fy is None:
+        fy = _focal_from_angle("camera_angle_y", frame, top, h, source)
     if fx is None and fy is None:
         raise DatasetError(f"{source}: no focal length; expected fl_x/fl_y or camera_angle_x")
     fx = float(fy if fx is None else fx)
     fy = float(fx if fy is None else fy)
-    cx = float(_get("cx", frame, top, w / 2.0))
-    cy = float(_get("cy", frame, top, h / 2.0))
+    cx = float(_number("cx", frame, top, source, w / 2.0))  # type: ignore[arg-type]
+    cy = float(_number("cy", frame, top, source, h / 2.0))  # type: ignore[arg-type]
     if not all(math.isfinite(v) for v in (fx, fy, cx, cy)) or fx <= 0 or fy <= 0:
         raise DatasetError(
             f"{source}: invalid intrinsics fx={fx} fy={fy} cx={cx} cy={cy}; expected finite, f > 0"
         )
     K = torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=torch.float64)
-    coeffs = {k: float(_get(k, frame, top, 0.0)) for k in ("k1", "k2", "k3", "k4", "p1", "p2")}
+    coeffs = {k: float(_number(k, frame, top, source, 0.0)) for k in ("k1", "k2", "k3", "k4", "p1", "p2")}  # type: ignore[arg-type]
     model = str(_get("camera_model", frame, top, "")).upper()
     if bool(_get("is_fisheye", frame, top, False)):  # instant-ngp's spelling
         model = "OPENCV_FISHEYE"
@@ -158,11 +186,13 @@ def _read_points(path: Path) -> tuple[Tensor, Tensor | None]:
     return torch.from_numpy(vertices), rgb
 
 
-def frame_from_json(root: Path, top: dict, item: dict, index: int, source: Path) -> Frame:
+def frame_from_json(
+    root: Path, top: dict, item: dict, index: int, source: Path, *, allow_outside: bool = False
+) -> Frame:
     """One frame of a transforms JSON (Blender or nerfstudio) as a :class:`Frame` in the file's world frame.
 
-    Validates the image (exists, readable header), the pose (finite, rigid), the mask size and that depth and
-    normal files exist; decodes no pixels.
+    Validates the image (exists, readable header, inside ``root`` unless ``allow_outside``), the pose (finite,
+    rigid), the mask size and that depth and normal files exist; decodes no pixels.
     """
     where = f"{source} (frame {index})"
     if not isinstance(item, dict):
@@ -171,18 +201,25 @@ def frame_from_json(root: Path, top: dict, item: dict, index: int, source: Path)
         raise DatasetError(f"{where}: missing 'file_path'; expected the image path of each frame")
     if "transform_matrix" not in item:
         raise DatasetError(f"{where}: missing 'transform_matrix'; expected a 4x4 camera-to-world pose")
-    image_path = resolve_image_path(root, str(item["file_path"]))
+
+    def inside(key: str) -> Path:
+        what = f"{key} of {where}"
+        return resolve_inside(root, str(item[key]), what=what, allow_outside=allow_outside)
+
+    image_path = resolve_image_path(
+        root, str(item["file_path"]), what=f"file_path of {where}", allow_outside=allow_outside
+    )
     header = image_header(image_path)
     K, model, dist, meta_size = json_intrinsics(top, item, (header.width, header.height), where)
     K = fit_intrinsics(K, meta_size, (header.width, header.height), image_path)
     T = opengl_c2w_to_T_cam_world(item["transform_matrix"], where)
     mask_path = None
     if item.get("mask_path"):
-        mask_path = (root / str(item["mask_path"])).resolve()
+        mask_path = inside("mask_path")
         check_mask(mask_path, header.width, header.height, image_path)
     depth_path, depth_scale = None, 1.0
     if item.get("depth_file_path"):
-        depth_path = (root / str(item["depth_file_path"])).resolve()
+        depth_path = inside("depth_file_path")
         if not depth_path.is_file():
             raise DatasetError(
                 f"depth file not found: {depth_path} (named by {where}); expected a depth map there"
@@ -195,7 +232,7 @@ def frame_from_json(root: Path, top: dict, item: dict, index: int, source: Path)
         depth_scale = float(top.get("depth_unit_scale_factor", default_unit))
     normal_path = None
     if item.get("normal_file_path"):
-        normal_path = (root / str(item["normal_file_path"])).resolve()
+        normal_path = inside("normal_file_path")
         if not normal_path.is_file():
             raise DatasetError(
                 f"normal map not found: {normal_path} (named by {where}); expected a .npy file there"
@@ -213,7 +250,7 @@ def frame_from_json(root: Path, top: dict, item: dict, index: int, source: Path)
 
 
 def _explicit_splits(
-    root: Path, top: dict, frames: list[Frame], source: Path
+    root: Path, top: dict, frames: list[Frame], source: Path, allow_outside: bool
 ) -> tuple[dict[str, list[Frame]], str]:
     by_path = {f.image_path: f for f in frames}
     splits: dict[str, list[Frame]] = {}
@@ -223,7 +260,8 @@ def _explicit_splits(
             continue
         chosen = []
         for name in names:
-            path = resolve_image_path(root, str(name))
+            what = f"{split}_filenames of {source}"
+            path = resolve_image_path(root, str(name), what=what, allow_outside=allow_outside)
             if path not in by_path:
                 raise DatasetError(
                     f"{source}: {split}_filenames lists {name!r}, which is not the file_path of any frame"
@@ -241,7 +279,7 @@ def _explicit_splits(
     return splits, rule
 
 
-def load_nerfstudio(root: Path, *, downscale: float = 1.0, background: Tensor | None = None) -> SceneDataset:
+def load_nerfstudio(root: Path, opts: LoadOptions) -> SceneDataset:
     """Load a nerfstudio / instant-ngp ``transforms.json`` folder (see the module docstring)."""
     source = root / "transforms.json"
     top = read_json(source)
@@ -254,16 +292,19 @@ def load_nerfstudio(root: Path, *, downscale: float = 1.0, background: Tensor | 
     A_inv = torch.linalg.inv(A)
     frames = []
     for index, item in enumerate(items):
-        frame = frame_from_json(root, top, item, index, source)
+        frame = frame_from_json(root, top, item, index, source, allow_outside=opts.allow_outside_root)
         # Stored poses live in the applied frame; the original world frame is A^-1 of it.
         frames.append(replace(frame, T_cam_world=transform_pose(frame.T_cam_world, A_inv)))
     if any(f"{s}_filenames" in top for s in ("train", "val", "test")):
-        splits, rule = _explicit_splits(root, top, frames, source)
+        splits, rule = _explicit_splits(root, top, frames, source, opts.allow_outside_root)
     else:
-        splits, rule = every_nth_split(frames), every_nth_rule()
+        splits, rule = every_nth_split(frames, opts.test_every), every_nth_rule(opts.test_every)
     points, rgb = None, None
     if top.get("ply_file_path"):
-        ply = (root / str(top["ply_file_path"])).resolve()
+        what = f"ply_file_path of {source}"
+        ply = resolve_inside(
+            root, str(top["ply_file_path"]), what=what, allow_outside=opts.allow_outside_root
+        )
         if not ply.is_file():
             raise DatasetError(f"point cloud not found: {ply} (named by ply_file_path in {source})")
         points, rgb = _read_points(ply)  # already in the stored (= normalised) frame
@@ -273,7 +314,7 @@ def load_nerfstudio(root: Path, *, downscale: float = 1.0, background: Tensor | 
         centers = torch.stack([invert_T(transform_pose(f.T_cam_world, A))[:3, 3] for f in frames])
         box = box_from_points(centers, percentile=0.0)
     white = bool(top.get("white_background", False))
-    bg = background if background is not None else (torch.ones(3) if white else torch.zeros(3))
+    bg = opts.background if opts.background is not None else (torch.ones(3) if white else torch.zeros(3))
     return SceneDataset(
         format="nerfstudio",
         root=root,
@@ -284,5 +325,5 @@ def load_nerfstudio(root: Path, *, downscale: float = 1.0, background: Tensor | 
         background=bg,
         points3d=points,
         points3d_rgb=rgb,
-        downscale=downscale,
+        downscale=opts.downscale,
     )

@@ -84,7 +84,14 @@ def run_dataset_frame(run, cfg) -> DatasetFrame | None:
         return None
     from recon.datasets import load_dataset
 
-    return DatasetFrame.from_dataset(load_dataset(folder, downscale=cfg.downscale))
+    return DatasetFrame.from_dataset(
+        load_dataset(
+            folder,
+            downscale=cfg.downscale,
+            test_every=cfg.test_every,
+            allow_outside_root=cfg.allow_outside_root,
+        )  # fmt: skip
+    )
 
 
 def request_from_args(args: ExportArgs, exports_dir: Path, backend: str = "auto") -> ExportRequest:

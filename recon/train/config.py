@@ -33,8 +33,13 @@ class TrainConfig:
     """Root folder of generated run directories."""
     experiment: str = ""
     """Experiment folder name (default: the dataset folder name)."""
-    downscale: float = 1.0
-    """Image downscale factor (uses images_F folders when present)."""
+    downscale: float | None = None
+    """Image downscale factor relative to the size the cameras state (uses images_F folders when present); None:
+    the images as stored (e.g. 8 for an LLFF folder holding only images_8/)."""
+    test_every: int = 8
+    """COLMAP/LLFF: every N-th image (sorted by name) is a test view (the LLFF / mip-NeRF 360 protocol)."""
+    allow_outside_root: bool = False
+    """Allow dataset files (images, masks, meshes) that resolve outside the dataset folder."""
     device: str = "auto"
     """cpu | cuda | cuda:N | auto (cuda when available, else cpu)."""
     seed: int = 0
@@ -99,7 +104,7 @@ class TrianglesTrainConfig(TrainConfig):
 
 RUN_CONTROL_FIELDS = frozenset({
     "data", "steps", "run_dir", "output_dir", "experiment", "device", "resume", "viewer", "viewer_host",
-    "viewer_port", "max_minutes", "backend", "log_every", "checkpoint_every", "checkpoint_minutes",
+    "viewer_port", "max_minutes", "allow_outside_root", "backend", "log_every", "checkpoint_every", "checkpoint_minutes",
     "keep_checkpoints", "eval_every_minutes", "eval_every", "eval_images", "final_eval", "threads", "progress",
 })  # fmt: skip
 """Fields ``--resume`` may change: they steer the run (budget, logging, devices), not the model or the data.
@@ -136,7 +141,9 @@ def validate_train_config(cfg: TrainConfig) -> None:
         raise ReconError(
             "--steps 0 means no step bound: give a time budget with --max-minutes M (or --steps N)"
         )
-    if not (math.isfinite(cfg.downscale) and cfg.downscale > 0):
+    if cfg.test_every < 2:
+        raise ReconError(f"--test-every {cfg.test_every}: expected a whole number >= 2")
+    if cfg.downscale is not None and not (math.isfinite(cfg.downscale) and cfg.downscale > 0):
         raise ReconError(f"--downscale {cfg.downscale}: expected a positive number")
     if not 0 <= cfg.viewer_port <= 65535:
         raise ReconError(f"--viewer-port {cfg.viewer_port}: expected a TCP port (0-65535)")

@@ -74,7 +74,12 @@ def load_run_dataset(cfg: TrainConfig):
 
     if not cfg.data:
         raise ReconError("--data: a dataset folder is required (e.g. --data path/to/scene)")
-    return load_dataset(cfg.data, downscale=cfg.downscale)
+    return load_dataset(
+        cfg.data,
+        downscale=cfg.downscale,
+        test_every=cfg.test_every,
+        allow_outside_root=cfg.allow_outside_root,
+    )
 
 
 def evaluate_run(

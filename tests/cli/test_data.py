@@ -1,8 +1,11 @@
 """recon data: info and synth, end to end through the command line."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from recon.cli import data as data_cli
 
@@ -83,3 +86,71 @@ def test_info_missing_path_names_it(tmp_path):
         data_cli.ReconError, match=r"no_such: no such file or directory \(expected a dataset folder\)"
     ):
         data_cli.main(["info", str(tmp_path / "no_such")])
+
+
+def _llff_images_2_only(root: Path, count: int = 9) -> Path:
+    """A forward-facing LLFF folder holding only images_2/ (hwf states the 2x larger size)."""
+    rows = []
+    for i in range(count):
+        M = np.zeros((3, 5))
+        M[:, :3] = [
+            [0, 1, 0],
+            [1, 0, 0],
+            [0, 0, -1],
+        ]  # LLFF [down, right, backwards] columns of a camera looking -z
+        M[:, 3] = [0.1 * i, 0.0, 0.0]
+        M[:, 4] = [48, 64, 60.0]  # h, w, focal at the full size
+        rows.append(np.concatenate([M.reshape(-1), [1.0, 10.0]]))
+        (root / "images_2").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((24, 32, 3), 10 * i, np.uint8)).save(root / "images_2" / f"{i:03d}.png")
+    np.save(root / "poses_bounds.npy", np.stack(rows))
+    return root
+
+
+def test_info_downscale_test_every_and_verification(tmp_path, capsys):
+    root = _llff_images_2_only(tmp_path / "llff")
+    assert data_cli.main(["info", str(root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["downscale"] == 2.0 and len(data["splits"]["test"]) == 2  # images 0 and 8
+    assert data["splits"]["train"][0]["K"][0][0] == pytest.approx(30.0)  # focal 60 at 64 px -> 30 at 32 px
+    assert data_cli.main(["info", str(root), "--test-every", "3", "--downscale", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "train 6 views, test 3 views" in text and "every 3rd image" in text and "downscale:     4" in text
+    with pytest.raises(data_cli.ReconError, match=r"stored 2x smaller .* expected downscale >= 2, got 1"):
+        data_cli.main(["info", str(root), "--downscale", "1"])
+    bad = root / "images_2" / "004.png"
+    bad.write_bytes(bad.read_bytes()[:-30])  # the header still parses: only a full decode finds it
+    with pytest.raises(data_cli.ReconError, match=rf"1 of 9 files .* failed to decode: .*{bad.name}"):
+        data_cli.main(["info", str(root)])
+    assert data_cli.main(["info", str(root), "--no-verify"]) == 0  # headers only
+
+
+def test_process_passes_options_and_prints_the_report(monkeypatch, tmp_path, capsys):
+    import recon.datasets.process as process
+
+    calls = []
+
+    class Report:
+        def summary(self) -> str:
+            return "registered 3/3 images"
+
+    monkeypatch.setattr(process, "process_capture", lambda *a, **kw: calls.append((a, kw)) or Report())
+    argv = ["process", str(tmp_path / "v.mp4"), "--output", str(tmp_path / "out"), "--matching", "sequential",
+            "--num-frames", "40", "--camera-model", "PINHOLE", "--camera-params", "90", "91", "64", "48",
+            "--no-single-camera", "--min-init-inliers", "30"]  # fmt: skip
+    assert data_cli.main(argv) == 0
+    (source, output, options), kw = calls[-1]
+    assert (source, output, kw) == (tmp_path / "v.mp4", tmp_path / "out", {"progress": True})
+    assert (options.matching, options.num_frames, options.camera_model) == ("sequential", 40, "PINHOLE")
+    assert options.camera_params == (90.0, 91.0, 64.0, 48.0)
+    assert (options.single_camera, options.min_init_inliers) == (False, 30)
+    assert capsys.readouterr().out.splitlines() == ["registered 3/3 images", str(tmp_path / "out")]
+
+
+def test_process_errors_exit_nonzero(tmp_path, capsys):
+    from recon.cli.main import main
+
+    assert main(["data", "process", str(tmp_path / "missing"), "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "recon data: error: source not found:" in err and "missing" in err
+    assert not (tmp_path / "out").exists()

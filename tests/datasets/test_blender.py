@@ -66,6 +66,8 @@ def test_rgba_composited_over_background_and_alpha_kept(tmp_path, dw):
 def test_synthetic_extras_depth_normals_mesh(tmp_path, dw):
     import trimesh
 
+    W, H = 32, 24  # twice the module size: downscale 2 must stay above the SSIM minimum
+
     K, T = dw.random_cameras(2, width=W, height=H, square_pixels=True, centered=True)
     K[:] = K[0]
     dw.blender(tmp_path, {"train": (K, T), "test": (K, T)}, width=W, height=H)

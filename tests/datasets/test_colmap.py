@@ -188,3 +188,42 @@ def test_radial_distortion_is_removed_up_front(tmp_path, dw):
     assert np.abs(got[inner] - expected[inner]).max() < 0.01
     # Without undistortion the error is far larger: the test can fail.
     assert np.abs(distorted[inner] - expected[inner]).max() > 0.1
+
+
+def test_images_n_only_and_test_every(tmp_path, dw):
+    """Only images_4/ (cameras state the 4x larger size), one camera per image, a 5-image holdout."""
+    K, T = dw.random_cameras(10, width=4 * W, height=4 * H, seed=13)
+    cams = [("PINHOLE", 4 * W, 4 * H, params) for _, _, _, params in _pinhole_models(K)]
+    dw.colmap(tmp_path, cams, T, list(range(10)), binary=True, write_images=False)
+    for i in range(10):
+        dw.write_png(tmp_path / "images_4" / f"img_{i:03d}.png", W, H, seed=i)
+    ds = load_dataset(tmp_path, test_every=5)
+    assert ds.downscale == 4.0 and "every 5th image" in ds.split_rule
+    assert [f.name for f in ds.splits["test"]] == ["images_4/img_000.png", "images_4/img_005.png"]
+    K_small = K[5].clone()
+    K_small[:2] /= 4
+    assert_close(ds.splits["test"][1].K, K_small, **tol("loader", torch.float64), name="K")
+    assert (ds.camera("test", 1).width, ds.camera("test", 1).height) == (W, H)
+    assert_close(ds.cameras("test").T_cam_world, transform_pose(T[[0, 5]], ds.normalization).float(),
+                 **tol("camera", torch.float32))  # fmt: skip
+
+
+def test_rgba_images_composite_over_the_stated_background(tmp_path, dw):
+    from recon.datasets import format_info
+
+    K, T = dw.random_cameras(3, width=W, height=H, seed=14)
+    dw.colmap(tmp_path, _pinhole_models(K), T, [0, 1, 2], binary=False, write_images=False)
+    rgba = [
+        dw.write_png(tmp_path / "images" / f"img_{i:03d}.png", W, H, seed=i, mode="RGBA") for i in range(3)
+    ]
+    ds = load_dataset(tmp_path, background=(1.0, 0.5, 0.0))
+    px = torch.from_numpy(rgba[1].astype(np.float64) / 255.0)
+    expected = px[..., :3] * px[..., 3:] + torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64) * (
+        1 - px[..., 3:]
+    )
+    assert_close(ds.image("train", 0).double(), expected, rtol=0, atol=1e-6, name="composited")
+    assert_close(ds.alpha("train", 0).double(), px[..., 3:], rtol=0, atol=1e-6, name="alpha")
+    info = dataset_info(ds)
+    assert info["background"] == [1.0, 0.5, 0.0] and info["has_alpha"] and info["has_masks"]
+    assert "background:    (1, 0.5, 0) (RGBA images composited over it)" in format_info(info)
+    assert load_dataset(tmp_path).background.tolist() == [0.0, 0.0, 0.0]  # COLMAP's default: black

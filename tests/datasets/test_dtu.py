@@ -46,3 +46,20 @@ def test_round_trip_known_cameras(tmp_path, dw):
     assert ds.has_masks and ds.splits["train"][0].mask_path.name == "001.png"
     assert ds.alpha("train", 0).shape == (H, W, 1)
     assert torch.equal(ds.scene_box, torch.tensor([[-1.0] * 3, [1.0] * 3]))
+
+
+def test_neus_cameras_sphere_layout(tmp_path, dw):
+    """NeuS ships cameras_sphere.npz (same keys) with image/ and 3-channel masks in mask/."""
+    K, T = dw.random_cameras(9, width=W, height=H, seed=33)
+    scale_mat = torch.eye(4, dtype=torch.float64)
+    scale_mat[:3, :3] *= 1.7
+    dw.dtu(tmp_path, K, T, scale_mat, width=W, height=H, masks=False)
+    (tmp_path / "cameras.npz").rename(tmp_path / "cameras_sphere.npz")
+    for i in range(9):
+        dw.write_png(tmp_path / "mask" / f"{i:03d}.png", W, H, seed=200 + i, mode="RGB")
+    assert detect_format(tmp_path) == "dtu"
+    assert detect_format(tmp_path / "cameras_sphere.npz") == "dtu"  # the marker file stands for its folder
+    ds = load_dataset(tmp_path)
+    assert_close(ds.normalization, torch.linalg.inv(scale_mat), rtol=0, atol=1e-12, name="normalization")
+    assert_every_nth_cameras(ds, K, T)
+    assert ds.has_masks and ds.splits["test"][1].mask_path.name == "008.png"

@@ -157,13 +157,98 @@ def test_llff_bad_shape(tmp_path):
     _raises(tmp_path, r"poses_bounds.npy has shape \(3, 15\): expected \(N, 17\)")
 
 
-def test_cameras_of_mixed_sizes_cannot_stack(tmp_path, dw):
+def test_mixed_image_sizes_in_a_split(tmp_path, dw):
     K, T = dw.random_cameras(3, width=W, height=H)
     dw.nerfstudio(tmp_path, K, T, width=W, height=H, frame_extras=[{}, {}, {"w": 2 * W, "h": 2 * H}])
     dw.write_png(tmp_path / "images" / "frame_00002.png", 2 * W, 2 * H)
-    ds = load_dataset(tmp_path)
-    assert (ds.camera("train", 0).width, ds.camera("train", 1).width) == (W, 2 * W)
-    with pytest.raises(
-        DatasetError, match=r"split 'train' of .* mixes image sizes \[\(16, 12\), \(32, 24\)\]"
-    ):
-        ds.cameras("train")
+    first, odd = (re.escape(str(tmp_path / "images" / f"frame_0000{i}.png")) for i in (1, 2))
+    _raises(tmp_path, rf"split 'train' mixes image sizes: {odd} is 32x24 but {first} is 16x12; expected one")
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (0.0, r"camera_angle_x is 0.0; expected a field of view in radians in \(0, pi\)"),
+        (-0.5, r"camera_angle_x is -0.5; expected a field of view in radians in \(0, pi\)"),
+        (3.5, r"camera_angle_x is 3.5; expected a field of view in radians in \(0, pi\)"),
+        ("wide", r"camera_angle_x is 'wide'; expected a finite number"),
+        (True, r"camera_angle_x is True; expected a finite number"),
+        ([0.7], r"camera_angle_x is \[0.7\]; expected a finite number"),
+    ],
+)
+def test_bad_camera_angle_x(blender, value, expected):
+    _edit_json(blender / "transforms_train.json", lambda m: m.update(camera_angle_x=value))
+    _raises(blender, rf"transforms_train.json \(frame 0\): {expected}")
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("fl_x", -3.0, r"invalid intrinsics fx=-3.0"),
+        ("cx", "centre", r"cx is 'centre'; expected a finite number"),
+        ("w", 0, r"w is 0.0; expected a positive whole number of pixels"),
+    ],
+)
+def test_bad_json_intrinsics(tmp_path, dw, key, value, expected):
+    K, T = dw.random_cameras(2, width=W, height=H)
+    dw.nerfstudio(tmp_path, K, T, width=W, height=H, frame_extras=[{}, {key: value}])
+    _raises(tmp_path, rf"transforms.json \(frame 1\): {expected}")
+
+
+def test_nan_json_intrinsics(tmp_path, dw):
+    K, T = dw.random_cameras(2, width=W, height=H)
+    dw.nerfstudio(tmp_path, K, T, width=W, height=H)
+    (tmp_path / "transforms.json").write_text(
+        (tmp_path / "transforms.json").read_text().replace('"fl_y": ', '"fl_y": NaN, "x": ', 1)
+    )
+    _raises(tmp_path, r"transforms.json \(frame 0\): fl_y is nan; expected a finite number")
+
+
+def test_nan_and_negative_colmap_intrinsics(tmp_path, dw):
+    K, T = dw.random_cameras(2, width=W, height=H)
+    dw.colmap(tmp_path, [("PINHOLE", W, H, [10.0, float("nan"), 8.0, 6.0])], T, [0, 0], binary=True)
+    _raises(
+        tmp_path, r"image .*img_001.png: the intrinsics contain NaN or infinite values: expected a finite K"
+    )
+    dw.colmap(tmp_path, [("PINHOLE", W, H, [10.0, -10.0, 8.0, 6.0])], T, [0, 0], binary=True)
+    _raises(tmp_path, r"image .*img_001.png: focal lengths fx=10, fy=-10: expected positive values")
+
+
+def test_singular_pose(blender):
+    _edit_json(
+        blender / "transforms_train.json",
+        lambda m: m["frames"][0].update(
+            transform_matrix=[[0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 0, 3], [0, 0, 0, 1]]
+        ),
+    )
+    _raises(
+        blender, r"transforms_train.json \(frame 0\): the pose is not rigid .* expected a rigid camera pose"
+    )
+
+
+def test_images_too_small_for_ssim(tmp_path, dw):
+    K, T = dw.random_cameras(2, width=10, height=12)
+    dw.nerfstudio(tmp_path, K, T, width=10, height=12)
+    _raises(
+        tmp_path,
+        r"image .*frame_0000[01].png loads at 10x12 \(downscale 1\): expected at least 11 px on each side",
+    )
+    K, T = dw.random_cameras(2, width=W, height=H)
+    dw.nerfstudio(tmp_path / "b", K, T, width=W, height=H)
+    load_dataset(tmp_path / "b")  # 16x12 is enough
+    with pytest.raises(DatasetError, match=r"loads at 8x6 \(downscale 2\): expected at least 11 px"):
+        load_dataset(tmp_path / "b", downscale=2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({"downscale": 0}, r"downscale must be a positive number, got 0"),
+        ({"downscale": "x"}, r"downscale must be a positive number, got 'x'"),
+        ({"background": (1, 2, 3)}, r"background must be three numbers in \[0, 1\]"),
+        ({"test_every": 1}, r"test_every must be a whole number >= 2"),
+    ],
+)
+def test_bad_load_arguments(blender, kwargs, expected):
+    with pytest.raises(DatasetError, match=expected):
+        load_dataset(blender, **kwargs)

@@ -1,13 +1,15 @@
 """dataset_info (the `recon data info --json` layout of CLI.md) and its readable form."""
 
 import json
+import re
 
 import numpy as np
+import pytest
 import torch
 
-from recon.datasets import dataset_info, format_info, load_dataset
+from recon.datasets import DatasetError, dataset_info, format_info, load_dataset
 
-W, H = 16, 12
+W, H = 32, 24  # downscale 2 still leaves the 11 px SSIM minimum
 CLI_KEYS = {"format", "splits", "has_masks", "has_depth", "points3d"}
 CAMERA_KEYS = {"name", "width", "height", "K", "T_cam_world", "camera_model", "distortion"}
 
@@ -57,3 +59,25 @@ def test_format_info_summarises(tmp_path, dw):
     assert "train 8 views, test 2 views" in text
     assert f"{W}x{H}" in text and "masks:         no" in text and "points3d:      none" in text
     assert "normalization: x_norm = S x_orig, scale" in text
+
+
+def test_verify_files_names_truncated_images(tmp_path, dw):
+    from recon.datasets import verify_files
+
+    K, T = dw.random_cameras(3, width=W, height=H, seed=44)
+    dw.nerfstudio(tmp_path, K, T, width=W, height=H, frame_extras=[{"mask_path": "m.png"}, {}, {}])
+    dw.write_png(tmp_path / "m.png", W, H, mode="L")
+    ds = load_dataset(tmp_path)
+    assert verify_files(ds) == 4  # three images and one mask, each decoded once
+    bad = tmp_path / "images" / "frame_00002.png"
+    bad.write_bytes(bad.read_bytes()[:-40])  # header intact (loading passes), pixel data cut
+    ds = load_dataset(tmp_path)
+    with pytest.raises(
+        DatasetError, match=rf"1 of 4 files of .* failed to decode: .*image file {re.escape(str(bad))}"
+    ):
+        verify_files(ds)
+    (tmp_path / "m.png").write_bytes((tmp_path / "m.png").read_bytes()[:-40])
+    with pytest.raises(
+        DatasetError, match=r"2 of 4 files .* failed to decode: .*frame_00002.png.*; .*mask file .*m.png"
+    ):
+        verify_files(load_dataset(tmp_path))

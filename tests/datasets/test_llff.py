@@ -62,3 +62,49 @@ def test_image_count_mismatch(tmp_path, dw):
     (tmp_path / "images" / "IMG_0002.png").unlink()
     with pytest.raises(DatasetError, match=r"holds 2 images but .*poses_bounds.npy has 3 poses"):
         load_dataset(tmp_path)
+
+
+def _images_n_only(tmp_path, dw, n: int, files: int = 1):
+    """An LLFF folder with only images_<n>/ (like the LLFF fern copy) holding ``files * (W, H)`` images; hwf
+    states the full size, n times larger."""
+    w, h = n * files * W, n * files * H
+    K, T = dw.random_cameras(9, width=w, height=h, seed=23, square_pixels=True, centered=True)
+    dw.llff(tmp_path, K, T, width=w, height=h, image_scale=n)
+    (tmp_path / "images").rename(tmp_path / f"images_{n}")
+    return K, T
+
+
+def test_images_n_only_folder_loads_the_copies(tmp_path, dw):
+    K, T = _images_n_only(tmp_path, dw, 8)
+    ds = load_dataset(tmp_path)  # downscale unset: the copies as they are, recorded as downscale 8
+    assert ds.downscale == 8.0
+    frame = ds.splits["train"][0]
+    assert frame.image_path == tmp_path / "images_8" / "IMG_0001.png" and frame.file_factor == 8.0
+    assert (frame.width, frame.height, frame.load_width, frame.load_height) == (W, H, W, H)
+    K_small = K[1].clone()
+    K_small[:2] /= 8  # hwf is stated for the full size: K follows the 8x smaller files
+    assert_close(frame.K, K_small, **tol("loader", torch.float64))
+    assert_close(ds.camera("train", 0).K[0].double(), K_small, **tol("loader", torch.float32))
+    assert load_dataset(tmp_path, downscale=8).downscale == 8.0  # the published factor means the same files
+
+
+def test_images_n_only_other_factors(tmp_path, dw):
+    _images_n_only(tmp_path, dw, 2, files=2)
+    quarter = load_dataset(tmp_path, downscale=4).splits["train"][0]  # 2x more from the images_2 copies
+    assert (quarter.load_width, quarter.load_height) == (W, H) and quarter.load_path is None
+    with pytest.raises(
+        DatasetError, match=r"IMG_0001.png is stored 2x smaller .* expected downscale >= 2, got 1"
+    ):
+        load_dataset(tmp_path, downscale=1)
+
+
+def test_test_every_is_configurable_and_recorded(tmp_path, dw):
+    K, T = dw.random_cameras(9, width=W, height=H, seed=24, square_pixels=True, centered=True)
+    dw.llff(tmp_path, K, T, width=W, height=H)
+    ds = load_dataset(tmp_path, test_every=3)
+    assert [f.name for f in ds.splits["test"]] == [f"images/IMG_{i:04d}.png" for i in (0, 3, 6)]
+    assert len(ds.splits["train"]) == 6 and "every 3rd image" in ds.split_rule
+    assert "every 8th image" in load_dataset(tmp_path).split_rule
+    for bad in (1, 0, 2.5, "8", True):
+        with pytest.raises(DatasetError, match=r"test_every must be a whole number >= 2"):
+            load_dataset(tmp_path, test_every=bad)
