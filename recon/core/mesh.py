@@ -16,8 +16,9 @@ class Mesh:
     Attributes:
         vertices: (V, 3) positions.
         faces: (F, 3) vertex indices, counter-clockwise seen from outside (outward normals by the right-hand rule).
-        vertex_colors: (V, 3) linear RGB in [0, 1], or None.
-        face_colors: (F, 3) RGB in [0, 1], or None.
+        vertex_colors: (V, 3) sRGB-encoded colours in [0, 1] (as renders show them; glTF export converts to
+            linear, docs/conventions.md), or None.
+        face_colors: (F, 3) sRGB-encoded colours in [0, 1], or None.
         face_alpha: (F,) opacity in [0, 1], or None.
     """
 
