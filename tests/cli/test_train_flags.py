@@ -153,3 +153,23 @@ def test_print_config_from_the_command_line(data, recon_cli):
     assert result.returncode == 0, result.stderr
     printed = yaml.safe_load(result.stdout)
     assert printed["method"] == "triangles" and printed["data"] == str(data.resolve())
+
+
+def test_docs_list_every_flag():
+    """docs/cli.md names every generic train flag and every flag of eval, render and export."""
+    from recon.cli.eval import EvalArgs
+    from recon.cli.export import ExportArgs
+    from recon.cli.render import RenderArgs
+    from recon.train.config import TrainConfig
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    positional = {"run_dir"}
+    for cls in (TrainConfig, EvalArgs, RenderArgs, ExportArgs):
+        for field in dataclasses.fields(cls):
+            nested = (
+                dataclasses.is_dataclass(field.default_factory) if callable(field.default_factory) else False
+            )
+            if field.name == "method" or nested or (cls is not TrainConfig and field.name in positional):
+                continue  # METHOD and RUN_DIR are positional; loss.* etc. are listed by --help
+            flag = "--" + field.name.replace("_", "-")
+            assert flag in text, f"{cls.__name__}.{field.name}: {flag} is not in docs/cli.md"
