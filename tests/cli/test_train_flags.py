@@ -173,3 +173,15 @@ def test_docs_list_every_flag():
                 continue  # METHOD and RUN_DIR are positional; loss.* etc. are listed by --help
             flag = "--" + field.name.replace("_", "-")
             assert flag in text, f"{cls.__name__}.{field.name}: {flag} is not in docs/cli.md"
+
+
+def test_train_help_lists_the_methods(capsys):
+    from recon.train.methods import REGISTRY
+
+    with pytest.raises(SystemExit) as info:
+        train_cli.parse(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    listed = text.split("methods:")[1]
+    for name in REGISTRY:
+        assert f"  {name}" in listed, name
