@@ -18,13 +18,14 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import tyro
 from rich.console import Console
 
 from recon.core import Camera, ReconError
-from recon.core.transforms import look_at
+from recon.core.transforms import look_at, transform_pose
 from recon.scenes.base import RenderOptions
 from recon.train.run_io import load_run_dataset, open_run_config, resolve_device
 from recon.train.trainer import load_scene
@@ -50,6 +51,9 @@ class RenderArgs:
     camera_path: str = ""
     """A camera-path JSON file (recon's, from the viewer, or nerfstudio's camera_path.json); overrides
     --trajectory."""
+    path_frame: Literal["normalized", "original"] = "normalized"
+    """World frame of a JSON camera path's poses: the run's normalised frame (the viewer's; paths saved by the
+    viewer) or the dataset's original frame (e.g. poses taken from its transforms.json)."""
 
 
 def orbit_cameras(train: Camera, frames: int) -> Camera:
@@ -117,17 +121,31 @@ def path_cameras(path: Path, flag: str = "--trajectory") -> tuple[Camera, float]
     return Camera.cat(cams), fps
 
 
-def _trajectory(args: "RenderArgs", cfg) -> tuple[Camera, float, str]:
-    """(cameras, video fps, output name) of --camera-path or --trajectory."""
-    if args.camera_path:
-        cams, fps = path_cameras(Path(args.camera_path), "--camera-path")
-        return cams, fps, Path(args.camera_path).stem
+def to_normalized_frame(cams: Camera, S: torch.Tensor) -> Camera:
+    """Cameras posed in the dataset's original frame re-expressed in the normalised frame ``x_norm = S x_orig``
+    (``S`` a similarity; the camera frame is scaled with the world, so images are unchanged)."""
+    T = transform_pose(cams.T_cam_world.double(), S.double()).float()
+    return Camera(T_cam_world=T, K=cams.K, width=cams.width, height=cams.height)
+
+
+def _trajectory(args: "RenderArgs", cfg, run) -> tuple[Camera, float, str]:
+    """(cameras, video fps, output name) of --camera-path or --trajectory (JSON paths in --path-frame)."""
+    if args.camera_path or args.trajectory not in ("orbit", "dataset"):
+        flag, file = (
+            ("--camera-path", args.camera_path) if args.camera_path else ("--trajectory", args.trajectory)
+        )
+        cams, fps = path_cameras(Path(file), flag)
+        if args.path_frame == "original":
+            S = run.read_dataset_json().get("normalization")
+            if S is None:
+                raise ReconError(
+                    f"--path-frame original: {run.path}/dataset.json has no 'normalization' matrix"
+                )
+            cams = to_normalized_frame(cams, torch.tensor(S, dtype=torch.float64))
+        return cams, fps, Path(file).stem
     if args.trajectory == "orbit":
         return orbit_cameras(load_run_dataset(cfg).cameras("train"), args.frames), VIDEO_FPS, "orbit"
-    if args.trajectory == "dataset":
-        return load_run_dataset(cfg).cameras("test"), VIDEO_FPS, "dataset"
-    cams, fps = path_cameras(Path(args.trajectory))
-    return cams, fps, Path(args.trajectory).stem
+    return load_run_dataset(cfg).cameras("test"), VIDEO_FPS, "dataset"
 
 
 def main(argv: list[str]) -> int:
@@ -142,8 +160,8 @@ def main(argv: list[str]) -> int:
         )
     run, method, cfg = open_run_config(args.run_dir)
     device = resolve_device(args.device)
+    cams, fps, name = _trajectory(args, cfg, run)  # a bad path fails before the scene loads
     scene, _ = load_scene(method, cfg, run, device=device)
-    cams, fps, name = _trajectory(args, cfg)
     out = Path(args.output) if args.output else run.renders_dir / name
     video = out.suffix.lower() == ".mp4"
     dataset_bg = torch.tensor(run.read_dataset_json().get("background", [0.0, 0.0, 0.0]), dtype=torch.float32)

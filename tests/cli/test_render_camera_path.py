@@ -142,9 +142,64 @@ def test_render_command_renders_a_nerfstudio_path_like_the_equivalent_recon_path
         assert render_cli.main([str(run_dir), flag, str(file), "--output", str(out), "--device", "cpu"]) == 0
         assert Path(capsys.readouterr().out.strip().splitlines()[-1]) == out
         outs[name] = sorted((out / "rgb").glob("*.png"))
-    assert len(outs["ns"]) == len(outs["recon"]) == 2
+    # The same cameras written in the dataset's original frame (x_norm = S x_orig), read with --path-frame original.
+    from recon.core.transforms import axis_angle_to_rotmat, similarity, transform_pose
+
+    S = similarity(
+        1.7, axis_angle_to_rotmat(torch.tensor([0.3, 0.1, -0.5]).double()), torch.tensor([0.2, 0, 1]).double()
+    )
+    info = json.loads((run_dir / "dataset.json").read_text())
+    (run_dir / "dataset.json").write_text(json.dumps(info | {"normalization": S.tolist()}))
+    T_orig = [transform_pose(T, torch.linalg.inv(S)) for T in T_cv]
+    ns_orig = _nerfstudio(
+        [_flat(torch.linalg.inv(T) @ flip) for T in T_orig], width=20, height=16, fov=50.0, fps=10
+    )
+    (tmp_path / "original.json").write_text(json.dumps(ns_orig))
+    out = tmp_path / "original"
+    argv = [str(run_dir), "--camera-path", str(tmp_path / "original.json"), "--path-frame", "original",
+            "--output", str(out), "--device", "cpu"]  # fmt: skip
+    assert render_cli.main(argv) == 0
+    outs["original"] = sorted((out / "rgb").glob("*.png"))
+    for a, b in zip(outs["ns"], outs["original"]):
+        assert np.abs(iio.imread(a).astype(int) - iio.imread(b).astype(int)).max() <= 1
+    assert len(outs["ns"]) == len(outs["recon"]) == len(outs["original"]) == 2
     for a, b in zip(outs["ns"], outs["recon"]):
         img_a, img_b = iio.imread(a), iio.imread(b)
         assert img_a.shape == (16, 20, 3)
         assert np.abs(img_a.astype(int) - img_b.astype(int)).max() <= 1  # same cameras, same pixels
     assert outs["ns"][0].read_bytes() != outs["ns"][1].read_bytes()  # two different viewpoints
+
+
+def test_original_frame_paths_move_into_the_normalised_frame():
+    """--path-frame original: a world point seen by an original-frame camera projects to the same pixel as its
+    normalised image S @ x through the converted camera (S a similarity with scale, rotation and translation)."""
+    from recon.core import Camera
+    from recon.core.transforms import axis_angle_to_rotmat, similarity
+
+    T = look_at(torch.tensor([4.0, -1.0, 2.0]).double(), torch.tensor([0.5, 0.2, 0.0]).double(),
+                torch.tensor([0, 0, 1.0]).double())  # fmt: skip
+    K = torch.tensor([[[20.0, 0, 16], [0, 20, 12], [0, 0, 1]]])
+    cams = Camera(T_cam_world=T[None].float(), K=K, width=32, height=24)
+    S = similarity(
+        0.3,
+        axis_angle_to_rotmat(torch.tensor([0.2, -0.4, 0.7]).double()),
+        torch.tensor([1.0, -2.0, 0.5]).double(),
+    )
+    moved = render_cli.to_normalized_frame(cams, S)
+    assert (
+        float(
+            (
+                moved.T_cam_world[0, :3, :3].double().T @ moved.T_cam_world[0, :3, :3].double()
+                - torch.eye(3).double()
+            )
+            .abs()
+            .max()
+        )
+        < 1e-5
+    )
+    for point in ([0.5, 0.2, 0.0], [1.0, 0.5, 0.3], [-0.2, 0.4, 0.8]):
+        x = torch.tensor([*point, 1.0], dtype=torch.float64)
+        u0, v0, z0 = _project(cams, 0, point)
+        u1, v1, z1 = _project(moved, 0, (S @ x)[:3].tolist())
+        assert (u1, v1) == (pytest.approx(u0, abs=1e-3), pytest.approx(v0, abs=1e-3))
+        assert z1 == pytest.approx(0.3 * z0, rel=1e-4)  # camera units scale with the world
