@@ -2,7 +2,8 @@
 
 Images are written as PNGs into a folder, or as an H.264 ``.mp4`` through imageio-ffmpeg (a dependency, which
 ships its own ffmpeg binary); if video writing fails the command says so and suggests a folder.
-A JSON trajectory (``--trajectory PATH.json`` or ``--camera-path FILE``), in the run's normalised frame, is either
+A JSON trajectory (``--trajectory PATH.json`` or ``--camera-path FILE``; poses in the run's normalised frame, or the
+dataset's original frame with ``--path-frame original``) is either
 
 - recon's camera path (saved by the viewer): ``{"frames": [{"T_cam_world": 4x4, "K": 3x3, "width": W,
   "height": H}, ...]}`` (OpenCV axes), or only its ``keyframes``, which are then interpolated at its ``fps``;
