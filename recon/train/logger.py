@@ -52,8 +52,8 @@ class TensorBoardLogger:
 
     Args:
         log_dir: folder of the event files (created).
-        purge_step: on a resumed run, the step the run continues from: events logged after it by the interrupted
-            run are hidden, so curves do not double back.
+        purge_step: on a resumed run, the first step it trains (checkpoint step + 1): events the interrupted run
+            logged from that step on are hidden, so curves do not double back.
     """
 
     def __init__(self, log_dir: str | Path, *, purge_step: int | None = None) -> None:
@@ -152,7 +152,9 @@ def attach_logger(trainer, choice: str) -> TensorBoardLogger | None:
     """
     if resolve_logger(choice) == "none":
         return None
-    purge = trainer.step if trainer.step > 0 else None
+    # TensorBoard hides earlier events with step >= purge_step: those logged after the checkpoint a resumed run
+    # continues from (an interrupted run's tail); the checkpoint's own step stays.
+    purge = trainer.step + 1 if trainer.step > 0 else None
     hook = TensorBoardLogger(Path(trainer.run.path) / TENSORBOARD_DIR, purge_step=purge)
     trainer.hooks.append(hook)
     logger.info("tensorboard event files in %s", hook.log_dir)

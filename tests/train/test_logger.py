@@ -79,3 +79,21 @@ def test_none_attaches_nothing(tmp_path):
     hook = logger_module.attach_logger(trainer, "tensorboard")
     assert trainer.hooks == [hook] and (tmp_path / "tensorboard").is_dir()
     hook.close()
+
+
+def test_resumed_run_continues_the_curves(data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    base = ["triangles", "--data", str(data), "--log-every", "4", "--run-dir", str(run_dir), "--logger",
+            "tensorboard", *TINY]  # fmt: skip
+    assert train_cli.main([*base, "--steps", "8"]) == 0
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(
+        str(run_dir / "tensorboard")
+    ) as killed:  # a killed run's tail after its checkpoint (8)
+        killed.add_scalar("loss/loss", 999.0, 12)
+    assert train_cli.main([*base, "--steps", "16", "--resume"]) == 0
+    capsys.readouterr()
+    events = _events(run_dir / "tensorboard").Scalars("loss/loss")
+    assert [e.step for e in events] == [4, 8, 12, 16]  # continues after the checkpoint: no repeated steps
+    assert 999.0 not in [e.value for e in events]  # the tail past the checkpoint is hidden
