@@ -269,3 +269,105 @@ def interpolate_camera_path(keyframes: list[Keyframe], *, fps: float = DEFAULT_F
     return Camera(
         T_cam_world=torch.stack(poses).float(), K=torch.stack(intrinsics).float(), width=width, height=height
     )
+
+
+# --- nerfstudio camera paths -----------------------------------------------------------------------------------
+NERFSTUDIO_KEY = "camera_path"
+"""The key that marks a nerfstudio ``camera_path.json`` (its list of rendered cameras)."""
+OPENGL_TO_OPENCV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
+"""Right-multiplied into a camera-to-world pose: OpenGL camera axes (x right, y up, z back) -> OpenCV (x right,
+y down, z forward)."""
+
+
+def is_nerfstudio_camera_path(data: object) -> bool:
+    """Whether parsed JSON ``data`` is a nerfstudio camera path (an object with a ``camera_path`` list)."""
+    return isinstance(data, dict) and isinstance(data.get(NERFSTUDIO_KEY), list)
+
+
+def _positive_int(path: Path, data: dict, key: str) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or int(value) != value:
+        raise ReconError(f"nerfstudio camera path {path}: {key!r} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _nerfstudio_pose(path: Path, i: int, item: object) -> tuple[Tensor, float]:
+    """(T_world_cam in OpenCV axes, vertical field of view in degrees) of ``camera_path[i]``."""
+    where = f"nerfstudio camera path {path}: camera_path[{i}]"
+    if not isinstance(item, dict) or "camera_to_world" not in item or "fov" not in item:
+        raise ReconError(
+            f"{where} must be an object with camera_to_world (4x4, OpenGL axes) and fov (degrees)"
+        )
+    try:
+        T = torch.tensor(item["camera_to_world"], dtype=torch.float64)
+        fov = float(item["fov"])
+    except (TypeError, ValueError) as exc:
+        raise ReconError(f"{where}: expected numbers ({exc})") from exc
+    if T.numel() != 16:
+        raise ReconError(f"{where}: camera_to_world must have 16 numbers (4x4, row-major), got {T.numel()}")
+    T = T.reshape(4, 4)
+    R = T[:3, :3]
+    rigid = (R.T @ R - torch.eye(3, dtype=R.dtype)).abs().max() <= RIGID_TOL
+    if not rigid or abs(float(torch.linalg.det(R)) - 1) > RIGID_TOL or not torch.isfinite(T).all():
+        raise ReconError(f"{where}: camera_to_world is not a rigid transform")
+    if not 0 < fov < 180:
+        raise ReconError(f"{where}: fov must be a vertical field of view in degrees in (0, 180), got {fov}")
+    return T @ OPENGL_TO_OPENCV, fov
+
+
+def nerfstudio_cameras(path: Path, data: dict) -> tuple[Camera, float]:
+    """Cameras of a parsed nerfstudio ``camera_path.json``, converted once to OpenCV ``T_cam_world``, and its fps.
+
+    nerfstudio writes ``render_width``/``render_height``, ``fps`` (or ``seconds``) and ``camera_path``: one
+    object per rendered frame with ``camera_to_world`` (4x4, row-major, camera-to-world in OpenGL axes) and
+    ``fov`` (vertical field of view in degrees; ``aspect`` is implied by the render size). Square pixels and
+    a centred principal point, as nerfstudio renders them:
+
+    .. math:: f_x = f_y = \\frac{H/2}{\\tan(\\mathrm{fov}/2)}, \\quad c_x = W/2, \\quad c_y = H/2
+
+    The poses are taken in the run's normalised frame (the frame the viewer renders in), like recon's own paths.
+
+    Raises:
+        ReconError: naming the file and the offending key (only perspective cameras are supported).
+    """
+    path = Path(path)
+    camera_type = data.get("camera_type", "perspective")
+    if camera_type != "perspective":
+        raise ReconError(
+            f"nerfstudio camera path {path}: camera_type {camera_type!r}; only perspective is supported"
+        )
+    width, height = _positive_int(path, data, "render_width"), _positive_int(path, data, "render_height")
+    items = data[NERFSTUDIO_KEY]
+    if not items:
+        raise ReconError(f"nerfstudio camera path {path}: 'camera_path' is empty")
+    poses, Ks = [], []
+    for i, item in enumerate(items):
+        T_world_cam, fov = _nerfstudio_pose(path, i, item)
+        focal = 0.5 * height / math.tan(math.radians(fov) / 2)
+        Ks.append(
+            torch.tensor([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]], dtype=torch.float64)
+        )
+        poses.append(invert_T(T_world_cam))
+    fps = _nerfstudio_fps(path, data, len(items))
+    camera = Camera(
+        T_cam_world=torch.stack(poses).float(), K=torch.stack(Ks).float(), width=width, height=height
+    )
+    return camera, fps
+
+
+def _nerfstudio_fps(path: Path, data: dict, frames: int) -> float:
+    """``fps`` when given, else frames / ``seconds``, else :data:`DEFAULT_FPS`."""
+    for key in ("fps", "seconds"):
+        value = data.get(key)
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and value > 0)
+        ):
+            raise ReconError(
+                f"nerfstudio camera path {path}: {key!r} must be a positive number, got {value!r}"
+            )
+        return float(value) if key == "fps" else frames / float(value)
+    return DEFAULT_FPS

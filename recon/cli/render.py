@@ -1,9 +1,17 @@
-"""``recon render RUN_DIR [--trajectory orbit|dataset|PATH.json] [--output DIR|FILE.mp4] [--outputs rgb,depth,normal]``.
+"""``recon render RUN_DIR [--trajectory orbit|dataset|PATH.json] [--camera-path FILE] [--output DIR|FILE.mp4]``.
 
 Images are written as PNGs into a folder, or as an H.264 ``.mp4`` through imageio-ffmpeg (a dependency, which
 ships its own ffmpeg binary); if video writing fails the command says so and suggests a folder.
-A JSON trajectory is ``{"frames": [{"T_cam_world": 4x4, "K": 3x3, "width": W, "height": H}, ...]}`` in the
-run's normalised frame.
+A JSON trajectory (``--trajectory PATH.json`` or ``--camera-path FILE``; poses in the run's normalised frame, or the
+dataset's original frame with ``--path-frame original``) is either
+
+- recon's camera path (saved by the viewer): ``{"frames": [{"T_cam_world": 4x4, "K": 3x3, "width": W,
+  "height": H}, ...]}`` (OpenCV axes), or only its ``keyframes``, which are then interpolated at its ``fps``;
+- a nerfstudio ``camera_path.json``: ``render_width``, ``render_height``, ``fps``/``seconds`` and a
+  ``camera_path`` list of ``camera_to_world`` (4x4, OpenGL axes) with a vertical ``fov`` in degrees, converted
+  once to OpenCV ``T_cam_world`` (:func:`recon.viewer.camera_path.nerfstudio_cameras`).
+
+A video is written at the path's fps (recon's orbit and dataset trajectories: 30).
 """
 
 import json
@@ -11,18 +19,20 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import tyro
 from rich.console import Console
 
 from recon.core import Camera, ReconError
-from recon.core.transforms import look_at
+from recon.core.transforms import look_at, transform_pose
 from recon.scenes.base import RenderOptions
 from recon.train.run_io import load_run_dataset, open_run_config, resolve_device
 from recon.train.trainer import load_scene
 
 OUTPUTS = ("rgb", "depth", "normal", "alpha")
+VIDEO_FPS = 30.0  # frame rate of orbit and dataset videos (camera paths carry their own)
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,13 @@ class RenderArgs:
     frames: int = 60
     """Frames of the orbit."""
     device: str = "auto"
+    """cpu | cuda | cuda:N | auto (cuda when available, else cpu)."""
+    camera_path: str = ""
+    """A camera-path JSON file (recon's, from the viewer, or nerfstudio's camera_path.json); overrides
+    --trajectory."""
+    path_frame: Literal["normalized", "original"] = "normalized"
+    """World frame of a JSON camera path's poses: the run's normalised frame (the viewer's; paths saved by the
+    viewer) or the dataset's original frame (e.g. poses taken from its transforms.json)."""
 
 
 def orbit_cameras(train: Camera, frames: int) -> Camera:
@@ -59,15 +76,77 @@ def orbit_cameras(train: Camera, frames: int) -> Camera:
 
 
 def json_cameras(path: Path) -> Camera:
+    """The cameras of a camera-path JSON file (recon's or nerfstudio's); see :func:`path_cameras`."""
+    return path_cameras(path)[0]
+
+
+def path_cameras(path: Path, flag: str = "--trajectory") -> tuple[Camera, float]:
+    """(cameras, fps) of a camera-path JSON file: recon's ``frames`` (or ``keyframes``) or nerfstudio's.
+
+    Raises:
+        ReconError: the file is missing, not JSON, or neither layout (naming ``flag`` and the file).
+    """
+    from recon.viewer.camera_path import (
+        DEFAULT_FPS,
+        interpolate_camera_path,
+        is_nerfstudio_camera_path,
+        nerfstudio_cameras,
+        read_camera_path,
+    )
+
+    path = Path(path)
     try:
-        frames = json.loads(path.read_text())["frames"]
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReconError(f"{flag} {path}: no such file; expected a camera-path JSON file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReconError(f"{flag} {path}: not a readable JSON file ({exc})") from exc
+    if is_nerfstudio_camera_path(data):
+        return nerfstudio_cameras(path, data)
+    fps = float(data.get("fps", DEFAULT_FPS)) if isinstance(data, dict) else DEFAULT_FPS
+    if isinstance(data, dict) and "frames" not in data and "keyframes" in data:
+        keyframes, fps = read_camera_path(path)
+        return interpolate_camera_path(keyframes, fps=fps), fps
+    try:
+        frames = data["frames"]
         cams = [Camera(torch.tensor(f["T_cam_world"])[None].float(), torch.tensor(f["K"])[None].float(),
                        int(f["width"]), int(f["height"])) for f in frames]  # fmt: skip
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+        if not cams:
+            raise ValueError("no frames")
+    except (KeyError, ValueError, TypeError) as exc:
         raise ReconError(
-            f"--trajectory {path}: expected {{'frames': [{{T_cam_world, K, width, height}}]}} ({exc})"
+            f"{flag} {path}: expected recon's {{'frames': [{{T_cam_world, K, width, height}}]}} or a nerfstudio "
+            f"camera_path.json ({{'camera_path': [{{camera_to_world, fov}}], 'render_width', 'render_height'}}) "
+            f"({exc})"
         ) from exc
-    return Camera.cat(cams)
+    return Camera.cat(cams), fps
+
+
+def to_normalized_frame(cams: Camera, S: torch.Tensor) -> Camera:
+    """Cameras posed in the dataset's original frame re-expressed in the normalised frame ``x_norm = S x_orig``
+    (``S`` a similarity; the camera frame is scaled with the world, so images are unchanged)."""
+    T = transform_pose(cams.T_cam_world.double(), S.double()).float()
+    return Camera(T_cam_world=T, K=cams.K, width=cams.width, height=cams.height)
+
+
+def _trajectory(args: "RenderArgs", cfg, run) -> tuple[Camera, float, str]:
+    """(cameras, video fps, output name) of --camera-path or --trajectory (JSON paths in --path-frame)."""
+    if args.camera_path or args.trajectory not in ("orbit", "dataset"):
+        flag, file = (
+            ("--camera-path", args.camera_path) if args.camera_path else ("--trajectory", args.trajectory)
+        )
+        cams, fps = path_cameras(Path(file), flag)
+        if args.path_frame == "original":
+            S = run.read_dataset_json().get("normalization")
+            if S is None:
+                raise ReconError(
+                    f"--path-frame original: {run.path}/dataset.json has no 'normalization' matrix"
+                )
+            cams = to_normalized_frame(cams, torch.tensor(S, dtype=torch.float64))
+        return cams, fps, Path(file).stem
+    if args.trajectory == "orbit":
+        return orbit_cameras(load_run_dataset(cfg).cameras("train"), args.frames), VIDEO_FPS, "orbit"
+    return load_run_dataset(cfg).cameras("test"), VIDEO_FPS, "dataset"
 
 
 def main(argv: list[str]) -> int:
@@ -82,14 +161,8 @@ def main(argv: list[str]) -> int:
         )
     run, method, cfg = open_run_config(args.run_dir)
     device = resolve_device(args.device)
+    cams, fps, name = _trajectory(args, cfg, run)  # a bad path fails before the scene loads
     scene, _ = load_scene(method, cfg, run, device=device)
-    if args.trajectory == "orbit":
-        cams = orbit_cameras(load_run_dataset(cfg).cameras("train"), args.frames)
-    elif args.trajectory == "dataset":
-        cams = load_run_dataset(cfg).cameras("test")
-    else:
-        cams = json_cameras(Path(args.trajectory))
-    name = Path(args.trajectory).stem if args.trajectory.endswith(".json") else args.trajectory
     out = Path(args.output) if args.output else run.renders_dir / name
     video = out.suffix.lower() == ".mp4"
     dataset_bg = torch.tensor(run.read_dataset_json().get("background", [0.0, 0.0, 0.0]), dtype=torch.float32)
@@ -120,7 +193,7 @@ def main(argv: list[str]) -> int:
         for o in wanted:
             target = out if len(wanted) == 1 else out.with_name(f"{out.stem}_{o}.mp4")
             try:
-                iio.imwrite(target, frames[o], fps=30)
+                iio.imwrite(target, frames[o], fps=fps)
             except (ValueError, ImportError, RuntimeError) as exc:
                 raise ReconError(
                     f"--output {target}: cannot write mp4 here ({exc}); write PNGs to a folder instead"

@@ -9,15 +9,17 @@ import logging
 import signal
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import tyro
+import yaml
 
-from recon.config import dump_config
+from recon.config import apply_overrides, dump_config, load_yaml
 from recon.core import ReconError
 from recon.runs import RunDir, check_folder_writable
 from recon.train.config import RUN_CONTROL_FIELDS, validate_train_config
+from recon.train.logger import attach_logger, resolve_logger
 from recon.train.methods import REGISTRY, get_method, method_summaries
 from recon.train.run_io import (
     evaluate_run,
@@ -49,7 +51,11 @@ def usage() -> str:
 
 
 def parse(argv: list[str]):
-    """(method, resolved config, device) from the command line (two passes: preset choice, then flags)."""
+    """(method, resolved config, device) from the command line.
+
+    Resolution order: dataclass defaults -> preset (``--preset NAME|PATH.yaml``) -> ``--load-config FILE`` ->
+    flags. ``--print-config`` prints the result as YAML and exits 0 (SystemExit) without training.
+    """
     if not argv or argv[0].startswith("-"):
         if argv and argv[0] in ("-h", "--help"):
             print(usage())
@@ -62,30 +68,119 @@ def parse(argv: list[str]):
     plain = method.config_cls(method=method.name)
     first = plain if wants_help else tyro.cli(method.config_cls, args=args, prog=prog, default=plain)
     if first.resume:
-        if not first.run_dir:
-            raise ReconError("--resume needs --run-dir RUN_DIR (the run to continue)")
-        run, stored_method, stored = open_run_config(first.run_dir)
-        if stored_method.name != method.name:
+        if first.load_config:
             raise ReconError(
-                f"--run-dir {first.run_dir}: the run trained {stored_method.name!r}, not {method.name!r}"
+                "--load-config cannot be combined with --resume (a resumed run keeps its config)"
             )
-        cfg = tyro.cli(method.config_cls, args=args, prog=prog, default=stored)
-        _check_resume_changes(run, stored, cfg)
-        data = str(Path(cfg.data).resolve()) if cfg.data else ""
-        return method, replace(cfg, method=method.name, resume=True, data=data), resolve_device(cfg.device)
+        return _print_if_asked(_parse_resume(method, args, first, prog))
+    loaded = _read_load_config(method, first.load_config) if first.load_config else None
+    if loaded is not None:  # the file's preset and device count unless the flags say otherwise
+        first = tyro.cli(method.config_cls, args=args, prog=prog, default=_overlay(plain, loaded))
     device = resolve_device(first.device)
-    name = preset_name(method.name, first.preset, device)
-    base = preset_config(method, name)
-    cfg = tyro.cli(
-        method.config_cls, args=args, prog=prog, default=replace(base, method=method.name, preset=name)
-    )
-    if cfg.max_minutes > 0 and not _given(args, "--steps"):
+    name, base = _preset(method, first.preset, device)
+    if loaded is not None:
+        base = _overlay(base, loaded)
+    default = replace(base, method=method.name, preset=name)
+    cfg = tyro.cli(method.config_cls, args=args, prog=prog, default=default)
+    explicit_steps = _given(args, "--steps") or (loaded is not None and "steps" in loaded.data)
+    if cfg.max_minutes > 0 and not explicit_steps:
         cfg = replace(
             cfg, steps=0
         )  # a time budget without an explicit --steps: train until the time is spent
     # The absolute dataset path goes into config.yaml, so eval/export/resume work from any folder.
     data = str(Path(cfg.data).resolve()) if cfg.data else ""
-    return method, replace(cfg, method=method.name, data=data), device
+    return _print_if_asked((method, replace(cfg, method=method.name, data=data), device))
+
+
+def _parse_resume(method, args: list[str], first, prog: str):
+    """--resume --run-dir RUN: the run's own config.yaml, then the (run-control) flags."""
+    if not first.run_dir:
+        raise ReconError("--resume needs --run-dir RUN_DIR (the run to continue)")
+    run, stored_method, stored = open_run_config(first.run_dir)
+    if stored_method.name != method.name:
+        raise ReconError(
+            f"--run-dir {first.run_dir}: the run trained {stored_method.name!r}, not {method.name!r}"
+        )
+    cfg = tyro.cli(method.config_cls, args=args, prog=prog, default=stored)
+    _check_resume_changes(run, stored, cfg)
+    data = str(Path(cfg.data).resolve()) if cfg.data else ""
+    return method, replace(cfg, method=method.name, resume=True, data=data), resolve_device(cfg.device)
+
+
+@dataclass(frozen=True)
+class _LoadedConfig:
+    """A ``--load-config`` file: its plain data (run_dir, resume and print_config removed) and its path."""
+
+    data: dict
+    source: str
+
+
+def _read_load_config(method, path: str) -> _LoadedConfig:
+    """Read ``--load-config FILE`` strictly (validated against the method's config class now, naming the file)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ReconError(
+            f"--load-config {path}: no such file; expected a config YAML (e.g. a run's config.yaml)"
+        )
+    data = load_yaml(file)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ReconError(
+            f"--load-config {path}: expected a mapping of config fields, got {type(data).__name__}"
+        )
+    stored = data.get("method")
+    if stored not in (None, "", method.name):
+        raise ReconError(f"--load-config {path}: a config of method {stored!r}, not {method.name!r}")
+    # Another run's folder and resume state are not taken over: training into that run would clobber it.
+    data = {k: v for k, v in data.items() if k not in ("run_dir", "resume", "print_config", "load_config")}
+    loaded = _LoadedConfig(data=data, source=str(file.resolve()))
+    _overlay(method.config_cls(method=method.name), loaded)  # fail now, naming the file and the key
+    return loaded
+
+
+def _overlay(cfg, loaded: _LoadedConfig):
+    """``cfg`` with the loaded file's fields applied, recording the file in ``load_config``."""
+    out = apply_overrides(cfg, loaded.data, source=loaded.source)
+    return replace(out, load_config=loaded.source)
+
+
+def _preset(method, preset: str, device) -> tuple[str, object]:
+    """(preset name or absolute file path, the config it gives) for ``--preset NAME|PATH.yaml``.
+
+    A preset file holds overrides of the method's own preset (as ``configs/<method>_cpu.yaml`` does).
+    """
+    if not _is_preset_path(preset):
+        name = preset_name(method.name, preset, device)
+        return name, preset_config(method, name)
+    file = Path(preset)
+    if not file.is_file():
+        raise ReconError(f"--preset {preset}: no such file; expected a preset name or a preset .yaml file")
+    data = load_yaml(file) or {}
+    if not isinstance(data, dict):
+        raise ReconError(f"--preset {preset}: expected a mapping of config fields, got {type(data).__name__}")
+    if data.get("method") not in (None, "", method.name):
+        raise ReconError(f"--preset {preset}: a preset of method {data['method']!r}, not {method.name!r}")
+    source = str(file.resolve())
+    cfg = apply_overrides(preset_config(method, method.name), data, source=source)
+    return source, cfg
+
+
+def _is_preset_path(preset: str) -> bool:
+    return preset.endswith((".yaml", ".yml")) or "/" in preset or "\\" in preset
+
+
+def _print_if_asked(parsed):
+    """``--print-config``: validate, print the resolved config as YAML (loadable by --load-config), exit 0."""
+    method, cfg, device = parsed
+    resolve_logger(cfg.logger)  # --logger tensorboard without the package fails before any work
+    if not cfg.print_config:
+        return parsed
+    validate_train_config(cfg)
+    text = yaml.safe_dump(dump_config(replace(cfg, print_config=False)), sort_keys=False)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    raise SystemExit(0)
 
 
 def _given(args: list[str], flag: str) -> bool:
@@ -176,10 +271,13 @@ def _train(trainer: Trainer, cfg) -> TrainResult:
         viewer = attach_training_viewer(trainer, host=cfg.viewer_host, port=cfg.viewer_port)
         print(f"viewer: {viewer.url} (training waits while paused there)", file=sys.stderr)
     progress, update = _progress_bar(cfg, trainer.step)
+    experiment_logger = attach_logger(trainer, cfg.logger)
     try:
         with progress:
             return trainer.train(progress=update)
     finally:
+        if experiment_logger is not None:
+            experiment_logger.close(trainer)
         if viewer is not None:
             viewer.close()
 

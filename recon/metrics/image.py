@@ -261,22 +261,47 @@ def _lpips_model():
     return model.eval()
 
 
-def lpips(img: Float[Tensor, "*batch H W 3"], ref: Float[Tensor, "*batch H W 3"]) -> float | None:
+def lpips(
+    img: Float[Tensor, "*batch H W 3"],
+    ref: Float[Tensor, "*batch H W 3"],
+    *,
+    model: torch.nn.Module | None = None,
+) -> float | None:
     """LPIPS distance (Zhang et al. 2018, AlexNet, v0.1) or None when its weights are not available locally.
+
+    .. math:: \\mathrm{LPIPS} = \\frac{1}{B} \\sum_b d(2 x_b - 1, 2 y_b - 1)
+
+    where ``d`` is the network: both images are mapped from [0, 1] to [-1, 1] (what LPIPS was trained on) and
+    passed as one ``(B, 3, H, W)`` batch; the per-image distances are averaged.
 
     Args:
         img: (H, W, 3) or (B, H, W, 3) image in [0, 1].
         ref: the reference, same shape.
+        model: the distance network, called as ``model(x, y)`` on ``(B, 3, H, W)`` float32 tensors in [-1, 1]
+            and returning ``B`` distances (any shape with B elements, e.g. ``(B, 1, 1, 1)``). None: the
+            pretrained LPIPS-AlexNet when its weights are local (else the result is None).
 
     Returns:
         Mean LPIPS over the batch (lower is better), or None; :func:`lpips_unavailable_reason` says why.
 
     Differentiable w.r.t.: nothing (a metric).
+
+    Example:
+        >>> import torch
+        >>> class MeanAbs(torch.nn.Module):
+        ...     def forward(self, x, y):
+        ...         return (x - y).abs().mean(dim=(1, 2, 3))
+        >>> lpips(torch.ones(4, 4, 3), torch.zeros(4, 4, 3), model=MeanAbs())
+        2.0
     """
     x, y = _as_batch(img, ref)
-    if lpips_unavailable_reason() is not None:
-        return None
-    model = _lpips_model().to(x.device)
+    if model is None:
+        if lpips_unavailable_reason() is not None:
+            return None
+        model = _lpips_model()
+    model = model.to(x.device)
     with torch.no_grad():
         value = model(x.float() * 2 - 1, y.float() * 2 - 1)  # LPIPS expects [-1, 1]
-    return float(value.mean())
+    if value.numel() != x.shape[0]:
+        raise ValueError(f"lpips: model returned {value.numel()} values for a batch of {x.shape[0]} images")
+    return float(value.float().mean())

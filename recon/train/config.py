@@ -14,6 +14,7 @@ from recon.train.losses import LossConfig
 from recon.train.triangles_mcmc import TriangleMCMCConfig
 
 BackgroundMode = Literal["dataset", "random", "white", "black"]
+LoggerChoice = Literal["auto", "tensorboard", "none"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,14 @@ class TrainConfig:
     """torch CPU threads (0: torch's default). One thread is much faster on a CPU shared with other jobs."""
     progress: bool = True
     """Show a progress bar on stderr."""
+    logger: LoggerChoice = "auto"
+    """Experiment logger: tensorboard (event files in RUN_DIR/tensorboard: scalars on logging steps, the first
+    periodic-eval view's render and target), none, or auto (tensorboard when the package is installed)."""
+    load_config: str = ""
+    """A config YAML applied after the preset and before the flags: a run's full config.yaml or any subset of
+    fields (loaded strictly; its run_dir and resume are not taken over)."""
+    print_config: bool = False
+    """Print the resolved config as YAML and exit without training (a dry run)."""
     loss: LossConfig = field(default_factory=LossConfig)
     """Generic loss terms (photometric, depth-normal consistency, distortion)."""
     batch: Literal["image", "rays"] = "image"
@@ -106,6 +115,7 @@ RUN_CONTROL_FIELDS = frozenset({
     "data", "steps", "run_dir", "output_dir", "experiment", "device", "resume", "viewer", "viewer_host",
     "viewer_port", "max_minutes", "allow_outside_root", "backend", "log_every", "checkpoint_every", "checkpoint_minutes",
     "keep_checkpoints", "eval_every_minutes", "eval_every", "eval_images", "final_eval", "threads", "progress",
+    "logger", "load_config", "print_config",
 })  # fmt: skip
 """Fields ``--resume`` may change: they steer the run (budget, logging, devices), not the model or the data.
 ``data`` may point elsewhere as long as the dataset fingerprint matches (a moved dataset)."""
