@@ -47,7 +47,7 @@ SCENE_KINDS: tuple[SceneKind, ...] = ("bounded", "unbounded", "forward")
 FORWARD_COHERENCE = 0.9  # |mean unit optical axis| above which all cameras face one way (LLFF-like)
 MIN_POINTS = 20  # fewer SfM points than this say nothing about the background
 FAR_POINT_RADIUS = 1.5  # points beyond 1.5x the median camera distance from the look-at centre are "far"
-FAR_POINT_FRACTION = 0.05  # more than 5 % far points: a background behind the subject (SfM outliers stay below)
+FAR_POINT_FRACTION = 0.05  # more than 5 % far points: a background (SfM outliers stay below)
 LOOK_AT_DEGREES = 30.0  # cameras whose axes point within 30 degrees of the look-at centre surround an object
 MIN_DEPTH = 1e-6  # floor of the forward box's depth (points behind or at the cameras)
 

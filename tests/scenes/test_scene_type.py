@@ -46,7 +46,9 @@ def ball_points(n: int, radius: float, gen: torch.Generator) -> torch.Tensor:
 
 def test_object_centric_rig_is_bounded(gen):
     cams = orbit_rig()
-    outliers = torch.nn.functional.normalize(torch.randn(10, 3, generator=gen), dim=-1) * 30.0  # 2 % SfM outliers
+    outliers = (
+        torch.nn.functional.normalize(torch.randn(10, 3, generator=gen), dim=-1) * 30.0
+    )  # 2 % SfM outliers
     with_points = detect_scene_type(cams, torch.cat([ball_points(490, 0.8, gen), outliers]))
     assert with_points.kind == "bounded", with_points.reason
     without = detect_scene_type(cams, None)  # synthetic renders: no SfM points
