@@ -16,12 +16,13 @@ import torch
 from recon.core import Camera
 from recon.core.transforms import look_at
 from recon.scenes.base import ExportOptions, RenderOptions, StepContext
+from recon.scenes.fields import cube_box
 from recon.scenes.nerf import NerfScene, NerfSceneConfig
 from recon.train.occupancy import OccupancyConfig, OccupancyStrategy
 from recon.train.param_optimizer import ParamOptimizer
 from recon.train.ray_batches import RayBatchSampler
 from recon.train.strategy import StrategyContext
-from tests.scenes.helpers import one_thread
+from tests.scenes.helpers import object_dataset, one_thread
 
 BALL_RADIUS, ROOM_RADIUS, RING_RADIUS = 0.5, 6.0, 2.0
 RESOLUTION, VIEWS, TEST_EVERY = 24, 16, 8  # views 0 and 8 are held out
@@ -109,6 +110,47 @@ def test_from_dataset_decides_unbounded_and_records_it(capture):
                                     generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert forced.scene_type.kind == "bounded" and forced.proposal is None
     assert torch.equal(forced.aabb, capture.scene_box)
+
+
+def test_object_capture_keeps_the_occupancy_grid(tmp_path):
+    # the procedural object scene (synthetic renders, no SfM points, cameras around the object) stays bounded
+    dataset = object_dataset(tmp_path)
+    scene = NerfScene.from_dataset(TINY, dataset, generator=torch.Generator().manual_seed(0))
+    assert scene.scene_type.kind == "bounded", scene.scene_type.reason
+    assert (
+        scene.proposal is None and scene.occupancy_grid.resolution == NerfSceneConfig().occupancy_resolution
+    )
+    assert torch.equal(scene.aabb, cube_box(dataset.scene_box))
+
+
+class ForwardCapture(RoomCapture):
+    """Cameras on a small grid all looking along +x at the wall (LLFF-like), same procedural room."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        ys, zs = torch.meshgrid(torch.linspace(-0.3, 0.3, 4), torch.linspace(-0.2, 0.2, 3), indexing="ij")
+        eyes = torch.stack([torch.full((12,), -1.5), ys.reshape(-1), zs.reshape(-1)], -1)
+        T = torch.stack(
+            [look_at(e, e + torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 1.0])) for e in eyes]
+        )
+        self.all_cameras = Camera(T, self.all_cameras.K[:12].clone(), RESOLUTION, RESOLUTION)
+        self.split = {"train": torch.arange(12)}
+        self.points3d = self.points3d[self.points3d[:, 0] > -1.0]  # what cameras looking along +x can see
+
+
+def test_forward_capture_is_contracted_and_renders_finite():
+    capture = ForwardCapture()
+    scene = NerfScene.from_dataset(TINY, capture, generator=torch.Generator().manual_seed(0))
+    assert scene.scene_type.kind == "forward", scene.scene_type.reason
+    assert scene.proposal is not None
+    centre = 0.5 * (scene.aabb[0] + scene.aabb[1])
+    assert float(centre[0]) > -1.5  # the foreground cube lies in front of the cameras
+    scene.eval()
+    with torch.no_grad():
+        out = scene.render(
+            capture.cameras("train")[:1], RenderOptions(), pixels=torch.zeros(1, 4, 2, dtype=torch.long)
+        )
+    assert bool(torch.isfinite(out.rgb).all()) and bool((out.alpha == 1).all())
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
