@@ -189,3 +189,12 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="density_fn must return"):
         proposal_sampling([lambda a, b: a[:, :1]], num_proposal_samples=[8], num_samples=4, near=one,
                           far=one * 2, spacing="uniform")  # fmt: skip
+
+
+def test_docstring_examples():
+    import doctest
+
+    from recon.renderers.volume import proposal
+
+    result = doctest.testmod(proposal, extraglobs={"torch": torch})
+    assert result.attempted > 0 and result.failed == 0
