@@ -31,7 +31,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from recon.core import Mesh, RenderCapabilities
+from recon.core import Camera, Mesh, RenderCapabilities
 from recon.core.render import RenderOutput
 from recon.renderers.encoding.contraction import ContractionNorm
 from recon.renderers.volume import OccupancyGrid, composite
@@ -233,7 +233,7 @@ class NerfScene(FieldScene):
 
         return sigma_fn
 
-    def render(self, camera, options: RenderOptions, *, pixels: Tensor | None = None) -> RenderOutput:
+    def render(self, camera: Camera, options: RenderOptions, *, pixels: Tensor | None = None) -> RenderOutput:
         self._proposal_cache = []  # the interlevel loss of ``regularizers`` is that of this render's rays
         return super().render(camera, options, pixels=pixels)
 
