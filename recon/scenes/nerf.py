@@ -1,12 +1,29 @@
-"""Instant-NGP radiance field rendered with occupancy-grid ray marching (spec neural_fields.md §1-§4, §6).
+"""Instant-NGP radiance field rendered with occupancy-grid ray marching or proposal networks (spec §1-§4, §6).
 
-Rendering: rays from ``Camera.generate_rays`` -> ``OccupancyGrid.sampling`` (no-grad marching through occupied
+The kind of capture (``recon.scenes.scene_type``: ``bounded``, ``unbounded``, ``forward``) is decided once, in
+``from_dataset`` (``scene_type="auto"`` detects it from the cameras and SfM points; any other value overrides), and
+recorded in the scene's state: the buffers ``scene_kind`` (0 bounded, 1 unbounded, 2 forward) and
+``scene_type_reason`` (the reason, UTF-8 bytes) travel in every checkpoint, so evaluation and export see the same
+decision (``NerfScene.scene_type``).
+
+* ``bounded`` (object-centric): the field lives in the box (zero density outside) and is sampled by the occupancy
+  grid, as below.
+* ``unbounded`` / ``forward``: the field encodes contracted coordinates (``recon.scenes.nerf_unbounded``), rays are
+  sampled by two proposal density fields (256 -> 96 -> 48 samples per ray by default) in ``lindisp`` spacing from
+  ``0.2`` to ``1e3`` box half-sizes, and the background is the field's own: the remaining transmittance takes the
+  colour of the last sample (nerfstudio's ``last_sample`` background), so ``alpha = 1`` and no background colour
+  is composited (``RenderOptions.background`` is not used). The proposal fields learn from the interlevel loss and
+  the final weights from the distortion loss, both returned by ``regularizers``. The occupancy grid is then a
+  one-cell placeholder that only satisfies the ``OccupancyScene`` protocol of the method's strategy.
+
+Bounded rendering: rays from ``Camera.generate_rays`` -> ``OccupancyGrid.sampling`` (no-grad marching through occupied
 cells, then a no-grad density pass dropping samples after ``T < 1e-4``) -> density and colour with gradients on
 the surviving packed samples -> ``recon.renderers.volume.composite``. Full images are rendered in chunks of rays;
 ``pixels=(C, R, 2)`` renders ray subsets (training batches). The occupancy grid is a buffer of the scene, updated
 by ``recon.train.occupancy.OccupancyStrategy`` through ``occupancy_eval``.
 """
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,8 +31,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from recon.core import Mesh, RenderCapabilities
+from recon.core import Camera, Mesh, RenderCapabilities
+from recon.core.render import RenderOutput
+from recon.renderers.encoding.contraction import ContractionNorm
 from recon.renderers.volume import OccupancyGrid, composite
+from recon.renderers.volume.api import Spacing
+from recon.renderers.volume.proposal import ProposalSamples, proposal_distortion_loss, proposal_loss
 from recon.scenes.base import ExportOptions, RenderOptions, StepContext
 from recon.scenes.field_scene import (
     FieldScene,
@@ -27,6 +48,15 @@ from recon.scenes.field_scene import (
     vertex_normals,
 )
 from recon.scenes.fields import NGPField
+from recon.scenes.nerf_unbounded import ContractedNGPField, ProposalNetworks, proposal_config
+from recon.scenes.scene_type import (
+    SCENE_KINDS,
+    SceneKind,
+    SceneTypeDecision,
+    SceneTypeSetting,
+    foreground_box,
+    resolve_scene_type,
+)
 
 __all__ = [
     "NerfScene",
@@ -36,6 +66,8 @@ __all__ = [
     "stratified_generator",
     "vertex_normals",
 ]
+
+log = logging.getLogger(__name__)
 
 OCC_THRESHOLD = 0.01  # occupancy threshold on sigma * step_size (spec §3)
 MESH_DENSITY_RULE = (
@@ -71,33 +103,119 @@ class NerfSceneConfig(HashGridSceneConfig):
     """Marching-cubes grid resolution of ``export_mesh``."""
     mesh_density: float = 0.0
     """Density level of the exported surface (0: 0.01 / render_step_size, spec §6)."""
+    scene_type: SceneTypeSetting = "auto"
+    """auto: detect bounded / unbounded / forward from the cameras and SfM points (recon.scenes.scene_type);
+    bounded: occupancy grid over the box; unbounded or forward: contracted field with proposal sampling."""
+    contraction_norm: ContractionNorm = "linf"
+    """Norm of the scene contraction (linf: the whole foreground cube stays un-contracted; l2: its inner ball)."""
+    proposal_samples: tuple[int, ...] = (256, 96)
+    """Samples per ray of each proposal level (unbounded / forward; spec §3)."""
+    num_samples: int = 48
+    """Final samples per ray evaluated by the radiance field (unbounded / forward)."""
+    proposal_max_resolutions: tuple[int, ...] = (128, 256)
+    """Finest hash-grid resolution of each proposal field."""
+    proposal_grid_levels: int = 5
+    """Hash-grid levels of the proposal fields."""
+    proposal_grid_log2_size: int = 17
+    """log2 of the hash-table entries per level of the proposal fields."""
+    proposal_hidden_dim: int = 64
+    """Hidden width of the proposal fields' MLPs."""
+    proposal_near: float = 0.2
+    """Near plane of proposal sampling, in foreground-cube half sizes."""
+    proposal_far: float = 1e3
+    """Far plane of proposal sampling, in foreground-cube half sizes."""
+    proposal_spacing: Spacing = "lindisp"
+    """Initial spacing of the proposal samples (lindisp: uniform in 1/t)."""
+    interlevel_weight: float = 1.0
+    """Weight of the proposal (interlevel) loss, mean over rays (nerfstudio interlevel_loss_mult)."""
+    distortion_weight: float = 0.002
+    """Weight of the distortion loss of the final samples on normalised ray distance (nerfstudio)."""
 
 
 class NerfScene(FieldScene):
-    """Instant-NGP radiance field with an occupancy grid.
+    """Instant-NGP radiance field with an occupancy grid (bounded) or proposal networks (unbounded, forward).
 
     Args:
         config: scene configuration.
-        scene_box: (2, 3) box of the scene (forced to a cube).
+        scene_box: (2, 3) box of the scene (forced to a cube); the foreground cube of contracted scenes.
+        kind: the kind of capture (``from_dataset`` decides it; see the module docstring).
+        reason: why ``kind`` (recorded with it).
         generator: RNG of the initialisation.
     """
 
     config: NerfSceneConfig
     capabilities = RenderCapabilities(depth=True, depth_median=True, pixel_subsets=True)
+    proposal: ProposalNetworks | None
 
     def __init__(
         self,
         config: NerfSceneConfig,
         scene_box: Float[Tensor, "2 3"],
         *,
+        kind: SceneKind = "bounded",
+        reason: str = "set by the caller",
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(config, scene_box)
-        box = self.aabb
-        self.field = NGPField(box, grid=config.grid(), hidden_dim=config.hidden_dim, generator=generator)
-        self.occupancy_grid = OccupancyGrid(
-            box, resolution=config.occupancy_resolution, levels=config.occupancy_levels
+        self.register_buffer("scene_kind", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("scene_type_reason", torch.zeros(0, dtype=torch.uint8))
+        self._proposal_cache: list[tuple[ProposalSamples, Tensor]] = []
+        self._build(SceneTypeDecision(kind, reason), generator)
+
+    def _build(self, decision: SceneTypeDecision, generator: torch.Generator | None) -> None:
+        """(Re)create the field and sampler of ``decision.kind`` and record the decision in the buffers."""
+        if decision.kind not in SCENE_KINDS:
+            raise ValueError(f"kind must be one of {SCENE_KINDS}, got {decision.kind!r}")
+        cfg, box = self.config, self.aabb
+        self.scene_kind.fill_(SCENE_KINDS.index(decision.kind))
+        self.scene_type_reason = torch.tensor(list(decision.reason.encode()), dtype=torch.uint8)
+        if decision.kind == "bounded":
+            self.field = NGPField(box, grid=cfg.grid(), hidden_dim=cfg.hidden_dim, generator=generator)
+            self.occupancy_grid = OccupancyGrid(
+                box, resolution=cfg.occupancy_resolution, levels=cfg.occupancy_levels
+            )
+            self.proposal = None
+            return
+        self.field = ContractedNGPField(
+            box, norm=cfg.contraction_norm, grid=cfg.grid(), hidden_dim=cfg.hidden_dim, generator=generator
         )
+        self.proposal = ProposalNetworks(box, proposal_config(
+            proposal_samples=cfg.proposal_samples, num_samples=cfg.num_samples,
+            max_resolutions=cfg.proposal_max_resolutions, grid_levels=cfg.proposal_grid_levels,
+            grid_log2_size=cfg.proposal_grid_log2_size, hidden_dim=cfg.proposal_hidden_dim, near=cfg.proposal_near,
+            far=cfg.proposal_far, spacing=cfg.proposal_spacing, norm=cfg.contraction_norm,
+        ), generator=generator)  # fmt: skip
+        # placeholder for the OccupancyScene protocol of the method's strategy (one cell, never used to sample)
+        self.occupancy_grid = OccupancyGrid(box, resolution=1, levels=1)
+
+    @property
+    def scene_type(self) -> SceneTypeDecision:
+        """The recorded kind of capture and the reason for it."""
+        reason = bytes(self.scene_type_reason.tolist()).decode()
+        return SceneTypeDecision(SCENE_KINDS[int(self.scene_kind)], reason)
+
+    @classmethod
+    def from_dataset(cls, config: NerfSceneConfig, dataset, *, generator: torch.Generator) -> "NerfScene":
+        """A new field for ``dataset``: decides the kind of capture (``config.scene_type``) and its box.
+
+        Bounded scenes cover ``dataset.scene_box``; unbounded and forward scenes keep
+        ``recon.scenes.scene_type.foreground_box`` un-contracted.
+        """
+        cameras = dataset.cameras("train")
+        decision = resolve_scene_type(config.scene_type, cameras, dataset.points3d)
+        box = foreground_box(decision.kind, cameras, dataset.points3d, dataset.scene_box)
+        log.info("nerf scene type: %s (%s)", decision.kind, decision.reason)
+        return cls(config, box, kind=decision.kind, reason=decision.reason, generator=generator)
+
+    def load_state_dict_resizing(self, state: dict[str, Tensor]) -> None:
+        """Restore a checkpoint, first rebuilding the field and sampler of the stored kind of capture."""
+        if "scene_kind" in state and int(state["scene_kind"]) != int(self.scene_kind):
+            reason = bytes(
+                state.get("scene_type_reason", torch.zeros(0, dtype=torch.uint8)).tolist()
+            ).decode()
+            self._build(SceneTypeDecision(SCENE_KINDS[int(state["scene_kind"])], reason), None)
+            self.to(self.aabb.device)
+        super().load_state_dict_resizing(state)
 
     # --- occupancy-grid capability (used by recon.train.occupancy) ------------------------------------------
     occupancy_threshold: float = OCC_THRESHOLD
@@ -115,10 +233,16 @@ class NerfScene(FieldScene):
 
         return sigma_fn
 
+    def render(self, camera: Camera, options: RenderOptions, *, pixels: Tensor | None = None) -> RenderOutput:
+        self._proposal_cache = []  # the interlevel loss of ``regularizers`` is that of this render's rays
+        return super().render(camera, options, pixels=pixels)
+
     def _render_rays(
         self, origins: Tensor, directions: Tensor, options: RenderOptions, generator: torch.Generator | None
     ) -> dict[str, Tensor]:
         """``rgb``, ``alpha`` and ``depth`` (expected distance along the unit ray) of a chunk of rays; no normals."""
+        if self.proposal is not None:
+            return self._render_rays_proposal(origins, directions, options, generator)
         cfg, backend = self.config, options.backend
         samples = self.occupancy_grid.sampling(
             origins, directions, render_step_size=cfg.render_step_size,
@@ -140,13 +264,58 @@ class NerfScene(FieldScene):
             result["depth_median"] = median_depth(samples, out.weights, out.transmittance)
         return result
 
+    def _render_rays_proposal(
+        self, origins: Tensor, directions: Tensor, options: RenderOptions, generator: torch.Generator | None
+    ) -> dict[str, Tensor]:
+        """Proposal sampling, the radiance field on the final samples, the last sample's colour as background."""
+        assert self.proposal is not None
+        backend, n_rays = options.backend, origins.shape[0]
+        requires_grad = self.training and torch.is_grad_enabled()
+        samples = self.proposal.sample(origins, directions, stratified=generator is not None, generator=generator,
+                                       requires_grad=requires_grad, backend=backend)  # fmt: skip
+        packed = samples.packed()
+        ri = packed.ray_indices
+        d = directions[ri]
+        density = self.field.density(origins[ri] + d * ((packed.t_starts + packed.t_ends) * 0.5)[:, None],
+                                     backend=backend)  # fmt: skip
+        colors = self.field.color(d, density.geometry)
+        out = composite(
+            packed.t_starts, packed.t_ends, colors, sigmas=density.sigmas, ray_indices=ri, n_rays=n_rays,
+            background=None, backend=backend,
+        )  # fmt: skip
+        last = colors.reshape(n_rays, samples.samples_per_ray, 3)[:, -1]
+        result = {"rgb": out.rgb + (1.0 - out.opacity) * last, "alpha": torch.ones_like(out.opacity),
+                  "depth": out.depth}  # fmt: skip
+        if options.median_depth:
+            result["depth_median"] = median_depth(packed, out.weights, out.transmittance)
+        if requires_grad:
+            self._proposal_cache.append((samples, out.weights.reshape(n_rays, -1)))
+        return result
+
     def regularizers(self, ctx: StepContext) -> dict[str, Tensor]:
-        return {}
+        """Proposal scenes: ``interlevel`` (trains the proposal fields) and ``distortion`` of this step's render.
+
+        Both are means over the rays rendered since the last ``render`` call in training mode (empty otherwise).
+        """
+        cache, self._proposal_cache = self._proposal_cache, []
+        if self.proposal is None or not cache:
+            return {}
+        cfg = self.config
+        terms = {
+            "interlevel": cfg.interlevel_weight * torch.cat([proposal_loss(s, w) for s, w in cache]).mean()
+        }
+        if cfg.distortion_weight > 0:
+            dist = torch.cat([proposal_distortion_loss(s, w) for s, w in cache]).mean()
+            terms["distortion"] = cfg.distortion_weight * dist
+        return terms
 
     # --- export ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def export_mesh(self, options: ExportOptions) -> Mesh:
         """Marching cubes of ``sigma = sigma_thr`` over the cube (spec §6), in the scene's normalised frame.
+
+        For unbounded and forward scenes the cube is the un-contracted foreground region (the whole cube with
+        the ``linf`` contraction), so the surface of the region of interest is exported and the background is not.
 
         Vertex colours are the field's colour seen along ``-n`` (looking at the surface from outside). Density
         meshes are rough (spec §6); the level is ``mesh_density`` or ``0.01 / render_step_size``.

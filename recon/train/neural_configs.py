@@ -39,10 +39,13 @@ class RayTrainConfig(TrainConfig):
 
 @dataclass(frozen=True)
 class NerfTrainConfig(RayTrainConfig):
-    """``recon train nerf``: Instant-NGP radiance field with occupancy-grid sampling (spec §2-§4)."""
+    """``recon train nerf``: Instant-NGP radiance field (spec §2-§4) with occupancy-grid sampling for bounded scenes
+    and proposal sampling of a contracted field for unbounded / forward-facing ones (``scene.scene_type``,
+    docs/nerf.md)."""
 
     background: BackgroundMode = "random"
-    """Random per-ray background behind targets and renders (RGBA data; opaque images are used as they are)."""
+    """Random per-ray background behind targets and renders (RGBA data; opaque images are used as they are).
+    Unbounded and forward scenes render their own background (alpha = 1), so it has no effect on them."""
     rays_per_batch: int = 4096
     """Rays per step (nerfacc starts at 1024 and adapts to ~2^18 samples; fixed here)."""
     loss: LossConfig = field(default_factory=lambda: NERF_LOSS)
