@@ -10,10 +10,12 @@ After every step (``after_backward``) it:
 3. draws the opacity-logit noise ``N(0, std²)`` of the next step from its own generator (coarse stages; the first
    step of a run has none).
 
-Its state (stage, the step of each switch, the generator) is checkpointed as tensors, and the scene's stage,
+Whether the LPIPS term ran is recorded in the checkpoint (``strategy.lpips_active``) and a skipped term is logged
+once as a warning. Its state (stage, the step of each switch, the generator) is checkpointed as tensors, and the scene's stage,
 alive mask and noise are scene buffers, so a resumed run continues exactly.
 """
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +26,8 @@ from recon.scenes.superquadrics.scene import STAGES, SuperquadricScene
 from recon.train.strategy import Strategy, StrategyContext
 
 __all__ = ["CurriculumConfig", "SuperquadricsCurriculum"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,10 @@ class SuperquadricsCurriculum(Strategy):
     def after_backward(self, ctx: StrategyContext) -> None:
         scene: SuperquadricScene = ctx.scene  # type: ignore[assignment]
         cfg = scene.config
+        if scene.lpips_absent is not None and self.lpips_absent is None:
+            logger.warning(
+                "superquadrics: the LPIPS term is skipped (documented deviation): %s", scene.lpips_absent
+            )
         self.lpips_absent = scene.lpips_absent
         with torch.no_grad():
             if scene.stage().coarse:
@@ -73,9 +81,11 @@ class SuperquadricsCurriculum(Strategy):
             "stage": torch.tensor(self.stage),
             "switch_steps": torch.tensor(self.switch_steps),
             "generator": self.generator.get_state(),
+            "lpips_active": torch.tensor(self.lpips_absent is None),
         }
 
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
         self.stage = int(tensors["stage"])
         self.switch_steps = [int(s) for s in tensors["switch_steps"]]
         self.generator.set_state(tensors["generator"])
+        self.lpips_absent = None if bool(tensors.get("lpips_active", True)) else "recorded absent"

@@ -12,11 +12,15 @@ from recon.cli import eval as eval_cli
 from recon.cli import export as export_cli
 from recon.cli import render as render_cli
 from recon.cli import train as train_cli
+from recon.cli.view import scene_render_fn
 from recon.config import load_config_yaml
+from recon.datasets import load_dataset
+from recon.metrics.image import lpips_unavailable_reason
 from recon.runs import RunDir
 from recon.scenes.superquadrics.export import load_primitives
 from recon.train.methods import get_method
 from recon.train.trainer import load_scene
+from recon.viewer import ViewState
 
 TINY = ["--scene.texture-size", "16", "--scene.decimate-factor", "4", "--scene.overlap-points", "50",
         "--log-every", "5", "--no-progress", "--threads", "1"]  # fmt: skip
@@ -49,6 +53,9 @@ def test_train_resume_eval_render_export(data, tmp_path, capsys):
     assert records[0]["parsimony"] > 0 and records[-1]["parsimony"] == 0.0 and records[-1]["step"] == 30
     tensors, meta = RunDir(run_dir).load_checkpoint()
     assert int(tensors["scene.stage_index"]) == 2
+    assert bool(tensors["strategy.lpips_active"]) == (
+        lpips_unavailable_reason() is None
+    )  # recorded in the run
     # a switch follows the first step at or past its milestone (steps 13 and 25 of 30)
     assert tensors["strategy.switch_steps"].tolist() == [0, 14, 26]
     assert json.loads((run_dir / "eval.json").read_text())["num_images"] == 2
@@ -81,3 +88,11 @@ def test_train_resume_eval_render_export(data, tmp_path, capsys):
     torch.testing.assert_close(prims.T_world_canon, scene.T_world_canon)
     for name in ("mesh.obj", "mesh.glb", "mesh_full.obj", "mesh_full.glb"):
         assert (tmp_path / "native" / name).is_file(), name
+
+    # the viewer's render callback (recon view / --viewer) on a test camera of the dataset
+    camera = load_dataset(data).camera("test", 0)
+    for mode in ("rgb", "depth", "alpha"):
+        out = scene_render_fn(scene, device="cpu")(camera, ViewState(mode=mode))
+        assert (
+            out.rgb.shape == (1, 32, 32, 3) and out.depth is not None and bool(torch.isfinite(out.rgb).all())
+        )

@@ -286,7 +286,9 @@ class SuperquadricScene(Scene):
         alpha = self.alpha_hat(stage, noisy=self._training_step())
         terms = weighted_regularizers(self.blocks(), alpha, stage=stage, cfg=self.config)
         weight = self.config.perceptual_weight * stage.perceptual_factor
-        if weight > 0 and ctx.render is not None:
+        if weight <= 0:
+            self.lpips_absent = "the perceptual weight is 0"
+        elif ctx.render is not None:
             from recon.metrics.image import _lpips_model, lpips_unavailable_reason
 
             self.lpips_absent = lpips_unavailable_reason()
