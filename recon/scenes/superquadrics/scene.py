@@ -70,17 +70,27 @@ class SuperquadricScene(Scene):
         config: representation, losses and curriculum.
         blocks: the initial parameters (``init_block_set``).
         T_world_canon: (4, 4) canonical -> normalised-world similarity (from ``canonical_frame``).
+        T_original_world: (4, 4) normalised -> the dataset's original world frame (the inverse of the dataset's
+            ``normalization``; identity when None), used by ``write_native`` exports.
     """
 
     capabilities = RenderCapabilities(depth=True)
 
-    def __init__(self, config: SuperquadricsConfig, blocks: BlockSet, T_world_canon: Float[Tensor, "4 4"]):
+    def __init__(
+        self,
+        config: SuperquadricsConfig,
+        blocks: BlockSet,
+        T_world_canon: Float[Tensor, "4 4"],
+        T_original_world: Float[Tensor, "4 4"] | None = None,
+    ):
         super().__init__()
         self.config = config
         for name in GEOMETRY_FIELDS + TEXTURE_FIELDS:
             setattr(self, name, nn.Parameter(getattr(blocks, name).detach().float().clone()))
         n = len(blocks)
         self.register_buffer("T_world_canon", T_world_canon.detach().double().clone())
+        original = torch.eye(4, dtype=torch.float64) if T_original_world is None else T_original_world
+        self.register_buffer("T_original_world", original.detach().double().clone())
         self.register_buffer("stage_index", torch.zeros((), dtype=torch.int64))
         self.register_buffer("alive", torch.ones(n))
         self.register_buffer("opacity_noise", torch.zeros(n))
@@ -101,7 +111,7 @@ class SuperquadricScene(Scene):
             translation_range=config.translation_range, translation_init=config.translation_init,
             opacity_init=config.opacity_init, scale_min=config.scale_min, ratio=config.ratio_block_scene,
         )  # fmt: skip
-        return cls(config, blocks, frame.T_world_canon)
+        return cls(config, blocks, frame.T_world_canon, torch.linalg.inv(dataset.normalization.double()))
 
     @classmethod
     def empty(cls, config: SuperquadricsConfig) -> "SuperquadricScene":

@@ -2,7 +2,8 @@
 
 The photometric term is the published MSE (``loss.l2``, no D-SSIM, no depth-normal term); parsimony, TV, overlap
 and the optional LPIPS term come from ``SuperquadricScene.regularizers``. ``write_native`` writes
-``primitives.json`` and the textured ``mesh``/``mesh_full`` OBJ and GLB files (spec 11).
+``primitives.json`` and the textured ``mesh``/``mesh_full`` OBJ and GLB files (spec 11) in the dataset's original
+world frame.
 """
 
 from dataclasses import dataclass, field
@@ -37,11 +38,13 @@ def _strategy(cfg: TrainConfig, num_views: int) -> Strategy:
 
 
 def write_native(scene: Scene, path: Path) -> Path:
-    """Write ``primitives.json``, ``mesh.{obj,glb}`` and ``mesh_full.{obj,glb}`` into the folder ``path``
-    (normalised frame); returns the path of ``primitives.json``."""
+    """Write ``primitives.json``, ``mesh.{obj,glb}`` and ``mesh_full.{obj,glb}`` into the folder ``path`` in the
+    dataset's original world frame (``T_world_canon`` of primitives.json maps canonical -> original world);
+    returns the path of ``primitives.json``."""
     if not isinstance(scene, SuperquadricScene):
         raise TypeError(f"write_native needs a SuperquadricScene, got {type(scene).__name__}")
-    paths = export_blocks(scene.export_block_set(), path, cfg=scene.config, T_world_canon=scene.T_world_canon)
+    T_original_canon = scene.T_original_world @ scene.T_world_canon
+    paths = export_blocks(scene.export_block_set(), path, cfg=scene.config, T_world_canon=T_original_canon)
     return paths.primitives
 
 
