@@ -20,7 +20,14 @@ from typing import Literal
 from recon.config import write_text_atomic
 from recon.core.errors import ReconError
 
-__all__ = ["RestartRun", "final_training_loss", "run_restarts", "select_restart", "write_restarts_json"]
+__all__ = [
+    "RestartRun",
+    "final_training_loss",
+    "restarts_main",
+    "run_restarts",
+    "select_restart",
+    "write_restarts_json",
+]
 
 Selection = Literal["auto", "random"]
 RESTARTS_JSON = "restarts.json"
@@ -115,3 +122,51 @@ def run_restarts(
         runs.append(RestartRun(s, str(sub.relative_to(root)), final_training_loss(sub)))
     path = write_restarts_json(root / RESTARTS_JSON, runs, selection=selection, seed=seed)
     return root / json.loads(path.read_text())["selected"]
+
+
+def _pop_option(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
+    """The value of ``flag V`` / ``flag=V`` in ``argv`` (None if absent) and ``argv`` without it."""
+    rest, value, k = [], None, 0
+    while k < len(argv):
+        arg = argv[k]
+        if arg == flag:
+            if k + 1 >= len(argv):
+                raise ReconError(f"{flag}: expected a value")
+            value, k = argv[k + 1], k + 2
+            continue
+        if arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        k += 1
+    return value, rest
+
+
+def restarts_main(argv: list[str], train_main: Callable[[list[str]], int]) -> int:
+    """``recon train METHOD ... --restarts N [--restart-selection auto|random]``: N runs of ``train_main`` with
+    ``--seed s+k --run-dir RUN/restarts/seed_<s+k>`` (``--seed`` default 0; ``--run-dir`` required), then
+    ``RUN/restarts.json``; prints the selected run folder.
+
+    Raises:
+        ReconError: a missing or bad value, no ``--run-dir``, or a restart that failed.
+    """
+    count, argv = _pop_option(argv, "--restarts")
+    selection, argv = _pop_option(argv, "--restart-selection")
+    seed, argv = _pop_option(argv, "--seed")
+    run_dir, argv = _pop_option(argv, "--run-dir")
+    if count is None or not count.isdigit() or int(count) < 1:
+        raise ReconError(f"--restarts {count}: expected a positive integer")
+    if selection not in (None, "auto", "random"):
+        raise ReconError(f"--restart-selection {selection}: expected auto or random")
+    if not run_dir:
+        raise ReconError("--restarts: give --run-dir RUN (the restarts go to RUN/restarts/seed_<s>)")
+    base = int(seed) if seed is not None else 0
+
+    def train_one(s: int, sub: Path) -> None:
+        code = train_main([*argv, "--seed", str(s), "--run-dir", str(sub)])
+        if code != 0:
+            raise ReconError(f"restart with --seed {s} failed (exit status {code}); see {sub}")
+
+    chosen = run_restarts(train_one, run_dir, restarts=int(count), seed=base, selection=selection or "auto")
+    print(chosen)
+    return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from recon.core.errors import ReconError
-from recon.train.restarts import RestartRun, final_training_loss, run_restarts, select_restart
+from recon.train.restarts import RestartRun, final_training_loss, restarts_main, run_restarts, select_restart
 
 LOSSES = {3: 0.30, 4: 0.12, 5: float("nan"), 6: 0.20}  # seed -> final loss written by the fake trainer
 
@@ -43,3 +43,35 @@ def test_selection_rules(tmp_path):
         run_restarts(_fake_train, tmp_path, restarts=0)
     with pytest.raises(ReconError, match="metrics.jsonl"):
         final_training_loss(tmp_path / "missing")
+
+
+def test_restarts_main_runs_each_seed_through_the_train_command(tmp_path, capsys):
+    calls = []
+
+    def train_main(argv: list[str]) -> int:
+        calls.append(argv)
+        seed, run_dir = int(argv[argv.index("--seed") + 1]), Path(argv[argv.index("--run-dir") + 1])
+        _fake_train(seed, run_dir)
+        return 0
+
+    argv = [
+        "superquadrics",
+        "--data",
+        "d",
+        "--restarts",
+        "3",
+        "--seed",
+        "4",
+        "--run-dir",
+        str(tmp_path / "r"),
+    ]
+    assert restarts_main(argv, train_main) == 0
+    assert [c[:3] for c in calls] == [["superquadrics", "--data", "d"]] * 3
+    assert [int(c[c.index("--seed") + 1]) for c in calls] == [4, 5, 6]
+    assert capsys.readouterr().out.strip() == str(tmp_path / "r" / "restarts" / "seed_4")
+    with pytest.raises(ReconError, match="--run-dir"):
+        restarts_main(["superquadrics", "--restarts", "2"], train_main)
+    with pytest.raises(ReconError, match="positive"):
+        restarts_main(["superquadrics", "--restarts", "x", "--run-dir", "r"], train_main)
+    with pytest.raises(ReconError, match="failed"):
+        restarts_main(["m", "--restarts=1", "--run-dir", str(tmp_path / "f")], lambda argv: 1)
