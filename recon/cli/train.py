@@ -236,6 +236,10 @@ def _progress_bar(cfg, start_step: int):
 
 
 def main(argv: list[str]) -> int:
+    if any(a == "--restarts" or a.startswith("--restarts=") for a in argv):  # N seeds: recon.train.restarts
+        from recon.train.restarts import restarts_main
+
+        return restarts_main(argv, main)
     method, cfg, device = parse(argv)
     validate_train_config(cfg)
     _validate_method_config(method, cfg)

@@ -36,7 +36,17 @@ class ExponentialDecayLr:
     kind: Literal["exp_decay"] = "exp_decay"
 
 
-LrSchedule = ConstantLr | ExponentialDecayLr
+@dataclass(frozen=True)
+class StepLr:
+    """The base learning rate times ``factor`` from ``at_fraction`` of the budget on (a one-milestone MultiStep,
+    e.g. the ×0.1 of the blocks world at DTU epoch 1700 of 1800)."""
+
+    at_fraction: float = 1.0
+    factor: float = 0.1
+    kind: Literal["step"] = "step"
+
+
+LrSchedule = ConstantLr | ExponentialDecayLr | StepLr
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 import math
 
-from recon.scenes.base import ConstantLr, ExponentialDecayLr, LrSchedule
+from recon.scenes.base import ConstantLr, ExponentialDecayLr, LrSchedule, StepLr
 
 
 def lr_at(
@@ -12,6 +12,7 @@ def lr_at(
 
     ``ExponentialDecayLr`` is the log-linear decay of the triangle-splatting reference (spec §10):
     ``lr(t) = exp((1 - t/T) ln lr_0 + (t/T) ln lr_T)`` with ``lr_T = lr_0 * final_ratio`` and no delay.
+    ``StepLr`` is ``lr_0 * factor`` once ``t/T >= at_fraction``, else ``lr_0``.
     """
     if isinstance(schedule, ConstantLr) or base_lr <= 0.0:
         return base_lr
@@ -20,6 +21,9 @@ def lr_at(
         t = min(max(t, 0.0), 1.0)
         final = base_lr * schedule.final_ratio
         return math.exp((1.0 - t) * math.log(base_lr) + t * math.log(final))
+    if isinstance(schedule, StepLr):
+        t = step / max(1, max_steps) if progress is None else progress
+        return base_lr * schedule.factor if t >= schedule.at_fraction else base_lr
     raise TypeError(f"unknown learning-rate schedule {schedule!r}")
 
 

@@ -14,6 +14,12 @@ Modules, each pure and tested on its own:
 - ``config``: ``SuperquadricsConfig``;
 - ``export``: ``primitives.json`` (write/load/rebuild), textured OBJ/MTL/PNG and GLB.
 
-The scene (rendering through ``recon.renderers.raster``) and its training strategy are not written yet.
+and the scene itself:
+
+- ``scene``: ``SuperquadricScene`` (rendering through ``recon.renderers.raster``: hard environment pass, soft layered
+  block pass, "over"/"reference" composite; param groups, regularisers, native mesh export).
+
+The curriculum strategy lives in ``recon.train.superquadrics_strategy``, the method in
+``recon.train.methods.superquadrics``, multi-seed restarts in ``recon.train.restarts``.
 Import submodules explicitly, e.g. ``from recon.scenes.superquadrics.geometry import rot6d_to_matrix``.
 """

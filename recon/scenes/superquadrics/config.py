@@ -58,8 +58,9 @@ class SuperquadricsConfig:
     """Soft-rasteriser sigma of the fine phase, squared-NDC units."""
     faces_per_pixel: int = 10
     """K, the faces kept per pixel by the layered rasteriser."""
-    composite: Literal["reference", "over"] = "reference"
-    """Foreground/environment compositing: the published formula (colour x mask twice) or standard 'over'."""
+    composite: Literal["reference", "over"] = "over"
+    """Foreground/environment compositing: standard 'over' (default for new work) or the published formula
+    ('reference': block colour multiplied by the coverage twice)."""
     decimate_until: float = 750 / DTU_EPOCHS
     """Training fraction until which textures are decimated (DTU epoch 750 of 1800)."""
     coarse_until: float = 1500 / DTU_EPOCHS
@@ -93,6 +94,12 @@ class SuperquadricsConfig:
     2^(level - icosphere_level) times the trained size) re-tessellates the analytic surface."""
     export_ground_extent: float = 3.0
     """Half-extent of the reduced ground in the exported mesh of opaque blocks."""
+    ground: bool = True
+    """Render the ground plane (off for object-centric captures seen from below, where it would hide the object;
+    its parameters stay in the state either way)."""
+    roi_radius: float = 0.0
+    """Region-of-interest radius in the dataset's normalised frame, mapped to canonical radius 2 (0: half the
+    largest side of the dataset's scene box)."""
 
     def __post_init__(self) -> None:
         if self.n_blocks < 1:
@@ -108,5 +115,7 @@ class SuperquadricsConfig:
             )
         if not 0.0 <= self.lr_decay_at <= 1.0:
             raise ValueError(f"lr_decay_at must lie in [0, 1], got {self.lr_decay_at}")
+        if self.roi_radius < 0:
+            raise ValueError(f"roi_radius must be >= 0 (0: from the scene box), got {self.roi_radius}")
         if not 0.0 < self.kill_threshold < self.opaque_threshold < 1.0:
             raise ValueError("need 0 < kill_threshold < opaque_threshold < 1")

@@ -48,7 +48,7 @@ REGISTRY: dict[str, tuple[str | None, str]] = {
     "nerf": ("recon.train.methods.nerf", "Instant-NGP radiance field, occupancy-grid ray marching (volume renderer)"),
     "neus": ("recon.train.methods.neus", "NeuS signed-distance field: watertight surfaces (volume renderer)"),
     "triangles": ("recon.train.methods.triangles", "triangle splats: a soup of smooth-edged triangles (splat rasterizer)"),
-    "superquadrics": (None, "superquadric blocks (Differentiable Blocks World) - not available yet"),
+    "superquadrics": ("recon.train.methods.superquadrics", "superquadric blocks (Differentiable Blocks World; mesh rasterizer)"),
     "sparseflex": (None, "sparse-voxel FlexiCubes surfaces - not available yet"),
 }  # fmt: skip
 
