@@ -45,7 +45,9 @@ def test_sigma_and_opacity_are_annealed_then_thresholded(gen):
     finish.after_step(scene, opt, 0.8 + 0.25 * 0.2)
     cap = math.exp(0.5 * math.log(SIGMA_START) + 0.5 * math.log(0.02))
     assert float(scene.sigmas().detach().max()) <= cap * (1 + 1e-5)
-    assert float(scene.logit_opacities.abs().min()) >= 0.5 * OPAQUE_LOGIT - 1e-5  # pushed out of (-4.5, 4.5)
+    assert (
+        float(scene.logit_opacities.detach().abs().min()) >= 0.5 * OPAQUE_LOGIT - 1e-5
+    )  # pushed out of (-4.5, 4.5)
     assert scene.num_primitives() == n and not finish.done
     signs = scene.logit_opacities > 0
     # at the threshold: the transparent half is pruned, the rest is opaque, sharp, and view-independent
@@ -114,8 +116,8 @@ def test_bad_configuration(kwargs, match):
 
 
 # A finished soup is opaque and sharp: its hard-rasterized mesh render (recon eval --mesh) stays within 2 dB of its
-# splat render (measured on a 32 px, 80-step run: see the report), while the unfinished soup of the same run is
-# far from it. Budget: two ~80-step trainings of 150 triangles at 32 px.
+# splat render, while the unfinished soup of the same recipe is further from it. Budget: two 80-step trainings of
+# 150 triangles at 32 px (~25 s on a loaded 2-core machine).
 FINISHED_MAX_GAP_DB = 2.0
 
 
@@ -141,8 +143,8 @@ def test_finished_soup_renders_like_its_splats(tmp_path):
 
     data = write_scene("object", tmp_path / "data", views=8, test_views=2, resolution=32)
     gap, ev = _gap(data, tmp_path / "opaque", "opaque")
-    print("opaque", ev["psnr"], ev["mesh"]["psnr"])
     assert abs(gap) <= FINISHED_MAX_GAP_DB, ev
     assert ev["mesh"]["num_faces"] == ev["num_primitives"]  # every remaining triangle is opaque and exported
     plain_gap, plain = _gap(data, tmp_path / "plain", "none")
-    print("plain", plain["psnr"], plain["mesh"]["psnr"])
+    # measured: finished 10.8 dB splat / 11.4 dB mesh (gap -0.6), unfinished 14.7 / 10.9 (gap 3.8)
+    assert plain_gap > abs(gap) + 1.0, (plain, ev)
