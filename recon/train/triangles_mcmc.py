@@ -70,7 +70,7 @@ class TriangleMCMCConfig:
     """none | opaque: end with the opaque finish (``recon.train.triangles_finish``): sharpen the windows, push
     opacities to {0, 1}, prune the transparent triangles, so the exported soup renders in a standard rasteriser."""
     finish_fraction: float = 0.15
-    """Opaque finish: the last fraction of the budget it takes (start it after ``until_fraction``)."""
+    """Opaque finish: the last fraction of the budget it takes (densification events become prunes in it)."""
     finish_sigma: float = 0.02
     """Opaque finish: window sharpness sigma reached at the threshold."""
     finish_threshold_at: float = 0.5
