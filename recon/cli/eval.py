@@ -1,7 +1,9 @@
-"""``recon eval RUN_DIR [--split test] [--max-images N] [--save-renders]``: writes RUN_DIR/eval.json, prints it."""
+"""``recon eval RUN_DIR [--split test] [--max-images N] [--save-renders] [--mesh] [--output PATH]``: writes
+RUN_DIR/eval.json (or PATH), prints it."""
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import tyro
 
@@ -22,6 +24,11 @@ class EvalArgs:
     """Chamfer distance / F-score of the fused surface when the dataset has a ground-truth mesh."""
     device: str = "auto"
     """cpu | cuda | cuda:N | auto."""
+    mesh: bool = False
+    """Also render the run's native exported mesh with the hard rasterizer at the same views and report its
+    PSNR/SSIM under "mesh" (how much quality survives export)."""
+    output: Path | None = None
+    """Write eval.json here instead of RUN_DIR/eval.json."""
 
 
 def main(argv: list[str]) -> int:
@@ -29,6 +36,6 @@ def main(argv: list[str]) -> int:
     run, method, cfg = open_run_config(args.run_dir)
     result = evaluate_run(run, method, cfg, split=args.split, max_images=args.max_images,
                           save_renders=args.save_renders, device=resolve_device(args.device),
-                          geometry=args.geometry)  # fmt: skip
+                          geometry=args.geometry, mesh=args.mesh, output=args.output)  # fmt: skip
     print(json.dumps(result, indent=2))
     return 0

@@ -3,7 +3,8 @@
 A run directory is shown from its newest checkpoint: the scene renders on the server through its own renderer
 (``Scene.render``), the training cameras appear as frusta with thumbnails, the scene's native mesh and the
 dataset's SfM points can be drawn in the browser, and the export button writes the mesh as ``recon export`` does.
-A mesh file (PLY, OBJ, GLB...) is drawn in the browser only.
+A mesh file (PLY, OBJ, GLB...) renders on the server through the hard rasterizer (``recon.scenes.mesh_scene``, the
+renderer of ``recon eval --mesh``: rgb, depth, normals, alpha) and is also drawn in the browser.
 
 This module is the only place that joins scenes and the viewer: it builds the render callback
 (:func:`scene_render_fn`) that :class:`recon.viewer.ViewerServer` receives, and :func:`attach_training_viewer`
@@ -23,12 +24,16 @@ import torch
 import tyro
 
 from recon.core import Camera, Mesh, ReconError, RenderOutput
+from recon.scenes.mesh_scene import MeshTexture
 from recon.viewer import CameraView, PointCloud, RenderFn, TrainingStats, ViewerServer, ViewState, is_loopback
 
 __all__ = [
     "ViewArgs",
     "attach_training_viewer",
+    "load_mesh_file",
+    "load_textured_mesh_file",
     "main",
+    "mesh_render_fn",
     "scene_render_fn",
     "serve_mesh",
     "serve_run",
@@ -55,7 +60,7 @@ class ViewArgs:
     port: int = 8080
     """TCP port (the next free one is used if it is taken)."""
     device: str = "auto"
-    """Device that renders a run: cpu | cuda | cuda:N | auto (cuda when available)."""
+    """Device that renders a run or a mesh file: cpu | cuda | cuda:N | auto (cuda when available)."""
     max_resolution: int = 1024
     """Cap on the longest side of server renders, in pixels (the browser can change it)."""
     seconds: float = 0.0
@@ -179,8 +184,45 @@ def _run_stats(run, step: int, num_primitives: int) -> TrainingStats:
 
 
 # --- mesh files -----------------------------------------------------------------------------------------------
+def mesh_render_fn(
+    mesh: Mesh,
+    *,
+    texture: MeshTexture | None = None,
+    device: torch.device | str = "cpu",
+    backend: str = "auto",
+) -> RenderFn:
+    """The viewer's render callback for a plain mesh: the hard rasterizer of ``recon eval --mesh``
+    (:class:`recon.scenes.mesh_scene.MeshRenderer`: one opaque layer, unlit colours or texture, antialiased), with
+    depth and normals for the depth and normals modes."""
+    from recon.scenes.base import RenderOptions
+    from recon.scenes.mesh_scene import MeshRenderer
+
+    renderer = MeshRenderer(mesh, texture=texture, device=device)
+
+    def render(camera: Camera, state: ViewState) -> RenderOutput:
+        options = RenderOptions(
+            background=torch.tensor(state.background, dtype=torch.float32, device=renderer.device),
+            backend=backend,  # type: ignore[arg-type]
+            depth=True,
+            normals=state.mode == "normals",
+        )
+        return renderer.render(camera, options)
+
+    return render
+
+
 def load_mesh_file(path: Path) -> Mesh:
-    """Read a mesh file with trimesh into a :class:`recon.core.Mesh` (vertex or face colours kept)."""
+    """Read a mesh file with trimesh into a :class:`recon.core.Mesh` (vertex or face colours kept; a texture is
+    converted to vertex colours: :func:`load_textured_mesh_file` keeps it)."""
+    return _load(path, keep_texture=False)[0]
+
+
+def load_textured_mesh_file(path: Path) -> tuple[Mesh, MeshTexture | None]:
+    """Read a mesh file with its UV texture (None when it has none; its colours are then in the Mesh)."""
+    return _load(path, keep_texture=True)
+
+
+def _load(path: Path, *, keep_texture: bool) -> tuple[Mesh, MeshTexture | None]:
     import numpy as np
     import trimesh
 
@@ -190,10 +232,11 @@ def load_mesh_file(path: Path) -> Mesh:
         raise ReconError(f"{path}: not a readable mesh file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
         raise ReconError(f"{path}: expected a triangle mesh with at least one face")
-    vertex_colors = face_colors = None
+    vertex_colors = face_colors = texture = None
     visual = loaded.visual
     if getattr(visual, "kind", None) == "texture":
-        visual = visual.to_color()
+        texture = _texture(visual, len(loaded.vertices)) if keep_texture else None
+        visual = visual.to_color() if texture is None else None
     if getattr(visual, "kind", None) == "vertex":
         vertex_colors = torch.from_numpy(np.asarray(visual.vertex_colors)[:, :3] / 255.0).float()
         if path.suffix.lower() in (
@@ -203,12 +246,28 @@ def load_mesh_file(path: Path) -> Mesh:
             vertex_colors = _linear_to_srgb(vertex_colors)
     elif getattr(visual, "kind", None) == "face":
         face_colors = torch.from_numpy(np.asarray(visual.face_colors)[:, :3] / 255.0).float()
-    return Mesh(
+    mesh = Mesh(
         vertices=torch.from_numpy(np.asarray(loaded.vertices, dtype=np.float32)),
         faces=torch.from_numpy(np.asarray(loaded.faces, dtype=np.int64)),
         vertex_colors=vertex_colors,
         face_colors=face_colors,
     )
+    return mesh, texture
+
+
+def _texture(visual, num_vertices: int) -> MeshTexture | None:
+    """trimesh's UV texture as a MeshTexture (glTF orientation: v = 0 at the top row), or None without an image."""
+    import numpy as np
+
+    material = getattr(visual, "material", None)
+    image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
+    uv = getattr(visual, "uv", None)
+    if image is None or uv is None or len(uv) != num_vertices:
+        return None
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # PNG/JPEG textures are sRGB
+    uv_t = torch.from_numpy(np.asarray(uv, dtype=np.float32)).clone()
+    uv_t[:, 1] = 1.0 - uv_t[:, 1]  # trimesh stores OpenGL-style v (0 at the bottom row)
+    return MeshTexture(uv=uv_t, image=torch.from_numpy(pixels))
 
 
 def _linear_to_srgb(c: torch.Tensor) -> torch.Tensor:
@@ -217,10 +276,17 @@ def _linear_to_srgb(c: torch.Tensor) -> torch.Tensor:
     return torch.where(c <= 0.0031308, 12.92 * c, 1.055 * c.pow(1.0 / 2.4) - 0.055)
 
 
-def serve_mesh(path: Path, *, host: str = "127.0.0.1", port: int = 8080) -> ViewerServer:
-    """Serve a mesh file, drawn in the browser (no server render). Returns the started viewer."""
-    mesh = load_mesh_file(path)
-    return ViewerServer(None, host=host, port=port, geometry={path.name: mesh}, camera_path_dir=path.parent)
+def serve_mesh(
+    path: Path, *, host: str = "127.0.0.1", port: int = 8080, device: str = "cpu", max_resolution: int = 1024
+) -> ViewerServer:
+    """Serve a mesh file: rendered on the server by the hard rasterizer (rgb, depth, normals and alpha modes) and
+    also drawn client-side. Returns the started viewer."""
+    from recon.train.run_io import resolve_device
+
+    mesh, texture = load_textured_mesh_file(path)
+    render = mesh_render_fn(mesh, texture=texture, device=resolve_device(device))
+    return ViewerServer(render, host=host, port=port, geometry={path.name: mesh}, camera_path_dir=path.parent,
+                        view_state=ViewState(max_resolution=max_resolution))  # fmt: skip
 
 
 # --- live training ----------------------------------------------------------------------------------------------
@@ -315,7 +381,8 @@ def main(argv: list[str]) -> int:
     if path.is_file():
         if path.suffix.lower() not in MESH_SUFFIXES:
             raise ReconError(f"{path}: expected a run directory or a mesh file ({', '.join(MESH_SUFFIXES)})")
-        viewer = serve_mesh(path, host=args.host, port=args.port)
+        viewer = serve_mesh(path, host=args.host, port=args.port, device=args.device,
+                            max_resolution=args.max_resolution)  # fmt: skip
     elif path.is_dir():
         viewer = serve_run(
             path, host=args.host, port=args.port, device=args.device, max_resolution=args.max_resolution

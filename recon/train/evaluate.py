@@ -5,13 +5,14 @@ NeRF-synthetic protocol: every test view at the loaded resolution over a white b
 """
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from recon.core import ReconError
+from recon.core import Camera, Mesh, ReconError, RenderOutput
 from recon.scenes.base import RenderOptions, Scene
 
 FSCORE_THRESHOLD_FRACTION = 0.01  # F-score threshold as a fraction of the ground-truth bounding-box diagonal
@@ -29,6 +30,17 @@ def _metrics():
     return metrics
 
 
+def eval_indices(dataset, split: str, max_images: int) -> list[int]:
+    """The views of ``split`` to evaluate: all, or ``max_images`` evenly spread ones (ReconError if none)."""
+    count = len(dataset.splits.get(split, []))
+    if count == 0:
+        raise ReconError(f"--split {split!r}: the dataset has no views in that split")
+    if 0 < max_images < count:
+        # evenly spaced subset so a partial evaluation still covers the whole orbit
+        return torch.linspace(0, count - 1, max_images).round().long().unique().tolist()
+    return list(range(count))
+
+
 @torch.no_grad()
 def render_metrics(
     scene: Scene,
@@ -44,15 +56,25 @@ def render_metrics(
     Returns:
         {"num_images", "psnr", "ssim", "lpips", "lpips_unavailable_reason", "seconds_per_image", "resolution"}.
     """
-    count = len(dataset.splits.get(split, []))
-    if count == 0:
-        raise ReconError(f"--split {split!r}: the dataset has no views in that split")
-    indices = list(range(count))
-    if 0 < max_images < count:
-        # evenly spaced subset so a partial evaluation still covers the whole orbit
-        indices = torch.linspace(0, count - 1, max_images).round().long().unique().tolist()
-    metrics = _metrics()
     device = next(scene.parameters()).device
+    return score_renders(scene.render, dataset, split=split, indices=eval_indices(dataset, split, max_images),
+                         backend=backend, device=device, save_dir=save_dir)  # fmt: skip
+
+
+@torch.no_grad()
+def score_renders(
+    render: Callable[[Camera, RenderOptions], RenderOutput],
+    dataset,
+    *,
+    split: str,
+    indices: list[int],
+    backend: str,
+    device: torch.device,
+    save_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Mean PSNR/SSIM/LPIPS of ``render(camera, options)`` (a scene's or a mesh's) over the views ``indices`` of
+    ``split``, over the dataset's background; the layout of :func:`render_metrics`."""
+    metrics = _metrics()
     background = dataset.background.to(device, torch.float32)
     options = RenderOptions(background=background, backend=backend, depth=False)
     psnrs, ssims, lpipses = [], [], []
@@ -62,7 +84,7 @@ def render_metrics(
         camera = dataset.camera(split, i)
         target = dataset.image(split, i).to(device, torch.float32)
         start = time.perf_counter()
-        rgb = scene.render(camera, options).rgb[0].clamp(0.0, 1.0)
+        rgb = render(camera, options).rgb[0].clamp(0.0, 1.0)
         render_seconds += time.perf_counter() - start
         height, width = rgb.shape[:2]
         psnrs.append(float(metrics.psnr(rgb, target)))
@@ -81,6 +103,37 @@ def render_metrics(
         "lpips_unavailable_reason": None if lpips_value is not None else metrics.lpips_unavailable_reason(),
         "seconds_per_image": render_seconds / len(indices),
         "resolution": [width, height],
+    }
+
+
+def mesh_metrics_record(
+    mesh: Mesh,
+    dataset,
+    *,
+    split: str,
+    indices: list[int],
+    backend: str,
+    device: torch.device,
+    made_by: str,
+    save_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The ``"mesh"`` record of eval.json: PSNR/SSIM/LPIPS of ``mesh`` (normalised frame, unlit sRGB colours)
+    rendered by the hard rasterizer (:class:`recon.scenes.mesh_scene.MeshRenderer`) at the views ``indices``,
+    with its size and ``made_by`` (how it was made)."""
+    from recon.scenes.mesh_scene import MeshRenderer
+
+    renderer = MeshRenderer(mesh, device=device)
+    m = score_renders(renderer.render, dataset, split=split, indices=indices, backend=backend, device=device,
+                      save_dir=save_dir)  # fmt: skip
+    record = {k: m[k] for k in ("psnr", "ssim", "lpips", "seconds_per_image")}
+    if m["lpips"] is None:
+        record["lpips_unavailable_reason"] = m["lpips_unavailable_reason"]
+    return record | {
+        "num_vertices": mesh.num_vertices,
+        "num_faces": mesh.num_faces,
+        "made_by": made_by,
+        "renderer": "hard rasterizer: rasterize K=1 + interpolate/face colours + antialias, unlit, over the "
+        "dataset background",
     }
 
 

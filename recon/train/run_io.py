@@ -13,7 +13,7 @@ import torch
 
 from recon.config import apply_overrides, load_preset, load_yaml
 from recon.core import ReconError
-from recon.renderers._backend import reset_backend_report
+from recon.renderers._backend import backend_report, reset_backend_report
 from recon.runs import RunDir
 from recon.train.config import TrainConfig
 from recon.train.evaluate import geometry_metrics, protocol, render_metrics
@@ -93,8 +93,15 @@ def evaluate_run(
     device: torch.device | None = None,
     dataset=None,
     geometry: bool = True,
+    mesh: bool = False,
+    output: Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the newest checkpoint of ``run`` on ``split``, write eval.json and return it (CLI.md layout)."""
+    """Evaluate the newest checkpoint of ``run`` on ``split``, write eval.json and return it (CLI.md layout).
+
+    With ``mesh`` the run's native mesh (``recon.export.service.build_mesh``, as ``recon export`` writes it) is
+    also rendered by the hard rasterizer at the same views and scored under ``"mesh"``. ``output`` is where
+    eval.json goes (default RUN_DIR/eval.json); nothing else is written unless ``save_renders``.
+    """
     device = device or torch.device("cpu")
     dataset = dataset if dataset is not None else load_run_dataset(cfg)
     scene, step = load_scene(method, cfg, run, device=device)
@@ -136,6 +143,46 @@ def evaluate_run(
         else:
             S_inv = torch.linalg.inv(dataset.normalization.double()).float()
             result |= geometry_metrics(mesh.transformed(S_inv), Path(gt))
+    if mesh:
+        mesh_dir = run.renders_dir / f"eval_{split}_mesh" if save_renders else None
+        result["mesh"] = _mesh_eval(scene, method, dataset, cfg, split=split, max_images=max_images,
+                                    device=device, save_dir=mesh_dir)  # fmt: skip
     result["eval_seconds"] = time.perf_counter() - start
-    run.write_eval(result)
+    if output is None:
+        run.write_eval(result)
+    else:
+        write_json(Path(output), result)
     return result
+
+
+def _mesh_eval(scene, method: Method, dataset, cfg: TrainConfig, *, split: str, max_images: int,
+               device: torch.device, save_dir: Path | None) -> dict[str, Any]:  # fmt: skip
+    """The ``"mesh"`` record of eval.json (``{"unavailable_reason"}`` when the scene has no mesh to export)."""
+    from recon.export.service import ExportRequest, build_mesh
+    from recon.train.evaluate import eval_indices, mesh_metrics_record
+
+    request = ExportRequest(output=Path("eval.ply"), mesh="native", backend=cfg.backend)
+    try:
+        start = time.perf_counter()
+        native = build_mesh(scene, None, request)
+        build_seconds = time.perf_counter() - start
+    except (ReconError, NotImplementedError) as exc:
+        return {"unavailable_reason": str(exc)}
+    made_by = (f"{method.name} native mesh (Scene.export_mesh, min opacity {request.min_opacity}; what `recon "
+               f"export --mesh native` writes), unlit vertex/face colours, normalised frame")  # fmt: skip
+    reset_backend_report()  # the record names what the mesh renders ran on
+    record = mesh_metrics_record(native, dataset, split=split, indices=eval_indices(dataset, split, max_images),
+                                 backend=cfg.backend, device=device, made_by=made_by, save_dir=save_dir)  # fmt: skip
+    return record | {"build_seconds": build_seconds, "backend": backend_report()}
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as indented JSON to ``path`` (a temporary file beside it, then renamed; parents created)."""
+    import json
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path

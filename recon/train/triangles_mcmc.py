@@ -16,6 +16,7 @@ from torch import Tensor
 from recon.core import RenderCapabilities
 from recon.train.schedules import active_sh_degree
 from recon.train.strategy import Strategy, StrategyContext
+from recon.train.triangles_finish import OpaqueFinish, OpaqueFinishConfig
 
 OPACITY_EPS = 1e-6  # keeps o' = 1 - sqrt(1 - o) strictly inside (0, 1) before the logit
 SIGMA_PROB_EPS = 1e-6  # epsilon of the 1 / (sigma + eps) sampling distribution
@@ -65,6 +66,19 @@ class TriangleMCMCConfig:
     """The active SH degree rises by one every this fraction of the budget (1000 of 30 000 steps)."""
     seed: int = 0
     """Seed of the strategy's own random draws (sampling, clone offsets)."""
+    finish: str = "none"
+    """none | opaque: end with the opaque finish (``recon.train.triangles_finish``): sharpen the windows, push
+    opacities to {0, 1}, prune the transparent triangles, so the exported soup renders in a standard rasteriser."""
+    finish_fraction: float = 0.15
+    """Opaque finish: the last fraction of the budget it takes (densification events become prunes in it)."""
+    finish_sigma: float = 0.02
+    """Opaque finish: window sharpness sigma reached at the threshold."""
+    finish_threshold_at: float = 0.5
+    """Opaque finish: progress through the phase at which opacities are thresholded and frozen."""
+    finish_threshold: float = 0.5
+    """Opaque finish: triangles below this opacity are pruned at the threshold."""
+    finish_push: str = "binary"
+    """Opaque finish: binary (opacities pushed towards {0, 1} around the threshold) | up (a floor rising to 1)."""
 
 
 class TriangleMCMC(Strategy):
@@ -86,6 +100,7 @@ class TriangleMCMC(Strategy):
         self.events = 0
         self.last_event_period = 0  # floor(fraction / every_fraction) when the last event fired
         self.last_event_step = 0  # 1-based iteration of the last event (none before min_every_steps)
+        self.finish = _finish(config)
 
     # --- schedule ------------------------------------------------------------------------------------------
     def next_event(self, it: int, fraction: float) -> str | None:
@@ -137,10 +152,15 @@ class TriangleMCMC(Strategy):
             )
         )
         kind = self.next_event(it, fraction)
+        if kind == "densify" and self.finish is not None and self.finish.progress(fraction) >= 0.0:
+            kind = "prune"  # no clones (which halve opacities) once the opaque finish has begun
         if kind == "densify":
             self.densify_and_prune(ctx, fraction)
         elif kind == "prune":
             self.prune(ctx)
+        if self.finish is not None:
+            self.finish.after_step(scene, ctx.optimizer, fraction)
+            self._ensure_size(scene.num_primitives(), scene.vertices.device)
 
     def _ensure_size(self, n: int, device: torch.device) -> None:
         if self.importance.shape[0] != n:
@@ -281,7 +301,9 @@ class TriangleMCMC(Strategy):
             "events": torch.tensor(self.events),
             "last_event": torch.tensor([self.last_event_period, self.last_event_step]),
             "generator": self.generator.get_state(),
-        }
+        } | (
+            {} if self.finish is None else {f"finish.{k}": v for k, v in self.finish.state_tensors().items()}
+        )
 
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
         self.importance = tensors["importance"].clone()
@@ -292,6 +314,19 @@ class TriangleMCMC(Strategy):
         if "last_event" in tensors:  # checkpoints written before time-driven schedules have none
             self.last_event_period, self.last_event_step = (int(v) for v in tensors["last_event"])
         self.generator.set_state(tensors["generator"].to(torch.uint8))
+        if self.finish is not None and "finish.done" in tensors:
+            self.finish.load_state_tensors({"done": tensors["finish.done"]})
+
+
+def _finish(config: TriangleMCMCConfig) -> OpaqueFinish | None:
+    """The opaque finish asked for by ``config.finish`` (None for "none")."""
+    if config.finish == "none":
+        return None
+    if config.finish != "opaque":
+        raise ValueError(f"strategy.finish must be 'none' or 'opaque', got {config.finish!r}")
+    return OpaqueFinish(OpaqueFinishConfig(fraction=config.finish_fraction, sigma_end=config.finish_sigma,
+                                           threshold_at=config.finish_threshold_at,
+                                           threshold=config.finish_threshold, push=config.finish_push))  # fmt: skip
 
 
 def subdivide(tri: Float[Tensor, "M 3 3"]) -> Float[Tensor, "M 4 3 3"]:
