@@ -6,6 +6,7 @@ Each rank writes its final scene state and strategy facts to ``OUT/rank{R}.pt``.
 """
 
 import importlib.util
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -38,25 +39,42 @@ def triangles_config(steps: int) -> TrianglesTrainConfig:
     )  # fmt: skip
 
 
-def nerf_config(steps: int):
+def nerf_config(steps: int, per_rank: int):
     method = get_method("nerf")
     cfg = method.config_cls(method="nerf")
     scene = replace(cfg.scene, grid_levels=4, grid_log2_size=12, grid_max_resolution=64, occupancy_resolution=16,
                     render_step_size=0.05)  # fmt: skip
     strategy = replace(cfg.strategy, update_every=2, warmup_steps=2)
     return replace(cfg, data="fake", steps=steps, backend="torch", log_every=4, final_eval=False,
-                   checkpoint_every=5, eval_every=0, eval_images=0, rays_per_batch=64, scene=scene,
+                   checkpoint_every=5, eval_every=0, eval_images=0, rays_per_batch=64 * per_rank, scene=scene,
                    strategy=strategy)  # fmt: skip
+
+
+class FailAt:
+    """A step hook that crashes this rank before step ``step`` (the failed-rank test)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def before_step(self, trainer: Trainer) -> None:
+        if trainer.step == self.step:
+            raise RuntimeError(f"injected failure of rank {distributed.rank()} at step {self.step}")
+
+    def after_step(self, trainer: Trainer, terms: dict, logged: bool) -> None:
+        pass
 
 
 def main(method_name: str, out: Path, steps: int, views_per_rank: int) -> None:
     torch.set_num_threads(1)
     distributed.init_from_env(torch.device("cpu"))
     dataset = fake_data.FakeDataset(size=24, views=12, test_views=2)
-    cfg = triangles_config(steps) if method_name == "triangles" else nerf_config(steps)
+    cfg = triangles_config(steps) if method_name == "triangles" else nerf_config(steps, views_per_rank)
     run = RunDir(out / "run")
     trainer = Trainer(cfg, get_method(method_name), dataset, run, device=torch.device("cpu"),
                       views_per_rank=views_per_rank)  # fmt: skip
+    fail_at = int(os.environ.get("RECON_TEST_FAIL_AT_STEP", "0"))
+    if fail_at and distributed.rank() == 1:
+        trainer.hooks.append(FailAt(fail_at))
     initial = trainer.scene.num_primitives()
     result = trainer.train()
     state = {f"scene.{k}": v.detach().clone() for k, v in trainer.scene.state_dict().items()}
