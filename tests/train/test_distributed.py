@@ -105,10 +105,10 @@ def test_two_ranks_equal_one_process_with_twice_the_views(tmp_path):
 
 
 def test_nerf_ranks_stay_identical_through_occupancy_updates(tmp_path):
-    code, out = _finish(_torchrun("nerf", str(tmp_path), "8", "1"))
+    code, out = _finish(_torchrun("nerf", str(tmp_path), "6", "1"))
     assert code == 0, out[-3000:]
     ranks = _assert_same_ranks(tmp_path)
-    assert ranks["facts"]["step"] == 8
+    assert ranks["facts"]["step"] == 6
     assert (
         "scene.occupancy_grid.occs" in ranks["state"]
         and float(ranks["state"]["scene.occupancy_grid.occs"].max()) > 0
