@@ -153,8 +153,10 @@ def main(argv: list[str]) -> int:
         import torch
 
         torch.set_num_threads(cfg.threads)
+    # writable folders before any work (rank 0); None: a fresh timestamped run, made later
+    run = _prepare_run(cfg) if distributed.is_rank0() else None
     dataset = load_run_dataset(cfg)
-    trainer = _start_ranks(method, cfg, dataset, device)
+    trainer = _start_ranks(method, cfg, dataset, device, run)
     run = trainer.run
     result = _train(trainer, cfg)
     distributed.shutdown()  # no collectives after training
@@ -175,11 +177,10 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _start_ranks(method, cfg, dataset, device) -> Trainer:
-    """Rank 0 (or the only process) prepares the run folder and starts or resumes; the other ranks then open the
-    same run (its path broadcast from rank 0) read-only and build the same trainer (docs/distributed.md)."""
+def _start_ranks(method, cfg, dataset, device, run: RunDir | None) -> Trainer:
+    """Rank 0 (or the only process) starts or resumes ``run``; the other ranks then open the same run (its path
+    broadcast from rank 0) read-only and build the same trainer (docs/distributed.md)."""
     if distributed.is_rank0():
-        run = _prepare_run(cfg)  # writable folders before any work; None: a fresh timestamped run, made later
         trainer = _start_or_resume(method, cfg, dataset, device, run)
         distributed.broadcast_object(str(trainer.run.path))
         return trainer
@@ -191,13 +192,13 @@ def _start_ranks(method, cfg, dataset, device) -> Trainer:
 
 def _train(trainer: Trainer, cfg) -> TrainResult:
     viewer = None
+    if not distributed.is_rank0():
+        cfg = replace(cfg, progress=False, viewer=False)  # rank 0 shows progress and serves the viewer
     if cfg.viewer:
         from recon.cli.view import attach_training_viewer
 
         viewer = attach_training_viewer(trainer, host=cfg.viewer_host, port=cfg.viewer_port)
         print(f"viewer: {viewer.url} (training waits while paused there)", file=sys.stderr)
-    if not distributed.is_rank0():
-        cfg = replace(cfg, progress=False, viewer=False)  # rank 0 shows progress and serves the viewer
     progress, update = _progress_bar(cfg, trainer.step)
     try:
         with progress:
