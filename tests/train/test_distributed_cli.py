@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from recon.core import ReconError
 from recon.runs import RunDir
 
 TIMEOUT_S = 240
@@ -62,7 +63,10 @@ def test_train_two_processes_checkpoint_resume_with_one_and_eval(data, tmp_path)
 
 
 def test_nproc_must_be_a_positive_integer(data, tmp_path):
-    done = _recon(
-        "train", "triangles", "--nproc", "zero", "--data", str(data), "--run-dir", str(tmp_path / "r")
-    )
-    assert done.returncode != 0 and "--nproc must be a positive integer" in done.stderr
+    from recon.cli import train as train_cli
+
+    with pytest.raises(ReconError, match="--nproc must be a positive integer"):
+        train_cli.main(
+            ["triangles", "--nproc", "zero", "--data", str(data), "--run-dir", str(tmp_path / "r")]
+        )
+    assert not (tmp_path / "r").exists()  # refused before any work
