@@ -12,8 +12,10 @@ Without ``WORLD_SIZE > 1`` every helper is a cheap no-op, so single-process code
 
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 
 import torch
@@ -265,4 +267,28 @@ def launch_local(nproc: int, args: list[str], *, timeout: float | None = None) -
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's own default; each rank sets --threads itself
     logger.info("launching %d local ranks: %s", nproc, " ".join(cmd))
-    return subprocess.run(cmd, env=env, timeout=timeout).returncode
+    proc = subprocess.Popen(cmd, env=env)
+    previous = _forward_signals(proc)
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _forward_signals(proc: subprocess.Popen) -> dict:
+    """While torchrun runs: SIGTERM and SIGHUP sent to this process go on to torchrun (which passes them to the
+    ranks: checkpoint, then stop); SIGINT is ignored here, as Ctrl-C in a terminal reaches every process of the
+    foreground group, torchrun and the ranks included, by itself. Returns the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def forward(signum, frame):
+        proc.send_signal(signum)
+
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signum = getattr(signal, name)
+            previous[signum] = signal.signal(signum, forward)
+    return previous
