@@ -18,6 +18,7 @@ import yaml
 from recon.config import apply_overrides, dump_config, load_yaml
 from recon.core import ReconError
 from recon.runs import RunDir, check_folder_writable
+from recon.train import distributed
 from recon.train.config import RUN_CONTROL_FIELDS, validate_train_config
 from recon.train.logger import attach_logger, resolve_logger
 from recon.train.methods import REGISTRY, get_method, method_summaries
@@ -236,22 +237,30 @@ def _progress_bar(cfg, start_step: int):
 
 
 def main(argv: list[str]) -> int:
+    argv, nproc = distributed.pop_nproc(argv)
+    if nproc > 1:  # --nproc N: N local ranks through torchrun, each running this command without --nproc
+        return distributed.launch_local(nproc, ["train", *argv])
     if any(a == "--restarts" or a.startswith("--restarts=") for a in argv):  # N seeds: recon.train.restarts
         from recon.train.restarts import restarts_main
 
         return restarts_main(argv, main)
     method, cfg, device = parse(argv)
+    device = distributed.init_from_env(device)  # under torchrun: join the process group (else a no-op)
     validate_train_config(cfg)
     _validate_method_config(method, cfg)
     if cfg.threads > 0:
         import torch
 
         torch.set_num_threads(cfg.threads)
-    run = _prepare_run(cfg)  # writable folders before any work; None: a fresh timestamped run, made later
+    # writable folders before any work (rank 0); None: a fresh timestamped run, made later
+    run = _prepare_run(cfg) if distributed.is_rank0() else None
     dataset = load_run_dataset(cfg)
-    trainer = _start_or_resume(method, cfg, dataset, device, run)
+    trainer = _start_ranks(method, cfg, dataset, device, run)
     run = trainer.run
     result = _train(trainer, cfg)
+    distributed.shutdown()  # no collectives after training
+    if trainer.rank != 0:
+        return 0  # rank 0 reports, evaluates and prints the run directory
     print(f"stopped after step {result.step} ({result.stopped}), {result.train_seconds / 60:.2f} training minutes"
           f" (+{result.eval_seconds / 60:.2f} minutes of periodic evaluation, not counted)", file=sys.stderr)  # fmt: skip
     if result.stopped == "interrupted":
@@ -267,8 +276,23 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _start_ranks(method, cfg, dataset, device, run: RunDir | None) -> Trainer:
+    """Rank 0 (or the only process) starts or resumes ``run``; the other ranks then open the same run (its path
+    broadcast from rank 0) read-only and build the same trainer (docs/distributed.md)."""
+    if distributed.is_rank0():
+        trainer = _start_or_resume(method, cfg, dataset, device, run)
+        distributed.broadcast_object(str(trainer.run.path))
+        return trainer
+    run = RunDir(distributed.broadcast_object(None))
+    if cfg.resume and run.checkpoints():
+        return Trainer.from_checkpoint(cfg, method, dataset, run, device=device)
+    return Trainer(cfg, method, dataset, run, device=device)
+
+
 def _train(trainer: Trainer, cfg) -> TrainResult:
     viewer = None
+    if not distributed.is_rank0():
+        cfg = replace(cfg, progress=False, viewer=False)  # rank 0 shows progress and serves the viewer
     if cfg.viewer:
         from recon.cli.view import attach_training_viewer
 

@@ -47,6 +47,13 @@ class TrainViews:
                 image = image + (background - self.background) * (1.0 - self.alphas[index : index + 1])
         return self.cameras[index], image
 
+    def views(
+        self, indices: list[int], background: Float[Tensor, "3"] | None = None
+    ) -> tuple[Camera, Float[Tensor, "B H W 3"]]:
+        """Cameras and target images of the views ``indices`` (a batch of B views), like :meth:`view`."""
+        parts = [self.view(i, background) for i in indices]
+        return self.cameras[torch.tensor(indices)], torch.cat([image for _, image in parts])
+
 
 class ViewSampler:
     """One view per step, shuffled without replacement per pass (spec §10); state is checkpointable."""
@@ -66,6 +73,16 @@ class ViewSampler:
             self.order = torch.randperm(self.count, generator=self.generator)
             self.position = 0
         return index, pass_start
+
+    def next_views(self, count: int) -> tuple[list[int], bool]:
+        """The next ``count`` view indices (passes continue across steps) and whether a pass starts among them.
+
+        Data-parallel training draws the whole step's views here on every rank (same generator state) and each
+        rank takes its shard, so a step of W ranks with B views each sees the views one process with W·B views
+        per step would see, and the sampler state does not depend on the number of ranks (resume with another).
+        """
+        drawn = [self.next() for _ in range(count)]
+        return [index for index, _ in drawn], any(start for _, start in drawn)
 
     def state_tensors(self) -> dict[str, Tensor]:
         return {"order": self.order.clone(), "position": torch.tensor(self.position)}

@@ -20,6 +20,7 @@ from torch import Tensor
 from recon.core import MissingRenderOutput
 from recon.renderers.volume import OccupancyGrid
 from recon.scenes.base import Scene
+from recon.train import distributed
 from recon.train.strategy import Strategy, StrategyContext
 
 __all__ = ["OccupancyConfig", "OccupancyScene", "OccupancyStrategy"]
@@ -84,10 +85,15 @@ class OccupancyStrategy(Strategy):
     def update(self, scene: OccupancyScene, step: int) -> bool:
         """Update ``scene.occupancy_grid`` at training step ``step`` when the schedule says so; returns whether."""
         cfg = self.config
-        return scene.occupancy_grid.update_every_n_steps(
+        updated = scene.occupancy_grid.update_every_n_steps(
             step=step, occ_eval_fn=scene.occupancy_eval, n=cfg.update_every, occ_thre=scene.occupancy_threshold,
             ema_decay=cfg.ema_decay, warmup_steps=cfg.warmup_steps, generator=self.generator,
         )  # fmt: skip
+        if updated:
+            # Data parallel: every rank updated from the same parameters and generator state; rank 0's grid is
+            # broadcast so that non-deterministic device arithmetic cannot make the ranks' masks drift apart.
+            distributed.broadcast_tensors_(list(scene.occupancy_grid.buffers()))
+        return updated
 
     def state_tensors(self) -> dict[str, Tensor]:
         return {"generator": self.generator.get_state()}

@@ -50,6 +50,14 @@ class RayBatch:
         ``rgb + (1 - alpha) bg``. Differentiable w.r.t. ``render.rgb`` and ``render.alpha``."""
         return replace(render, rgb=render.rgb + (1.0 - render.alpha) * self.background)
 
+    def shard(self, part: slice) -> "RayBatch":
+        """The cameras ``part`` of the batch with their rays (data-parallel: each rank's share of a step)."""
+        return RayBatch(
+            camera=self.camera[part], pixels=self.pixels[part], target=self.target[part],
+            background=self.background[part], alpha=None if self.alpha is None else self.alpha[part],
+            view_indices=self.view_indices[part],
+        )  # fmt: skip
+
 
 class RayBatchSampler:
     """Draws ray batches from preloaded training views.

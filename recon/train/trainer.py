@@ -14,6 +14,12 @@ Guarantees of :meth:`Trainer.train` (docs/reliability.md):
   first logging or checkpoint step ``>= s`` (no host syncs on the other steps, STYLE.md §7).
 - Step hooks (:class:`TrainHook`) run around every step; time spent in them (a paused viewer) is not training
   time. Parameters change only while ``trainer.lock`` is held.
+- Data parallel (``recon.train.distributed``, docs/distributed.md): under torchrun each of the W ranks renders its
+  shard of the step's views (``views_per_rank`` each) or rays (``rays_per_batch`` each), and
+  :meth:`Trainer.sync_gradients` averages the gradients between ``backward`` and the optimiser step, so a step
+  equals one process's step over all W shards. Every rank keeps the same parameters, generator and sampler
+  state; rank 0's training clock drives every rank's budget; rank 0 alone writes checkpoints, metrics and
+  evaluations; logged loss terms are means over the ranks.
 """
 
 import math
@@ -32,6 +38,7 @@ from recon.core import ReconError, require_capabilities
 from recon.metrics import psnr_tensor
 from recon.renderers._backend import backend_report, reset_backend_report
 from recon.scenes.base import RenderOptions, Scene, StepContext
+from recon.train import distributed
 from recon.train.budget import Budget
 from recon.train.config import TrainConfig, model_config_hash
 from recon.train.data import TrainViews, ViewSampler
@@ -100,6 +107,8 @@ class Trainer:
         run: the run directory (checkpoints, metrics).
         device: training device.
         scene: an existing scene (resume); None initialises one from the dataset.
+        views_per_rank: with ``batch = "image"``, views each process renders per step (their loss is the mean
+            over the views); a step of W processes uses W times as many.
     """
 
     def __init__(
@@ -111,7 +120,12 @@ class Trainer:
         *,
         device: torch.device,
         scene: Scene | None = None,
+        views_per_rank: int = 1,
     ):
+        if views_per_rank < 1:
+            raise ValueError(f"views_per_rank must be >= 1, got {views_per_rank}")
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        self.views_per_rank = views_per_rank
         self.cfg, self.method, self.dataset, self.run, self.device = cfg, method, dataset, run, device
         self.generator = torch.Generator().manual_seed(
             cfg.seed
@@ -130,7 +144,8 @@ class Trainer:
         reset_backend_report()  # backend_report() then says what this run's renders really ran on
         if cfg.batch == "rays":
             self.sampler = RayBatchSampler.from_views(
-                self.views, rays_per_batch=cfg.rays_per_batch, images_per_batch=cfg.images_per_batch,
+                self.views, rays_per_batch=cfg.rays_per_batch * self.world,
+                images_per_batch=cfg.images_per_batch * self.world,
                 background=cfg.background, generator=self.generator,
             )  # fmt: skip
         else:
@@ -153,16 +168,22 @@ class Trainer:
         cfg, step = self.cfg, self.step
         fraction = self.progress()
         if cfg.batch == "rays":  # rays across the views, each over its own background (composited below)
-            rays = self.sampler.next()
+            rays = self.sampler.next()  # the whole step's rays (same on every rank) ...
+            rays = rays.shard(
+                distributed.shard(len(rays.camera), self.rank, self.world)
+            )  # ... this rank's part
             camera, pixels, target, target_alpha = rays.camera, rays.pixels, rays.target, rays.alpha
             background, render_background = self.views.background, None
             view_indices, pass_start = rays.view_indices, False
         else:
-            index, pass_start = self.sampler.next()
+            indices, pass_start = self.sampler.next_views(self.views_per_rank * self.world)
+            indices = indices[distributed.shard(len(indices), self.rank, self.world)]
             background = render_background = self._background()
-            camera, target = self.views.view(index, background)
-            pixels, view_indices = None, torch.tensor([index])
-            target_alpha = None if self.views.alphas is None else self.views.alphas[index : index + 1]
+            camera, target = self.views.views(indices, background)
+            pixels, view_indices = None, torch.tensor(indices)
+            target_alpha = (
+                None if self.views.alphas is None else self.views.alphas[view_indices.to(self.device)]
+            )
         self.optimizer.set_learning_rates(step, cfg.steps, progress=fraction)
         options = RenderOptions(
             background=render_background, backend=cfg.backend, depth=True,
@@ -180,6 +201,7 @@ class Trainer:
         self.strategy.before_backward(sctx)
         loss = torch.stack(list(terms.values())).sum()
         loss.backward()
+        self.sync_gradients()
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.strategy.after_backward(sctx)
@@ -187,6 +209,15 @@ class Trainer:
             "loss": loss.detach(),
             "psnr": psnr_tensor(render.rgb.detach(), target),
         }
+
+    def sync_gradients(self) -> None:
+        """The hook point between ``backward`` and the optimiser step: averages the gradients over the ranks.
+
+        A no-op in one process. With W ranks each rank's loss is the mean over its shard, so the average of the
+        W gradients is the gradient of the mean over the whole step (equal shards), as one process computes it.
+        """
+        if self.world > 1:
+            distributed.allreduce_gradients([pg["params"][0] for pg in self.optimizer.adam.param_groups])
 
     def progress(self) -> float:
         """Progress in [0, 1] through the run's budget (``recon.train.budget.Budget``): the time fraction for a
@@ -217,6 +248,7 @@ class Trainer:
         cfg, budget = self.cfg, self.budget
         self._next_eval = self._after(cfg.eval_every_minutes)
         self._next_checkpoint = self._after(cfg.checkpoint_minutes)
+        self._sync_start()
         with self._stop_signals():
             try:
                 while not budget.done(step=self.step, train_seconds=self.train_seconds):
@@ -232,6 +264,14 @@ class Trainer:
         stopped = "steps" if budget.steps > 0 and self.step >= budget.steps else "max_minutes"
         return TrainResult(self.step, stopped, self.train_seconds, None, self.eval_seconds)
 
+    def _sync_start(self) -> None:
+        """Data parallel: every rank must start from the same rows; rank 0's parameters and buffers win."""
+        if self.world == 1:
+            return
+        distributed.check_same(self.scene.num_primitives(), "the number of primitives", self.device)
+        distributed.check_same(self.step, "the step", self.device)
+        distributed.broadcast_tensors_(list(self.scene.state_dict().values()))
+
     def _one_step(self, progress) -> None:
         for hook in self.hooks:
             hook.before_step(self)  # may block (paused viewer): not training time
@@ -240,6 +280,8 @@ class Trainer:
             terms = self.train_step()
             self.step += 1
         self.train_seconds += time.perf_counter() - start
+        # one clock for every rank: budgets, schedules, checkpoint and logging times agree
+        self.train_seconds = distributed.broadcast_float(self.train_seconds, self.device)
         logged = self.step % self.cfg.log_every == 0 or self.budget.done(
             step=self.step, train_seconds=self.train_seconds
         )
@@ -328,7 +370,10 @@ class Trainer:
 
     def _log(self, terms: dict[str, Tensor], progress) -> None:
         values = {k: float(v) for k, v in terms.items()}  # host sync: logging steps only
+        values = distributed.mean_floats(values, self.device)  # the step's loss over all ranks
         self.check_finite(values)
+        if self.rank != 0:
+            return
         values |= {
             "num_primitives": self.scene.num_primitives(),
             "train_seconds": round(self.train_seconds, 3),
@@ -339,7 +384,7 @@ class Trainer:
 
     def periodic_eval(self) -> dict[str, float]:
         """PSNR/SSIM on a fixed, evenly spread subset of the test split, logged with the training time."""
-        if not self.eval_indices:
+        if not self.eval_indices or self.rank != 0:
             return {}
         if self.test_views is None:
             self.test_views = TrainViews(self.dataset, "test", device=self.device)
@@ -372,6 +417,15 @@ class Trainer:
         Signals that arrive meanwhile are handled after the write (see :meth:`train`).
         """
         self.check_finite()
+        reduce = getattr(self.strategy, "reduce_statistics", None)
+        if reduce is not None and self.world > 1 and not self._interrupts.signal:
+            reduce(
+                for_checkpoint=True
+            )  # collective: every rank is here at the same step (not after a signal)
+        if self.rank != 0:
+            self._next_checkpoint = self._after(self.cfg.checkpoint_minutes)
+            self._saved_step = self.step
+            return None
         meta = {"method": self.method.name, "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
                 "num_primitives": self.scene.num_primitives(), "model_config_hash": model_config_hash(self.cfg),
                 "backends": backend_report()}  # fmt: skip
@@ -410,7 +464,8 @@ class Trainer:
         trainer.step = int(meta["step"])
         trainer.train_seconds = float(meta.get("train_seconds", 0.0))
         trainer.eval_seconds = float(meta.get("eval_seconds", 0.0))
-        run.truncate_metrics(trainer.step)  # the log continues after the checkpoint: no repeated steps
+        if distributed.is_rank0():
+            run.truncate_metrics(trainer.step)  # the log continues after the checkpoint: no repeated steps
         return trainer
 
 

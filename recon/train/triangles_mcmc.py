@@ -14,6 +14,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from recon.core import RenderCapabilities
+from recon.train import distributed
 from recon.train.schedules import active_sh_degree
 from recon.train.strategy import Strategy, StrategyContext
 from recon.train.triangles_finish import OpaqueFinish, OpaqueFinishConfig
@@ -151,7 +152,9 @@ class TriangleMCMC(Strategy):
                 fraction, interval=self.config.sh_degree_interval_fraction, max_degree=self.max_sh_degree
             )
         )
-        kind = self.next_event(it, fraction)
+        kind = self.next_event(it, fraction)  # the same on every rank: same step, fraction and state
+        if kind is not None:
+            self.reduce_statistics()
         if kind == "densify" and self.finish is not None and self.finish.progress(fraction) >= 0.0:
             kind = "prune"  # no clones (which halve opacities) once the opaque finish has begun
         if kind == "densify":
@@ -161,6 +164,22 @@ class TriangleMCMC(Strategy):
         if self.finish is not None:
             self.finish.after_step(scene, ctx.optimizer, fraction)
             self._ensure_size(scene.num_primitives(), scene.vertices.device)
+
+    def reduce_statistics(self, *, for_checkpoint: bool = False) -> None:
+        """Data parallel: combine the ranks' statistics (a collective: every rank calls it at the same step).
+
+        ``importance`` and ``image_size`` become the maxima over all ranks' views, ``visible_count`` the sum, so
+        the event that follows decides on every rank from the same numbers one process would have, and draws
+        from the same generator state: identical rows everywhere. ``for_checkpoint`` leaves the summed count on
+        rank 0 only (zeros elsewhere), so later sums stay right and rank 0's checkpoint holds the total.
+        """
+        if distributed.world_size() == 1:
+            return
+        distributed.all_reduce_(self.importance, "max")
+        distributed.all_reduce_(self.image_size, "max")
+        distributed.all_reduce_(self.visible_count, "sum")
+        if for_checkpoint and not distributed.is_rank0():
+            self.visible_count.zero_()
 
     def _ensure_size(self, n: int, device: torch.device) -> None:
         if self.importance.shape[0] != n:
@@ -309,6 +328,8 @@ class TriangleMCMC(Strategy):
         self.importance = tensors["importance"].clone()
         self.image_size = tensors["image_size"].clone()
         self.visible_count = tensors["visible_count"].clone()
+        if not distributed.is_rank0():
+            self.visible_count.zero_()  # the checkpoint's count is a total: rank 0 carries it (reduce_statistics)
         self.counting = int(tensors["counting"])
         self.events = int(tensors["events"])
         if "last_event" in tensors:  # checkpoints written before time-driven schedules have none
