@@ -120,7 +120,8 @@ class SparseFlexScene(Scene):
         generator: initialisation generator of the colour field.
     """
 
-    capabilities = RenderCapabilities(depth=True, normals=True)
+    capabilities = RenderCapabilities(depth=True, normals=True, depth_median=True)
+    """depth_median: one opaque layer, so the transmittance crosses 1/2 at the surface: it equals ``depth``."""
 
     def __init__(
         self,
@@ -267,8 +268,8 @@ class SparseFlexScene(Scene):
 
         Returns:
             RenderOutput with rgb ``c a + b (1 - a)`` and alpha (C, H, W, ·) after silhouette antialiasing, depth
-            (camera z of the nearest face, 0 off the surface) and, when asked, unit world-space face normals
-            (times coverage).
+            (camera z of the nearest face, 0 off the surface; also ``depth_median`` when asked) and, when asked,
+            unit world-space face normals (times coverage).
 
         Differentiable w.r.t. ``s``, ``deform``, ``weights`` (through positions, colours and the antialiased
         silhouettes) and the colour field. In grad mode the extraction is kept for ``regularizers`` (L_dev).
@@ -306,17 +307,19 @@ class SparseFlexScene(Scene):
             n = torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
             n = n / n.norm(dim=-1, keepdim=True).clamp_min(NORMAL_EPS)
             normals = n[p2f.clamp_min(0)] * a
+        depth = frags.depth[..., :1] * a
         return RenderOutput(
-            rgb=shaded[..., :3], alpha=shaded[..., 3:], depth=frags.depth[..., :1] * a, normals=normals,
-            producer=type(self).__name__,
+            rgb=shaded[..., :3], alpha=shaded[..., 3:], depth=depth, normals=normals,
+            depth_median=depth if options.median_depth else None, producer=type(self).__name__,
         )  # fmt: skip
 
     def _empty_render(self, c: int, h: int, w: int, background: Tensor) -> RenderOutput:
         zero = self.s.sum() * 0  # keeps a graph to the parameters when no face exists
         alpha = torch.zeros(c, h, w, 1, device=self.s.device) + zero
         rgb = background.expand(c, h, w, 3) + zero
+        depth = torch.zeros_like(alpha)
         return RenderOutput(
-            rgb, alpha, torch.zeros_like(alpha), torch.zeros_like(rgb), producer=type(self).__name__
+            rgb, alpha, depth, torch.zeros_like(rgb), depth_median=depth, producer=type(self).__name__
         )
 
     def regularizers(self, ctx: StepContext) -> dict[str, Tensor]:
