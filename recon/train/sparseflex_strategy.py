@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from recon.core import RenderCapabilities
+from recon.core import Camera, RenderCapabilities
 from recon.renderers.isosurface.flexicubes_types import SparseVoxelGrid
 from recon.scenes.base import Scene
 from recon.scenes.sparseflex import (
@@ -34,7 +34,11 @@ from recon.scenes.sparseflex import (
 from recon.train.param_optimizer import ParamOptimizer
 from recon.train.strategy import Strategy, StrategyContext
 
-__all__ = ["SparseFlexStrategy", "SparseFlexStrategyConfig", "maintain_band", "subdivide_band"]
+__all__ = ["SparseFlexStrategy", "SparseFlexStrategyConfig", "maintain_band", "seen_voxels", "subdivide_band"]
+
+VOXEL_SPHERE = (
+    0.5 * 3**0.5
+)  # radius of a voxel's bounding sphere in voxel sizes (spec section 3: conservative)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,9 @@ class SparseFlexStrategyConfig:
     """No subdivision beyond this resolution."""
     max_voxels: int = 4_000_000
     """A subdivision that would exceed this many voxels is skipped (memory guard)."""
+    open_surfaces: bool = False
+    """Prune band voxels that no training camera seen so far covers (spec section 4.4): the surface may stay open
+    where the views do not reach. The cameras are those of the training steps (all views after one pass)."""
 
 
 @contextlib.contextmanager
@@ -78,10 +85,31 @@ def _apply(
         optimizer.select_rows(index)
 
 
-def maintain_band(scene: SparseFlexScene, optimizer: ParamOptimizer) -> SparseVoxelGrid:
-    """Rebuild the band around the current surface (spec section 4.2); returns the new grid (also set on scene)."""
+def seen_voxels(scene: SparseFlexScene, voxels: Tensor, cameras: Camera) -> Tensor:
+    """(K,) bool: the voxel's bounding sphere (radius ``sqrt(3)/2 h``) reaches the image of at least one camera,
+    in front of it (conservative: a voxel partly in frame counts as seen)."""
+    h = 1.0 / scene.grid().resolution
+    centres = scene.to_world((voxels.to(scene.s.dtype) + 0.5) * h - 0.5)
+    radius = VOXEL_SPHERE * h * float(scene.box_size)
+    uv, z = cameras.to(device=centres.device, dtype=centres.dtype).project(
+        centres[None].expand(len(cameras), -1, -1)
+    )
+    focal = cameras.K[:, 0, 0].to(centres)[:, None]
+    margin = focal * radius / z.clamp_min(radius)  # projected radius in pixels
+    w = torch.tensor([cameras.width, cameras.height], dtype=centres.dtype, device=centres.device)
+    inside = (uv > -margin[..., None]).all(-1) & (uv < w + margin[..., None]).all(-1) & (z > -radius)
+    return inside.any(0)
+
+
+def maintain_band(
+    scene: SparseFlexScene, optimizer: ParamOptimizer, *, cameras: Camera | None = None
+) -> SparseVoxelGrid:
+    """Rebuild the band around the current surface (spec section 4.2); with ``cameras``, voxels none of them sees
+    are pruned too (``open_surfaces``, spec section 4.4). Returns the new grid (also set on the scene)."""
     grid = scene.grid()
     voxels = band_voxels(grid, scene.s, scene.config.band_radius)
+    if cameras is not None and voxels.shape[0] > 0:
+        voxels = voxels[seen_voxels(scene, voxels, cameras)]
     if voxels.shape[0] == 0:  # no surface left: keep the band as it is rather than delete everything
         return grid
     rm = remap(grid, scene.s, voxels)
@@ -129,6 +157,7 @@ class SparseFlexStrategy(Strategy):
         self.config = config
         self.base_resolution = base_resolution
         self.band_events = 0  # maintenance events done (the schedule position; checkpointed)
+        self.cameras: dict[int, Camera] = {}  # training cameras seen so far, by view index (open_surfaces)
 
     def check_scene(self, scene: Scene) -> None:
         super().check_scene(scene)
@@ -147,6 +176,10 @@ class SparseFlexStrategy(Strategy):
         scene = ctx.scene
         assert isinstance(scene, SparseFlexScene)
         fraction = ctx.step.fraction
+        if self.config.open_surfaces and ctx.step.view_indices is not None:
+            for i, view in enumerate(ctx.step.view_indices.tolist()):  # host read: a few indices per step
+                if view not in self.cameras:
+                    self.cameras[view] = ctx.step.camera[i : i + 1]
         level = scene.grid().resolution // self.base_resolution
         changed = False
         while level.bit_length() - 1 < self.target_level(fraction):
@@ -159,11 +192,28 @@ class SparseFlexStrategy(Strategy):
         if due > self.band_events:
             self.band_events = due
             if not changed:  # a subdivided band is already the band of the current surface
-                maintain_band(scene, ctx.optimizer)
+                maintain_band(scene, ctx.optimizer, cameras=self._seen_cameras())
+
+    def _seen_cameras(self) -> Camera | None:
+        if not self.config.open_surfaces or not self.cameras:
+            return None
+        return Camera.cat([self.cameras[k] for k in sorted(self.cameras)])
 
     def state_tensors(self) -> dict[str, Tensor]:
-        return {"band_events": torch.tensor(self.band_events, dtype=torch.int64)}
+        out = {"band_events": torch.tensor(self.band_events, dtype=torch.int64)}
+        cams = self._seen_cameras()
+        if cams is not None:
+            out |= {"cameras.index": torch.tensor(sorted(self.cameras)), "cameras.T_cam_world": cams.T_cam_world,
+                    "cameras.K": cams.K, "cameras.size": torch.tensor([cams.width, cams.height])}  # fmt: skip
+        return out
 
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
         if "band_events" in tensors:
             self.band_events = int(tensors["band_events"])
+        if "cameras.index" in tensors:
+            width, height = (int(v) for v in tensors["cameras.size"])
+            T, K = tensors["cameras.T_cam_world"], tensors["cameras.K"]
+            self.cameras = {
+                int(view): Camera(T[i : i + 1], K[i : i + 1], width, height)
+                for i, view in enumerate(tensors["cameras.index"].tolist())
+            }

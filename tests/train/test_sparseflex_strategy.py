@@ -146,3 +146,37 @@ def test_strategy_schedule_is_a_function_of_the_budget_fraction():
     restored = SparseFlexStrategy(strategy.config, base_resolution=10)
     restored.load_state_tensors(strategy.state_tensors())
     assert restored.band_events == 3
+
+
+def test_open_surfaces_prunes_voxels_no_camera_sees():
+    import trimesh
+
+    from recon.core import Camera
+    from recon.core.transforms import look_at
+    from recon.scenes.base import ExportOptions
+
+    scene = _scene()
+    opt = ParamOptimizer(scene.param_groups())
+    # one narrow camera looking at the +x side of the sphere: only part of the band is in its frustum
+    T = look_at(torch.tensor([2.0, 0.0, 0.0]), torch.tensor([0.3, 0.0, 0.0]), torch.tensor([0.0, 0.0, 1.0]))
+    K = torch.tensor([[120.0, 0, 8], [0, 120.0, 8], [0, 0, 1]])
+    cam = Camera(T[None], K[None], 16, 16)
+    before = scene.grid().num_voxels
+    grid = maintain_band(scene, opt, cameras=cam)
+    assert 0 < grid.num_voxels < before
+    h = 1.0 / grid.resolution
+    centres = (grid.voxels.float() + 0.5) * h - 0.5
+    uv, z = cam.project(centres[None])
+    margin = 120.0 * (0.5 * 3**0.5 * h) / z[0]  # every kept voxel's bounding sphere reaches the image
+    assert bool(((uv[0] > -margin[:, None]) & (uv[0] < 16 + margin[:, None])).all())
+    mesh = scene.export_mesh(ExportOptions())
+    tm = trimesh.Trimesh(mesh.vertices.numpy(), mesh.faces.numpy(), process=True)
+    assert len(tm.faces) > 0 and not tm.is_watertight  # the unseen sides of the sphere are left open
+    # the strategy collects the cameras of its training steps and checkpoints them
+    strategy = SparseFlexStrategy(SparseFlexStrategyConfig(open_surfaces=True), base_resolution=10)
+    ctx = StepContext(0, 100, cam, torch.zeros(1, 16, 16, 3), torch.zeros(3), view_indices=torch.tensor([3]))
+    strategy.after_backward(StrategyContext(ctx, scene, opt))
+    restored = SparseFlexStrategy(strategy.config, base_resolution=10)
+    restored.load_state_tensors(strategy.state_tensors())
+    assert list(restored.cameras) == [3]
+    torch.testing.assert_close(restored.cameras[3].T_cam_world, cam.T_cam_world)
