@@ -6,7 +6,8 @@ Events are functions of the budget fraction (``StepContext.fraction``), never of
   new band; voxels outside are pruned (their rows and Adam moments dropped), new voxels get zero weights and new
   corners ``s`` from their known 6-neighbours, with zero moments;
 * subdivision at ``subdivide_fractions`` (until ``max_resolution``): every band voxel splits into 8, child ``s``
-  trilinear and doubled, ``deform`` reset to 0, weights copied from the parent; all moments restart at zero.
+  trilinear and doubled, ``deform`` reset to 0, weights copied from the parent; all moments restart at zero; a
+  band maintenance follows at once (the split band is twice the band radius wide in fine voxels).
 
 All row edits go through the ``ParamOptimizer``. The scene has two row spaces (corners: ``s``, ``deform``; voxels:
 ``weights``) while ``ParamOptimizer`` edits every per-row group with one index, so each edit is applied to one row
@@ -189,10 +190,9 @@ class SparseFlexStrategy(Strategy):
             level *= 2
             changed = True
         due = int(fraction / self.config.band_every_fraction)
-        if due > self.band_events:
-            self.band_events = due
-            if not changed:  # a subdivided band is already the band of the current surface
-                maintain_band(scene, ctx.optimizer, cameras=self._seen_cameras())
+        if due > self.band_events or changed:  # a split band is 2 radii wide in fine voxels: trim it at once
+            self.band_events = max(due, self.band_events)
+            maintain_band(scene, ctx.optimizer, cameras=self._seen_cameras())
 
     def _seen_cameras(self) -> Camera | None:
         if not self.config.open_surfaces or not self.cameras:
