@@ -135,3 +135,16 @@ def test_state_round_trip_into_an_empty_scene():
         a = scene.render(_camera(), RenderOptions())
         b = restored.render(_camera(), RenderOptions())
     torch.testing.assert_close(a.rgb, b.rgb)
+
+
+def test_hull_needs_masks():
+    from recon.core.errors import ReconError
+
+    class NoMasks:
+        splits = {"train": [0, 1]}
+
+        def alpha(self, split, i):
+            return None
+
+    with pytest.raises(ReconError, match="masks"):
+        hull_corner_sdf(NoMasks(), resolution=4, center=torch.zeros(3), size=1.0)
