@@ -49,7 +49,7 @@ REGISTRY: dict[str, tuple[str | None, str]] = {
     "neus": ("recon.train.methods.neus", "NeuS signed-distance field: watertight surfaces (volume renderer)"),
     "triangles": ("recon.train.methods.triangles", "triangle splats: a soup of smooth-edged triangles (splat rasterizer)"),
     "superquadrics": ("recon.train.methods.superquadrics", "superquadric blocks (Differentiable Blocks World; mesh rasterizer)"),
-    "sparseflex": (None, "sparse-voxel FlexiCubes surfaces - not available yet"),
+    "sparseflex": ("recon.train.methods.sparseflex", "sparse-voxel FlexiCubes surfaces fitted to masked images (mesh rasterizer)"),
 }  # fmt: skip
 
 METHODS: tuple[str, ...] = tuple(name for name, (module, _) in REGISTRY.items() if module is not None)

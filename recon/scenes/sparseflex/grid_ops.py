@@ -1,0 +1,176 @@
+"""Rule-based edits of a SparseFlex voxel band (spec sparseflex.md section 4, direct fitting).
+
+Pure functions on ``SparseVoxelGrid`` + parameter values; the strategy applies their row maps to the parameters and
+their Adam moments through the ``ParamOptimizer``.
+
+* :func:`band_voxels`: surface voxels (a sign change among their corners) dilated by ``radius`` voxels
+  (26-connectivity: a box dilation, done separably along x, y, z).
+* :func:`remap`: row maps from an old grid to a new one (``-1`` for new rows) and ``s`` for the new corners (mean of
+  the known 6-neighbour corners, propagated a few rings, else +1 voxel).
+* :func:`subdivide`: split every voxel into 8; child corner ``s`` is the trilinear interpolation of the parent
+  corners' ``s``, doubled (the voxel unit halves); weights copied from the parent.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from recon.renderers.isosurface import merge_corner_values, sparse_voxel_grid
+from recon.renderers.isosurface.flexicubes_types import SparseVoxelGrid
+
+__all__ = ["GridRemap", "band_voxels", "corner_offsets", "dilate", "linear_key", "remap", "subdivide",
+           "surface_voxel_mask"]  # fmt: skip
+
+FILL_PASSES = 3  # rings of new corners filled from their neighbours (a band of radius 2 needs at most 2)
+UNKNOWN_S = 1.0  # s (voxel units) of a new corner with no known neighbour: just outside (spec section 4.2)
+
+
+def linear_key(coords: Int[Tensor, "... 3"], resolution: int) -> Int[Tensor, "..."]:
+    """``(i (R+1) + j) (R+1) + k``: the sort key of voxels and corners (``SparseVoxelGrid``)."""
+    n = resolution + 1
+    return (coords[..., 0] * n + coords[..., 1]) * n + coords[..., 2]
+
+
+def corner_offsets(device: torch.device) -> Int[Tensor, "8 3"]:
+    """The 8 corner offsets of a voxel in the order ``c = dx + 2 dy + 4 dz``."""
+    c = torch.arange(8, device=device)
+    return torch.stack([c % 2, (c // 2) % 2, c // 4], -1)
+
+
+def surface_voxel_mask(grid: SparseVoxelGrid, s: Float[Tensor, " Nc"]) -> Tensor:
+    """(Nv,) bool: the voxel's corners are not all on one side of ``s = 0`` (inside is ``s < 0``)."""
+    inside = s.detach()[grid.voxel_corners] < 0
+    return inside.any(-1) & ~inside.all(-1)
+
+
+def dilate(voxels: Int[Tensor, "M 3"], radius: int, resolution: int) -> Int[Tensor, "K 3"]:
+    """Unique voxels within ``radius`` (Chebyshev, i.e. ``radius`` steps of 26-connectivity) of ``voxels``,
+    clipped to ``[0, resolution)``."""
+    out = voxels
+    steps = torch.arange(-radius, radius + 1, device=voxels.device)
+    for axis in range(3):
+        shifted = out[:, None, :].repeat(1, len(steps), 1)
+        shifted[..., axis] += steps
+        shifted = shifted.reshape(-1, 3)
+        shifted = shifted[((shifted >= 0) & (shifted < resolution)).all(-1)]
+        keys = torch.unique(linear_key(shifted, resolution))
+        n = resolution + 1
+        out = torch.stack([keys // (n * n), (keys // n) % n, keys % n], -1)
+    return out
+
+
+def band_voxels(grid: SparseVoxelGrid, s: Float[Tensor, " Nc"], radius: int) -> Int[Tensor, "K 3"]:
+    """Surface voxels of ``grid`` dilated by ``radius`` voxels (spec section 4.2); empty when no voxel is crossed."""
+    surface = grid.voxels[surface_voxel_mask(grid, s)]
+    return dilate(surface, radius, grid.resolution)
+
+
+def _lookup(sorted_keys: Tensor, keys: Tensor) -> Tensor:
+    """Row of each of ``keys`` in ``sorted_keys`` (unique, ascending), or -1 where absent."""
+    if sorted_keys.numel() == 0:
+        return torch.full_like(keys, -1)
+    pos = torch.searchsorted(sorted_keys, keys).clamp(max=sorted_keys.numel() - 1)
+    return torch.where(sorted_keys[pos] == keys, pos, torch.full_like(pos, -1))
+
+
+@dataclass(frozen=True)
+class GridRemap:
+    """How the rows of a new grid relate to an old one.
+
+    Attributes:
+        grid: the new grid.
+        corner_source: (Nc_new,) old corner row of each new corner, -1 for new corners.
+        voxel_source: (Nv_new,) old voxel row of each new voxel, -1 for new voxels.
+        new_corner_s: (number of new corners,) ``s`` of the new corners, in the order of their rows.
+    """
+
+    grid: SparseVoxelGrid
+    corner_source: Int[Tensor, " Nc"]
+    voxel_source: Int[Tensor, " Nv"]
+    new_corner_s: Float[Tensor, " M"]
+
+
+def _fill_new_corners(grid: SparseVoxelGrid, s: Tensor, known: Tensor) -> Tensor:
+    """Fill unknown ``s`` with the mean of known 6-neighbour corners, ring by ring; +1 where none is known."""
+    keys = linear_key(grid.corners, grid.resolution)
+    eye = torch.eye(3, dtype=torch.int64, device=s.device)
+    neighbours = torch.cat([eye, -eye])  # (6, 3)
+    s, known = s.clone(), known.clone()
+    for _ in range(FILL_PASSES):
+        todo = (~known).nonzero()[:, 0]
+        if todo.numel() == 0:
+            break
+        rows = _lookup(keys, linear_key(grid.corners[todo, None, :] + neighbours, grid.resolution))
+        valid = rows >= 0
+        valid &= known[rows.clamp_min(0)]
+        count = valid.sum(-1)
+        total = torch.where(valid, s[rows.clamp_min(0)], torch.zeros_like(s[rows.clamp_min(0)])).sum(-1)
+        filled = count > 0
+        s[todo[filled]] = total[filled] / count[filled].to(s.dtype)
+        known[todo[filled]] = True
+    s[~known] = UNKNOWN_S
+    return s
+
+
+def remap(old: SparseVoxelGrid, s: Float[Tensor, " Nc"], voxels: Int[Tensor, "K 3"]) -> GridRemap:
+    """Row maps from ``old`` to the grid of ``voxels`` (same resolution) and ``s`` of its new corners.
+
+    Args:
+        old: the current grid.
+        s: (Nc_old,) its corner values.
+        voxels: (K, 3) the new active voxels.
+
+    Returns:
+        ``GridRemap``; kept rows carry their old values, new corners get the mean of their known 6-neighbours.
+    """
+    r = old.resolution
+    grid = sparse_voxel_grid(voxels, r)
+    corner_source = _lookup(linear_key(old.corners, r), linear_key(grid.corners, r))
+    voxel_source = _lookup(linear_key(old.voxels, r), linear_key(grid.voxels, r))
+    known = corner_source >= 0
+    values = torch.zeros(grid.num_corners, dtype=s.dtype, device=s.device)
+    values[known] = s.detach()[corner_source[known]]
+    filled = _fill_new_corners(grid, values, known)
+    return GridRemap(grid, corner_source, voxel_source, filled[~known])
+
+
+def _trilinear_weights(device: torch.device, dtype: torch.dtype) -> Float[Tensor, "27 8"]:
+    """Weights of the 8 parent corners at the 27 points ``t in {0, 1/2, 1}^3`` (row ``(tx 3 + ty) 3 + tz``
+    in half-voxel steps)."""
+    half = torch.tensor([0.0, 0.5, 1.0], device=device, dtype=dtype)
+    t = torch.stack(torch.meshgrid(half, half, half, indexing="ij"), -1).reshape(27, 1, 3)
+    bits = corner_offsets(device).to(dtype)[None]  # (1, 8, 3)
+    return torch.where(bits > 0, t, 1 - t).prod(-1)
+
+
+def subdivide(
+    grid: SparseVoxelGrid, s: Float[Tensor, " Nc"], weights: Float[Tensor, "Nv 21"]
+) -> tuple[SparseVoxelGrid, Float[Tensor, " Nc2"], Float[Tensor, "Nv2 21"], Int[Tensor, " Nv2"]]:
+    """Split every voxel into 8 at resolution ``2 R`` (spec section 4.3).
+
+    .. math:: s_{child}(x) = 2 \\sum_{c} w_c(x)\\, s_{parent, c}
+
+    with trilinear weights ``w_c`` at the child corner's position in its parent; corners shared by children of
+    different parents receive the mean (``merge_corner_values``; trilinear interpolation agrees on shared faces,
+    so the mean equals each value).
+
+    Returns:
+        ``(grid, s, weights, parent)``: the fine grid, its corner ``s`` (fine voxel units), per-voxel weights copied
+        from the parents and the parent row of every fine voxel. Not differentiable (detached values).
+    """
+    device, r = s.device, grid.resolution
+    offsets = corner_offsets(device)
+    children = (2 * grid.voxels[:, None, :] + offsets).reshape(-1, 3)
+    fine = sparse_voxel_grid(children, 2 * r)
+    parent = _lookup(
+        linear_key(grid.voxels, r), linear_key(torch.div(fine.voxels, 2, rounding_mode="floor"), r)
+    )
+    # child corner position in its parent in half-voxel steps: fine corner - 2 parent, each in {0, 1, 2}
+    local = fine.voxels[:, None, :] + offsets - 2 * grid.voxels[parent][:, None, :]  # (Nv2, 8, 3)
+    table = _trilinear_weights(device, s.dtype)[(local[..., 0] * 3 + local[..., 1]) * 3 + local[..., 2]]
+    parent_s = s.detach()[grid.voxel_corners[parent]]  # (Nv2, 8)
+    values = (table * parent_s[:, None, :]).sum(-1)  # (Nv2, 8)
+    merged, _ = merge_corner_values(fine, values)
+    return fine, 2.0 * merged, weights.detach()[parent].clone(), parent

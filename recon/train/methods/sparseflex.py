@@ -1,0 +1,44 @@
+"""``recon train sparseflex``: sparse-voxel FlexiCubes surfaces fitted to masked images (spec sparseflex.md)."""
+
+from dataclasses import dataclass, field
+
+from recon.scenes.sparseflex import SparseFlexScene, SparseFlexSceneConfig
+from recon.train.config import BackgroundMode, TrainConfig
+from recon.train.losses import LossConfig
+from recon.train.methods import Method
+from recon.train.sparseflex_strategy import SparseFlexStrategy, SparseFlexStrategyConfig
+from recon.train.strategy import Strategy
+
+__all__ = ["METHOD", "SparseFlexTrainConfig"]
+
+# Spec section 5: L1 (+ 0.2 (1 - SSIM), optional) on the image; the mask, sign-flip, L_dev and weight terms come
+# from the scene's regularisers. No depth-normal consistency term: the mesh renders exact normals.
+SPARSEFLEX_LOSS = LossConfig(ssim_weight=0.2, normal_weight=0.0, distortion_weight=0.0)
+
+
+@dataclass(frozen=True)
+class SparseFlexTrainConfig(TrainConfig):
+    """``recon train sparseflex``: FlexiCubes on a sparse voxel band around the visual hull (spec sections 4-5)."""
+
+    steps: int = 5000
+    """Optimisation steps (spec section 5: 5000; one training view per step)."""
+    background: BackgroundMode = "random"
+    """Random background per step (spec section 5: forces the mask to be explained by geometry)."""
+    loss: LossConfig = field(default_factory=lambda: SPARSEFLEX_LOSS)
+    """Photometric loss on the image (mask and FlexiCubes terms come from the scene's regularisers)."""
+    scene: SparseFlexSceneConfig = field(default_factory=SparseFlexSceneConfig)
+    strategy: SparseFlexStrategyConfig = field(default_factory=SparseFlexStrategyConfig)
+
+
+def _strategy(cfg: TrainConfig, num_views: int) -> Strategy:
+    return SparseFlexStrategy(cfg.strategy, base_resolution=cfg.scene.resolution)
+
+
+METHOD = Method(
+    "sparseflex",
+    SparseFlexTrainConfig,
+    SparseFlexSceneConfig,
+    SparseFlexStrategyConfig,
+    SparseFlexScene,
+    _strategy,
+)

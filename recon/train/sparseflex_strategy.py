@@ -1,0 +1,219 @@
+"""SparseFlex band maintenance and coarse-to-fine subdivision (spec sparseflex.md section 4, direct fitting).
+
+Events are functions of the budget fraction (``StepContext.fraction``), never of raw steps:
+
+* band maintenance every ``band_every_fraction``: surface voxels dilated by the scene's ``band_radius`` form the
+  new band; voxels outside are pruned (their rows and Adam moments dropped), new voxels get zero weights and new
+  corners ``s`` from their known 6-neighbours, with zero moments;
+* subdivision at ``subdivide_fractions`` (until ``max_resolution``): every band voxel splits into 8, child ``s``
+  trilinear and doubled, ``deform`` reset to 0, weights copied from the parent; all moments restart at zero; a
+  band maintenance follows at once (the split band is twice the band radius wide in fine voxels).
+
+All row edits go through the ``ParamOptimizer``. The scene has two row spaces (corners: ``s``, ``deform``; voxels:
+``weights``) while ``ParamOptimizer`` edits every per-row group with one index, so each edit is applied to one row
+space at a time by marking only that space's groups as per-row for the duration of the call (``_row_space``).
+"""
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from recon.core import Camera, RenderCapabilities
+from recon.renderers.isosurface.flexicubes_types import SparseVoxelGrid
+from recon.scenes.base import Scene
+from recon.scenes.sparseflex import (
+    CORNER_GROUPS,
+    VOXEL_GROUPS,
+    SparseFlexScene,
+    band_voxels,
+    remap,
+    subdivide,
+)
+from recon.train.param_optimizer import ParamOptimizer
+from recon.train.strategy import Strategy, StrategyContext
+
+__all__ = ["SparseFlexStrategy", "SparseFlexStrategyConfig", "maintain_band", "seen_voxels", "subdivide_band"]
+
+VOXEL_SPHERE = (
+    0.5 * 3**0.5
+)  # radius of a voxel's bounding sphere in voxel sizes (spec section 3: conservative)
+
+
+@dataclass(frozen=True)
+class SparseFlexStrategyConfig:
+    """When the band is rebuilt and subdivided (spec section 4.2-4.3)."""
+
+    band_every_fraction: float = 0.05
+    """Band maintenance every this fraction of the budget (spec: every 250 of 5000 steps)."""
+    subdivide_fractions: tuple[float, ...] = (0.3, 0.55, 0.75)
+    """Budget fractions of the subdivisions (spec: 64 -> 128 at 30%, 256 at 55%, 512 at 75%)."""
+    max_resolution: int = 512
+    """No subdivision beyond this resolution."""
+    max_voxels: int = 4_000_000
+    """A subdivision that would exceed this many voxels is skipped (memory guard)."""
+    open_surfaces: bool = False
+    """Prune band voxels that no training camera seen so far covers (spec section 4.4): the surface may stay open
+    where the views do not reach. The cameras are those of the training steps (all views after one pass)."""
+
+
+@contextlib.contextmanager
+def _row_space(optimizer: ParamOptimizer, names: tuple[str, ...]) -> Iterator[None]:
+    """Within the block, only the groups ``names`` are per-row for the optimizer's row edits."""
+    saved = {name: g.per_row for name, g in optimizer.groups.items()}
+    try:
+        for name, g in optimizer.groups.items():
+            g.per_row = saved[name] and name in names
+        yield
+    finally:
+        for name, g in optimizer.groups.items():
+            g.per_row = saved[name]
+
+
+def _apply(
+    optimizer: ParamOptimizer, names: tuple[str, ...], source: Tensor, new_rows: dict[str, Tensor]
+) -> None:
+    """Make the rows of the groups ``names`` follow ``source`` (old row per new row, -1: the next of ``new_rows``)."""
+    old = optimizer.groups[names[0]].param.shape[0]
+    fresh = source < 0
+    index = source.clone()
+    index[fresh] = old + torch.arange(int(fresh.sum()), device=source.device)
+    with _row_space(optimizer, names):
+        if int(fresh.sum()) > 0:
+            optimizer.extend_rows(new_rows)
+        optimizer.select_rows(index)
+
+
+def seen_voxels(scene: SparseFlexScene, voxels: Tensor, cameras: Camera) -> Tensor:
+    """(K,) bool: the voxel's bounding sphere (radius ``sqrt(3)/2 h``) reaches the image of at least one camera,
+    in front of it (conservative: a voxel partly in frame counts as seen)."""
+    h = 1.0 / scene.grid().resolution
+    centres = scene.to_world((voxels.to(scene.s.dtype) + 0.5) * h - 0.5)
+    radius = VOXEL_SPHERE * h * float(scene.box_size)
+    uv, z = cameras.to(device=centres.device, dtype=centres.dtype).project(
+        centres[None].expand(len(cameras), -1, -1)
+    )
+    focal = cameras.K[:, 0, 0].to(centres)[:, None]
+    margin = focal * radius / z.clamp_min(radius)  # projected radius in pixels
+    w = torch.tensor([cameras.width, cameras.height], dtype=centres.dtype, device=centres.device)
+    inside = (uv > -margin[..., None]).all(-1) & (uv < w + margin[..., None]).all(-1) & (z > -radius)
+    return inside.any(0)
+
+
+def maintain_band(
+    scene: SparseFlexScene, optimizer: ParamOptimizer, *, cameras: Camera | None = None
+) -> SparseVoxelGrid:
+    """Rebuild the band around the current surface (spec section 4.2); with ``cameras``, voxels none of them sees
+    are pruned too (``open_surfaces``, spec section 4.4). Returns the new grid (also set on the scene)."""
+    grid = scene.grid()
+    voxels = band_voxels(grid, scene.s, scene.config.band_radius)
+    if cameras is not None and voxels.shape[0] > 0:
+        voxels = voxels[seen_voxels(scene, voxels, cameras)]
+    if voxels.shape[0] == 0:  # no surface left: keep the band as it is rather than delete everything
+        return grid
+    rm = remap(grid, scene.s, voxels)
+    n_new_c = rm.new_corner_s.shape[0]
+    _apply(optimizer, CORNER_GROUPS, rm.corner_source, {
+        "s": rm.new_corner_s, "deform": torch.zeros(n_new_c, 3, device=scene.s.device),
+    })  # fmt: skip
+    n_new_v = int((rm.voxel_source < 0).sum())
+    _apply(optimizer, VOXEL_GROUPS, rm.voxel_source, {
+        "weights": torch.zeros(n_new_v, scene.weights.shape[1], device=scene.s.device),
+    })  # fmt: skip
+    scene.set_grid(rm.grid)
+    return rm.grid
+
+
+def subdivide_band(scene: SparseFlexScene, optimizer: ParamOptimizer) -> SparseVoxelGrid:
+    """Split every voxel into 8 (spec section 4.3); every row is new, so every moment restarts at zero."""
+    fine, s, weights, _ = subdivide(scene.grid(), scene.s, scene.weights)
+    device = scene.s.device
+    _apply(optimizer, CORNER_GROUPS, torch.full((fine.num_corners,), -1, device=device), {
+        "s": s, "deform": torch.zeros(fine.num_corners, 3, device=device),
+    })  # fmt: skip
+    _apply(optimizer, VOXEL_GROUPS, torch.full((fine.num_voxels,), -1, device=device), {"weights": weights})
+    scene.set_grid(fine)
+    return fine
+
+
+class SparseFlexStrategy(Strategy):
+    """Band maintenance and subdivision on a budget-fraction schedule (see the module docstring).
+
+    Args:
+        config: the schedule.
+        base_resolution: the scene's initial resolution (subdivision level = log2(R / base_resolution)).
+    """
+
+    needs = RenderCapabilities(depth=False)
+
+    def __init__(self, config: SparseFlexStrategyConfig, *, base_resolution: int) -> None:
+        if config.band_every_fraction <= 0:
+            raise ValueError(f"strategy.band_every_fraction must be > 0, got {config.band_every_fraction}")
+        if list(config.subdivide_fractions) != sorted(config.subdivide_fractions):
+            raise ValueError(
+                f"strategy.subdivide_fractions must be increasing, got {config.subdivide_fractions}"
+            )
+        self.config = config
+        self.base_resolution = base_resolution
+        self.band_events = 0  # maintenance events done (the schedule position; checkpointed)
+        self.cameras: dict[int, Camera] = {}  # training cameras seen so far, by view index (open_surfaces)
+
+    def check_scene(self, scene: Scene) -> None:
+        super().check_scene(scene)
+        if not isinstance(scene, SparseFlexScene):
+            raise TypeError(f"SparseFlexStrategy needs a SparseFlexScene, got {type(scene).__name__}")
+
+    def target_level(self, fraction: float) -> int:
+        """Number of subdivisions due at ``fraction`` (capped by ``max_resolution``)."""
+        due = sum(1 for f in self.config.subdivide_fractions if fraction >= f)
+        cap = 0
+        while self.base_resolution * 2 ** (cap + 1) <= self.config.max_resolution:
+            cap += 1
+        return min(due, cap)
+
+    def after_backward(self, ctx: StrategyContext) -> None:
+        scene = ctx.scene
+        assert isinstance(scene, SparseFlexScene)
+        fraction = ctx.step.fraction
+        if self.config.open_surfaces and ctx.step.view_indices is not None:
+            for i, view in enumerate(ctx.step.view_indices.tolist()):  # host read: a few indices per step
+                if view not in self.cameras:
+                    self.cameras[view] = ctx.step.camera[i : i + 1]
+        level = scene.grid().resolution // self.base_resolution
+        changed = False
+        while level.bit_length() - 1 < self.target_level(fraction):
+            if scene.grid().num_voxels * 8 > self.config.max_voxels:
+                break
+            subdivide_band(scene, ctx.optimizer)
+            level *= 2
+            changed = True
+        due = int(fraction / self.config.band_every_fraction)
+        if due > self.band_events or changed:  # a split band is 2 radii wide in fine voxels: trim it at once
+            self.band_events = max(due, self.band_events)
+            maintain_band(scene, ctx.optimizer, cameras=self._seen_cameras())
+
+    def _seen_cameras(self) -> Camera | None:
+        if not self.config.open_surfaces or not self.cameras:
+            return None
+        return Camera.cat([self.cameras[k] for k in sorted(self.cameras)])
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        out = {"band_events": torch.tensor(self.band_events, dtype=torch.int64)}
+        cams = self._seen_cameras()
+        if cams is not None:
+            out |= {"cameras.index": torch.tensor(sorted(self.cameras)), "cameras.T_cam_world": cams.T_cam_world,
+                    "cameras.K": cams.K, "cameras.size": torch.tensor([cams.width, cams.height])}  # fmt: skip
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        if "band_events" in tensors:
+            self.band_events = int(tensors["band_events"])
+        if "cameras.index" in tensors:
+            width, height = (int(v) for v in tensors["cameras.size"])
+            T, K = tensors["cameras.T_cam_world"], tensors["cameras.K"]
+            self.cameras = {
+                int(view): Camera(T[i : i + 1], K[i : i + 1], width, height)
+                for i, view in enumerate(tensors["cameras.index"].tolist())
+            }

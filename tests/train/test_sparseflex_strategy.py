@@ -1,0 +1,182 @@
+"""SparseFlex band maintenance and subdivision through the ParamOptimizer: rows and Adam moments stay aligned."""
+
+import torch
+
+from recon.renderers.encoding import HashGridConfig
+from recon.scenes.base import StepContext
+from recon.scenes.sparseflex import SparseFlexScene, SparseFlexSceneConfig
+from recon.scenes.sparseflex.grid_ops import linear_key, surface_voxel_mask
+from recon.train.param_optimizer import ParamOptimizer
+from recon.train.sparseflex_strategy import (
+    SparseFlexStrategy,
+    SparseFlexStrategyConfig,
+    maintain_band,
+    subdivide_band,
+)
+from recon.train.strategy import StrategyContext
+
+CONFIG = SparseFlexSceneConfig(
+    resolution=10,
+    color_grid=HashGridConfig(levels=2, log2_hashmap_size=8, max_resolution=16),
+    color_hidden_dim=8,
+)
+
+
+def _scene(radius: float = 0.3) -> SparseFlexScene:
+    r = CONFIG.resolution
+    axis = torch.arange(r + 1, dtype=torch.float32) / r - 0.5
+    pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1)
+    sdf = ((pts.norm(dim=-1) - radius) * r).clamp(-2, 2)
+    return SparseFlexScene.from_corner_sdf(CONFIG, sdf, torch.zeros(3), 1.0)
+
+
+def _tag_moments(scene: SparseFlexScene, opt: ParamOptimizer) -> None:
+    """One Adam step, then moments that name their row: corner/voxel key in exp_avg (all columns)."""
+    (scene.s.sum() + scene.deform.sum() + scene.weights.sum()).backward()
+    opt.step()
+    opt.zero_grad()
+    grid = scene.grid()
+    r = grid.resolution
+    for name, keys in (("s", linear_key(grid.corners, r)), ("deform", linear_key(grid.corners, r)),
+                       ("weights", linear_key(grid.voxels, r))):  # fmt: skip
+        p = opt.groups[name].param
+        state = opt.adam.state[p]
+        state["exp_avg"] = keys.to(p.dtype).reshape(-1, *[1] * (p.ndim - 1)).expand_as(p).clone()
+        state["exp_avg_sq"] = state["exp_avg"].clone()
+        p.data = keys.to(p.dtype).reshape(-1, *[1] * (p.ndim - 1)).expand_as(p).clone()
+
+
+def _check_aligned(scene: SparseFlexScene, opt: ParamOptimizer, old_keys: dict[str, set]) -> None:
+    grid = scene.grid()
+    r = grid.resolution
+    assert scene.s.shape == (grid.num_corners,) and scene.deform.shape == (grid.num_corners, 3)
+    assert scene.weights.shape == (grid.num_voxels, 21)
+    for name, keys in (("s", linear_key(grid.corners, r)), ("deform", linear_key(grid.corners, r)),
+                       ("weights", linear_key(grid.voxels, r))):  # fmt: skip
+        p = opt.groups[name].param
+        state = opt.adam.state[p]
+        kept = torch.tensor([int(k) in old_keys[name] for k in keys])
+        flat_m = state["exp_avg"].reshape(len(keys), -1)
+        flat_p = p.data.reshape(len(keys), -1)
+        assert state["exp_avg"].shape == p.shape and state["exp_avg_sq"].shape == p.shape
+        # kept rows carry the moments (and values) of the same corner/voxel; new rows have zero moments
+        assert torch.equal(flat_m[kept], keys[kept, None].to(p.dtype).expand(-1, flat_m.shape[1]))
+        assert torch.equal(flat_p[kept], keys[kept, None].to(p.dtype).expand(-1, flat_p.shape[1]))
+        assert bool((flat_m[~kept] == 0).all()) and bool(
+            (state["exp_avg_sq"].reshape(len(keys), -1)[~kept] == 0).all()
+        )
+
+
+def test_band_maintenance_keeps_params_and_moments_row_aligned():
+    scene = _scene()
+    opt = ParamOptimizer(scene.param_groups())
+    # move the surface by 2 voxels along x so the band must prune behind and grow ahead of it
+    grid = scene.grid()
+    shift = torch.tensor([0.5 + 2 / grid.resolution, 0.5, 0.5])
+    with torch.no_grad():
+        scene.s.copy_(((grid.corners.float() / grid.resolution - shift).norm(dim=-1) - 0.3) * grid.resolution)
+    s_by_key = dict(zip(linear_key(grid.corners, grid.resolution).tolist(), scene.s.tolist(), strict=True))
+    _tag_moments(scene, opt)
+    with torch.no_grad():  # restore the shrunken sphere's s (the tagging overwrote values with keys)
+        scene.s.copy_(torch.tensor([s_by_key[k] for k in linear_key(grid.corners, grid.resolution).tolist()]))
+    old = {"s": set(s_by_key), "deform": set(s_by_key),
+           "weights": set(linear_key(grid.voxels, grid.resolution).tolist())}  # fmt: skip
+    before = grid.num_voxels
+    new = maintain_band(scene, opt)
+    assert new.num_voxels != before
+    assert len(old["weights"] - set(linear_key(new.voxels, new.resolution).tolist())) > 0  # some were pruned
+    assert len(set(linear_key(new.voxels, new.resolution).tolist()) - old["weights"]) > 0  # some were added
+    # s keeps its values on kept corners; check alignment of everything else on a re-tagged copy
+    keys = linear_key(new.corners, new.resolution)
+    kept = torch.tensor([int(k) in s_by_key for k in keys])
+    torch.testing.assert_close(scene.s[kept], torch.tensor([s_by_key[int(k)] for k in keys[kept]]))
+    with torch.no_grad():
+        scene.s[kept] = keys[kept].float()
+    _check_aligned(scene, opt, old)
+    # every surface voxel of the new s lies in the band with a ring of 2 around it
+    with torch.no_grad():
+        scene.s[kept] = torch.tensor([s_by_key[int(k)] for k in keys[kept]])
+    assert int(surface_voxel_mask(new, scene.s).sum()) > 0
+
+
+def test_subdivision_resets_rows_and_keeps_the_optimizer_consistent():
+    scene = _scene()
+    opt = ParamOptimizer(scene.param_groups())
+    _tag_moments(scene, opt)
+    grid = scene.grid()
+    with torch.no_grad():
+        scene.s.copy_(((grid.corners.float() / grid.resolution - 0.5).norm(dim=-1) - 0.3) * grid.resolution)
+    fine = subdivide_band(scene, opt)
+    assert fine.resolution == 20 and scene.num_primitives() == 8 * grid.num_voxels
+    assert int(scene.resolution) == 20
+    for name in ("s", "deform", "weights"):
+        p = opt.groups[name].param
+        assert opt.adam.state[p]["exp_avg"].shape == p.shape and bool(
+            (opt.adam.state[p]["exp_avg"] == 0).all()
+        )
+    assert bool((scene.deform == 0).all())
+    # the optimiser still steps every group after the edit
+    (scene.s.sum() + scene.weights.sum()).backward()
+    opt.step()
+    assert bool((opt.adam.state[scene.s]["exp_avg"] != 0).all())
+
+
+def test_strategy_schedule_is_a_function_of_the_budget_fraction():
+    scene = _scene()
+    opt = ParamOptimizer(scene.param_groups())
+    strategy = SparseFlexStrategy(
+        SparseFlexStrategyConfig(band_every_fraction=0.25, subdivide_fractions=(0.5,), max_resolution=20),
+        base_resolution=10,
+    )
+    strategy.check_scene(scene)
+    cam = None
+
+    def run(step: int, steps: int = 8) -> None:
+        ctx = StepContext(step, steps, cam, torch.zeros(1, 1, 1, 3), torch.zeros(3))
+        strategy.after_backward(StrategyContext(ctx, scene, opt))
+
+    run(1)
+    assert strategy.band_events == 0 and scene.grid().resolution == 10
+    run(2)  # 25%: band maintenance
+    assert strategy.band_events == 1 and scene.grid().resolution == 10
+    run(4)  # 50%: subdivision to 20
+    assert scene.grid().resolution == 20 and strategy.band_events == 2
+    run(7)  # 87.5%: no further subdivision (max_resolution 20)
+    assert scene.grid().resolution == 20 and strategy.band_events == 3
+    restored = SparseFlexStrategy(strategy.config, base_resolution=10)
+    restored.load_state_tensors(strategy.state_tensors())
+    assert restored.band_events == 3
+
+
+def test_open_surfaces_prunes_voxels_no_camera_sees():
+    import trimesh
+
+    from recon.core import Camera
+    from recon.core.transforms import look_at
+    from recon.scenes.base import ExportOptions
+
+    scene = _scene()
+    opt = ParamOptimizer(scene.param_groups())
+    # one narrow camera looking at the +x side of the sphere: only part of the band is in its frustum
+    T = look_at(torch.tensor([2.0, 0.0, 0.0]), torch.tensor([0.3, 0.0, 0.0]), torch.tensor([0.0, 0.0, 1.0]))
+    K = torch.tensor([[120.0, 0, 8], [0, 120.0, 8], [0, 0, 1]])
+    cam = Camera(T[None], K[None], 16, 16)
+    before = scene.grid().num_voxels
+    grid = maintain_band(scene, opt, cameras=cam)
+    assert 0 < grid.num_voxels < before
+    h = 1.0 / grid.resolution
+    centres = (grid.voxels.float() + 0.5) * h - 0.5
+    uv, z = cam.project(centres[None])
+    margin = 120.0 * (0.5 * 3**0.5 * h) / z[0]  # every kept voxel's bounding sphere reaches the image
+    assert bool(((uv[0] > -margin[:, None]) & (uv[0] < 16 + margin[:, None])).all())
+    mesh = scene.export_mesh(ExportOptions())
+    tm = trimesh.Trimesh(mesh.vertices.numpy(), mesh.faces.numpy(), process=True)
+    assert len(tm.faces) > 0 and not tm.is_watertight  # the unseen sides of the sphere are left open
+    # the strategy collects the cameras of its training steps and checkpoints them
+    strategy = SparseFlexStrategy(SparseFlexStrategyConfig(open_surfaces=True), base_resolution=10)
+    ctx = StepContext(0, 100, cam, torch.zeros(1, 16, 16, 3), torch.zeros(3), view_indices=torch.tensor([3]))
+    strategy.after_backward(StrategyContext(ctx, scene, opt))
+    restored = SparseFlexStrategy(strategy.config, base_resolution=10)
+    restored.load_state_tensors(strategy.state_tensors())
+    assert list(restored.cameras) == [3]
+    torch.testing.assert_close(restored.cameras[3].T_cam_world, cam.T_cam_world)
