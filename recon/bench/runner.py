@@ -6,13 +6,15 @@ of one method cannot take the bench or the other methods down. Stdout and stderr
 
 Peak memory is the maximum resident set size of the ``recon train`` process itself, read from the rusage record
 that ``os.wait4`` returns for that one child (``ru_maxrss``, KiB on Linux): exact per child, unlike
-``getrusage(RUSAGE_CHILDREN)``, which is a maximum over every child ever waited for. It is host memory; GPU
-memory is not included.
+``getrusage(RUSAGE_CHILDREN)``, which is a maximum over every child ever waited for. The child is started by a
+small wrapper process (``_WRAPPER``), because Linux counts the RSS of the process a child was forked from into the
+child's peak. It is host memory; GPU memory is not included.
 """
 
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +40,7 @@ class BenchSettings:
         eval_every_minutes: periodic evaluation interval (the PSNR-vs-time curve).
         eval_images: test views of each periodic evaluation.
         eval_max_images: ``recon eval --max-images`` (0: the whole test split).
+        eval_geometry: ``recon eval --geometry`` (Chamfer of the TSDF-fused surface in eval.json) or not.
         steps: optional upper bound on steps (0: the time budget alone).
         threads: ``recon train --threads`` (0: torch's default).
         train_args: extra ``recon train`` flags per method name.
@@ -52,6 +55,7 @@ class BenchSettings:
     eval_every_minutes: float = 0.0
     eval_images: int = 5
     eval_max_images: int = 0
+    eval_geometry: bool = True
     steps: int = 0
     threads: int = 0
     train_args: dict[str, list[str]] = field(default_factory=dict)
@@ -131,39 +135,50 @@ def _recon(*args: str) -> list[str]:
     return [sys.executable, "-m", "recon.cli.main", *args]
 
 
+# The child runs under this small wrapper (python -I -c): on Linux a process inherits the peak RSS of the
+# process it was forked from (the bench, with torch loaded), so the child is forked from the small wrapper
+# instead, and the wrapper writes what os.wait4 says of it (its own rusage) to the file named by argv[1].
+_WRAPPER = """
+import json, os, signal, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+signal.signal(signal.SIGTERM, lambda *a: proc.kill())
+_, status, usage = os.wait4(proc.pid, 0)
+scale = 1 if sys.platform == "darwin" else 1024
+with open(sys.argv[1], "w") as f:
+    json.dump({"max_rss_bytes": int(usage.ru_maxrss) * scale}, f)
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def run_child(name: str, argv: list[str], log: Path, timeout_s: float) -> StepResult:
-    """Run ``argv`` with stdout+stderr in ``log``; returns its exit status, wall time and max RSS (os.wait4)."""
+    """Run ``argv`` with stdout+stderr in ``log``; its exit status, wall time and peak RSS (see ``_WRAPPER``)."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    rss_file = log.with_suffix(".rss.json")
+    rss_file.unlink(missing_ok=True)
     env = dict(os.environ)
     env.pop("RECON_DEBUG", None)
     start = time.perf_counter()
     with open(log, "w", encoding="utf-8") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        status, rss = _wait(proc, timeout_s)
+        proc = subprocess.Popen([sys.executable, "-I", "-c", _WRAPPER, str(rss_file), *argv], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)  # fmt: skip
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the wrapper and the command (one session)
+            proc.wait()
+            code = None
     seconds = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status) if status is not None else 124
+    rss = json.loads(rss_file.read_text())["max_rss_bytes"] if rss_file.is_file() else None
+    rss_file.unlink(missing_ok=True)
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
     tail = "\n".join(lines[-TAIL_LINES:])
-    if status is None:
+    if code is None:
         tail += f"\n(killed after {timeout_s:.0f} s: the bench's per-process time limit)"
-    result = StepResult(name, argv, code, seconds, rss, tail)
+    result = StepResult(name, argv, 124 if code is None else code, seconds, rss, tail)
     log.with_suffix(".json").write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
     return result
-
-
-def _wait(proc: subprocess.Popen, timeout_s: float) -> tuple[int | None, int | None]:
-    """Reap ``proc`` with os.wait4 (its own rusage); kill it past ``timeout_s``. (status or None, max RSS)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid == proc.pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
-            return status, int(usage.ru_maxrss) * (1 if sys.platform == "darwin" else 1024)
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            return None, None
-        time.sleep(0.1)
 
 
 def eval_has_mesh_flag() -> bool:
@@ -217,7 +232,8 @@ def run_method(method: str, s: BenchSettings, *, resume: bool, mesh_flag: bool) 
     continue_run = resume and (s.run_dir(method) / "config.yaml").is_file()
     export_device = s.device if s.device.startswith("cuda") else "cpu"
     eval_argv = _recon("eval", str(result.run_dir), "--save-renders", "--device", s.device,
-                       "--max-images", str(s.eval_max_images))  # fmt: skip
+                       "--max-images", str(s.eval_max_images),
+                       "--geometry" if s.eval_geometry else "--no-geometry")  # fmt: skip
     if mesh_flag:
         eval_argv.append("--mesh")
     export_argv = _recon("export", str(result.run_dir), "--format", "glb", "--mesh", "native", "--frame", "original",

@@ -35,6 +35,8 @@ class BenchArgs:
     """Test views of each periodic evaluation."""
     eval_max_images: int = 0
     """recon eval --max-images (0: the whole test split, the published protocol)."""
+    eval_geometry: bool = True
+    """recon eval --geometry: eval.json also gets the Chamfer distance of the TSDF-fused surface."""
     steps: int = 0
     """Optional upper bound on training steps (0: the time budget alone)."""
     threads: int = 0
@@ -84,7 +86,8 @@ def main(argv: list[str]) -> int:
     settings = BenchSettings(
         data=data, output=output, minutes=args.minutes, device=args.device,
         eval_every_minutes=args.eval_every_minutes or args.minutes / 10, eval_images=args.eval_images,
-        eval_max_images=args.eval_max_images, steps=args.steps, threads=args.threads,
+        eval_max_images=args.eval_max_images, eval_geometry=args.eval_geometry, steps=args.steps,
+        threads=args.threads,
         train_args=_per_method("--train-args", args.train_args, methods),
         export_args=_per_method("--export-args", args.export_args, methods),
     )  # fmt: skip

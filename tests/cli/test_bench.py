@@ -25,7 +25,7 @@ BOGUS = "nosuchmethod"
 def _bench_argv(data: Path, out: Path, *extra: str) -> list[str]:
     return [
         "--data", str(data), "--methods", f"triangles,nerf,{BOGUS}", "--minutes", "0.03", "--output", str(out),
-        "--device", "cpu", "--threads", "1", "--eval-every-minutes", "0.01", "--eval-images", "1",
+        "--device", "cpu", "--threads", "1", "--no-eval-geometry", "--eval-every-minutes", "0.01", "--eval-images", "1",
         "--train-args", TRIANGLES, "--train-args", NERF, "--export-args", "triangles=--all-triangles", *extra,
     ]  # fmt: skip
 
@@ -126,7 +126,8 @@ def test_run_child_reports_exit_status_and_its_own_peak_memory(tmp_path):
     assert step.returncode == 3 and not step.ok
     assert step.max_rss_bytes > 200 * 2**20
     small = run_child("small", [sys.executable, "-c", "print('hi')"], tmp_path / "small.log", timeout_s=120)
-    assert small.ok and small.max_rss_bytes < step.max_rss_bytes and "hi" in small.stderr_tail
+    # its own peak, not the test process's (torch loaded: far above 100 MiB) that it was started from
+    assert small.ok and small.max_rss_bytes < 100 * 2**20 and "hi" in small.stderr_tail
     assert json.loads((tmp_path / "probe.json").read_text())["exit_status"] == 3
 
 
