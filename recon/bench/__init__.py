@@ -51,15 +51,17 @@ def write_outputs(settings: BenchSettings, runs: list[MethodRun], *, mesh_flag: 
     from recon.bench.report import gt_mesh_of, method_row, write_report
     from recon.datasets import load_dataset
 
-    dataset = load_dataset(settings.data)
-    gt = gt_mesh_of(settings.data)
+    gt = gt_mesh_of(load_dataset(settings.data))
     rows = [method_row(run, gt) for run in runs]
     ok = [Path(r["run_dir"]) for r in rows if r["status"] != "failed"]
     views = figures.shared_views(ok)
-    grid: dict[str, Any] = {"views": views, "gt": figures.gt_views(dataset, views), "methods": {}}
+    grid: dict[str, Any] = {"views": views, "gt": [], "methods": {}}
     for row in rows:
         if row["status"] != "failed" and views:
-            grid["methods"][row["method"]] = figures.method_views(Path(row["run_dir"]), dataset, views)
+            # each run at its own training resolution; the ground truth of the first one
+            rendered = figures.method_views(Path(row["run_dir"]), views, with_gt=not grid["gt"])
+            grid["gt"] = grid["gt"] or rendered.pop("ground truth")
+            grid["methods"][row["method"]] = rendered
     extra = {
         "gt_mesh": str(gt) if gt is not None else None,
         "eval_mesh_flag": mesh_flag,

@@ -69,22 +69,27 @@ def gt_views(dataset, indices: list[int]) -> list[bytes]:
     return [png_bytes(dataset.image("test", i).numpy()) for i in indices]
 
 
-def method_views(run_dir: Path, dataset, indices: list[int]) -> dict[str, list[bytes]]:
-    """``{"rgb": [...], "depth": [...], "normals": [...]}`` PNG bytes of one run (depth/normals when rendered)."""
+def method_views(run_dir: Path, indices: list[int], *, with_gt: bool = False) -> dict[str, list[bytes]]:
+    """``{"rgb": [...], "depth": [...], "normals": [...]}`` PNG bytes of one run (depth/normals when rendered),
+    plus ``"ground truth"`` with ``with_gt``; at the run's own training resolution."""
+    from recon.train.run_io import load_run_dataset, open_run_config
+
+    run, method, cfg = open_run_config(run_dir)
+    dataset = load_run_dataset(cfg)
     out: dict[str, list[bytes]] = {"rgb": [(_render_dir(run_dir) / f"test_{i:04d}.png").read_bytes()
                                            for i in indices]}  # fmt: skip
-    out |= _geometry_views(run_dir, dataset, indices)
+    out |= _geometry_views(run, method, cfg, dataset, indices)
+    if with_gt:
+        out["ground truth"] = gt_views(dataset, indices)
     return out
 
 
-def _geometry_views(run_dir: Path, dataset, indices: list[int]) -> dict[str, list[bytes]]:
+def _geometry_views(run, method, cfg, dataset, indices: list[int]) -> dict[str, list[bytes]]:
     import torch
 
     from recon.scenes.base import RenderOptions
-    from recon.train.run_io import open_run_config
     from recon.train.trainer import load_scene
 
-    run, method, cfg = open_run_config(run_dir)
     caps = method.scene_cls.capabilities
     if not (caps.depth or caps.normals):
         return {}

@@ -82,11 +82,9 @@ def _mesh_render_metrics(ev: dict[str, Any], run: MethodRun) -> dict[str, Any]:
     return out
 
 
-def gt_mesh_of(data: Path) -> Path | None:
+def gt_mesh_of(dataset) -> Path | None:
     """The dataset's ground-truth mesh file (Blender datasets by ``recon data synth`` have one), or None."""
-    from recon.datasets import load_dataset
-
-    gt = getattr(load_dataset(data), "gt_mesh_path", None)
+    gt = getattr(dataset, "gt_mesh_path", None)
     return Path(gt) if gt is not None and Path(gt).is_file() else None
 
 
