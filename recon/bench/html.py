@@ -100,22 +100,54 @@ def _grid(grid: dict[str, Any]) -> str:
 def mesh_json(path: Path, max_faces: int = MAX_VIEWER_FACES) -> tuple[str, int]:
     """The mesh file as the viewer's JSON (base64 float32 positions, uint32 indices, uint8 colours) and the number
     of faces it holds (an even subsample when the mesh has more than ``max_faces``)."""
-    import trimesh
-
-    mesh = trimesh.load(str(path), force="mesh", process=False)
-    faces = np.asarray(mesh.faces, dtype=np.uint32)
+    vertices, faces, colors = _read_mesh(path)
     if len(faces) > max_faces:
         faces = faces[np.linspace(0, len(faces) - 1, max_faces).astype(np.int64)]
-    colors = None
-    if getattr(mesh.visual, "kind", None) == "vertex":
-        colors = np.ascontiguousarray(np.asarray(mesh.visual.vertex_colors)[:, :3], dtype=np.uint8)
 
     def b64(a: np.ndarray) -> str:
         return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
 
-    data = {"positions": b64(np.asarray(mesh.vertices, dtype="<f4")), "indices": b64(faces.astype("<u4")),
+    data = {"positions": b64(np.asarray(vertices, dtype="<f4")), "indices": b64(faces.astype("<u4")),
             "colors": b64(colors) if colors is not None else None}  # fmt: skip
     return json.dumps(data), len(faces)
+
+
+def _read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Vertices, faces (uint32) and sRGB uint8 vertex colours (or None) of a mesh file; a GLB of one primitive
+    is read directly (its ``COLOR_0`` is linear RGB, which trimesh turns into a material), others by trimesh."""
+    if path.suffix.lower() == ".glb":
+        try:
+            return _read_recon_glb(path)
+        except (
+            KeyError,
+            ValueError,
+        ):  # not one float/uint32 primitive as recon writes them: trimesh reads it
+            pass
+    import trimesh
+
+    mesh = trimesh.load(str(path), force="mesh", process=False)
+    colors = None
+    if getattr(mesh.visual, "kind", None) == "vertex":
+        colors = np.ascontiguousarray(np.asarray(mesh.visual.vertex_colors)[:, :3], dtype=np.uint8)
+    return np.asarray(mesh.vertices), np.asarray(mesh.faces, dtype=np.uint32), colors
+
+
+def _read_recon_glb(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    from recon.export.gltf import accessor_array, read_glb
+
+    doc, binary = read_glb(path)
+    primitives = [p for m in doc.get("meshes", []) for p in m.get("primitives", [])]
+    if len(primitives) != 1 or "indices" not in primitives[0]:
+        raise ValueError(f"{path}: not a single indexed primitive")
+    prim = primitives[0]
+    vertices = accessor_array(doc, binary, prim["attributes"]["POSITION"])
+    faces = accessor_array(doc, binary, prim["indices"]).reshape(-1, 3).astype(np.uint32)
+    colors = None
+    if "COLOR_0" in prim["attributes"]:
+        linear = np.clip(accessor_array(doc, binary, prim["attributes"]["COLOR_0"])[:, :3], 0.0, 1.0)
+        srgb = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+        colors = (srgb * 255 + 0.5).astype(np.uint8)
+    return vertices, faces, colors
 
 
 def _meshes(rows: list[dict[str, Any]]) -> str:

@@ -165,6 +165,23 @@ def test_mesh_json_round_trips_and_subsamples(tmp_path):
     assert mesh_json(path, max_faces=5)[1] == 5
 
 
+def test_mesh_json_reads_recon_glb_colours_as_srgb(tmp_path):
+    import base64
+
+    from recon.export.gltf import GlbMesh, glb_bytes
+
+    positions = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=np.float32)
+    linear = np.array([[0.0, 0.2140, 1.0]] * 3, dtype=np.float32)  # sRGB 0, ~128, 255
+    glb = GlbMesh(positions=positions, normals=np.tile([0, 0, 1], (3, 1)).astype(np.float32),
+                  indices=np.array([0, 1, 2], dtype=np.uint32), colors_linear=linear, uv=None, png=None,
+                  double_sided=True)  # fmt: skip
+    path = tmp_path / "tri.glb"
+    path.write_bytes(glb_bytes(glb))
+    mesh = json.loads(mesh_json(path)[0])
+    colors = np.frombuffer(base64.b64decode(mesh["colors"]), dtype=np.uint8).reshape(-1, 3)
+    assert colors[0, 0] == 0 and abs(int(colors[0, 1]) - 128) <= 1 and colors[0, 2] == 255
+
+
 @pytest.mark.parametrize(
     ("argv", "match"),
     [
