@@ -138,6 +138,35 @@ def test_run_child_kills_a_hung_process(tmp_path):
     assert step.returncode == 124 and "killed after" in step.stderr_tail
 
 
+def test_runner_continues_interrupted_runs_and_skips_finished_ones(tmp_path, monkeypatch):
+    from recon.bench import runner
+
+    calls = []
+
+    def fake_child(name, argv, log, timeout_s):
+        calls.append((name, argv))
+        return runner.StepResult(name, argv, 0, 0.0, 1)
+
+    monkeypatch.setattr(runner, "run_child", fake_child)
+    s = runner.BenchSettings(data=tmp_path / "data", output=tmp_path / "out", minutes=1.0)
+    runner.run_method("nerf", s, resume=True, mesh_flag=True)  # nothing there yet: a fresh run
+    assert [c[0] for c in calls] == ["train", "eval", "export"]
+    assert "--data" in calls[0][1] and "--resume" not in calls[0][1] and "--mesh" in calls[1][1]
+    run_dir = s.run_dir("nerf")
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("method: nerf\n")
+    calls.clear()
+    runner.run_method("nerf", s, resume=True, mesh_flag=False)  # interrupted: continue it
+    assert calls[0][1][calls[0][1].index("train") :][:4] == ["train", "nerf", "--resume", "--run-dir"]
+    assert "--mesh" not in calls[1][1]
+    (run_dir / "eval.json").write_text("{}")
+    (run_dir / "exports").mkdir()
+    (run_dir / "exports" / runner.EXPORT_NAME).write_bytes(b"glb")
+    calls.clear()
+    done = runner.run_method("nerf", s, resume=True, mesh_flag=False)  # finished: reused
+    assert calls == [] and done.reused and done.status == "ok"
+
+
 def test_psnr_curve_reads_periodic_evaluations(tmp_path):
     lines = [{"step": 1, "loss": 0.5, "train_seconds": 0.5}, {"step": 2, "eval_psnr": 12.5, "train_seconds": 1.0},
              {"step": 4, "eval_psnr": 14.0, "train_seconds": 2.5}]  # fmt: skip
