@@ -183,7 +183,10 @@ def run_child(name: str, argv: list[str], log: Path, timeout_s: float) -> StepRe
 
 def eval_has_mesh_flag() -> bool:
     """Whether this checkout's ``recon eval`` has a ``--mesh`` flag (mesh-based evaluation)."""
-    done = subprocess.run(_recon("eval", "--help"), capture_output=True, text=True, timeout=300)
+    try:
+        done = subprocess.run(_recon("eval", "--help"), capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired):  # cannot tell: mesh metrics are then reported unavailable
+        return False
     return "--mesh" in done.stdout
 
 
