@@ -48,6 +48,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "serve the browser viewer for a run directory or a mesh file (binds 127.0.0.1)",
         "the browser viewer lands with recon.viewer",
     ),
+    "bench": (
+        "train every method on one dataset with one budget, evaluate with one protocol: report.json + report.html",
+        "the bench lands with recon.bench",
+    ),
     "demo": (
         "quick start: synthesise a scene, train a small model, evaluate, export, and say how to view it",
         "the quick start lands once train, eval and export exist",
