@@ -73,12 +73,11 @@ def _mesh_render_metrics(ev: dict[str, Any], run: MethodRun) -> dict[str, Any]:
     if not run.eval_mesh_flag:
         reason = "this recon eval has no --mesh flag (mesh-based evaluation has not landed)"
         return {"mesh_psnr": None, "mesh_seconds_per_image": None, "mesh_psnr_unavailable_reason": reason}
-    mesh = ev.get("mesh") if isinstance(ev.get("mesh"), dict) else {}
-    psnr = mesh.get("psnr", ev.get("mesh_psnr"))
-    seconds = mesh.get("seconds_per_image", ev.get("mesh_seconds_per_image"))
-    out = {"mesh_psnr": psnr, "mesh_seconds_per_image": seconds}
+    mesh = ev.get("mesh") if isinstance(ev.get("mesh"), dict) else {}  # recon eval --mesh's record
+    psnr = mesh.get("psnr")
+    out = {"mesh_psnr": psnr, "mesh_seconds_per_image": mesh.get("seconds_per_image")}
     if psnr is None:
-        out["mesh_psnr_unavailable_reason"] = "eval.json of recon eval --mesh has no mesh PSNR"
+        out["mesh_psnr_unavailable_reason"] = mesh.get("unavailable_reason", "eval.json has no mesh record")
     return out
 
 
