@@ -64,7 +64,7 @@ def parse(argv: list[str]):
         raise ReconError(f"METHOD is missing; {USAGE}")
     method = get_method(argv[0])
     prog = f"recon train {method.name}"
-    args = argv[1:]
+    args = _expand_aliases(argv[1:])
     wants_help = any(a in ("-h", "--help") for a in args)  # show the preset-resolved defaults in --help
     plain = method.config_cls(method=method.name)
     first = plain if wants_help else tyro.cli(method.config_cls, args=args, prog=prog, default=plain)
@@ -182,6 +182,22 @@ def _print_if_asked(parsed):
     sys.stdout.write(text)
     sys.stdout.flush()
     raise SystemExit(0)
+
+
+FLAG_ALIASES = {
+    "--finish": "--strategy.finish",  # triangles: --finish opaque (CLI.md)
+    "--scene-type": "--scene.scene-type",  # nerf: auto | bounded | unbounded | forward (CLI.md)
+}
+"""Short spellings of the contract (../shared/CLI.md) for preset fields."""
+
+
+def _expand_aliases(args: list[str]) -> list[str]:
+    """``--finish opaque`` -> ``--strategy.finish opaque`` (and ``--finish=opaque``), see ``FLAG_ALIASES``."""
+    out = []
+    for a in args:
+        flag, eq, value = a.partition("=")
+        out.append(FLAG_ALIASES.get(flag, flag) + eq + value if flag in FLAG_ALIASES else a)
+    return out
 
 
 def _given(args: list[str], flag: str) -> bool:

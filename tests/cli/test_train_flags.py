@@ -185,3 +185,11 @@ def test_train_help_lists_the_methods(capsys):
     listed = text.split("methods:")[1]
     for name in REGISTRY:
         assert f"  {name}" in listed, name
+
+
+def test_contract_aliases_expand_to_preset_fields():
+    from recon.cli.train import _expand_aliases
+
+    assert _expand_aliases(["--finish", "opaque", "--scene-type=forward", "--steps", "3"]) == [
+        "--strategy.finish", "opaque", "--scene.scene-type=forward", "--steps", "3",
+    ]  # fmt: skip
