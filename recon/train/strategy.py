@@ -55,6 +55,10 @@ class Strategy:
     def after_backward(self, ctx: StrategyContext) -> None:
         """Called after ``backward`` and the optimiser step; may edit rows through ``ctx.optimizer``."""
 
+    def reduce_statistics(self, *, for_checkpoint: bool = False) -> None:
+        """Data parallel: combine the ranks' statistics before a decision or a checkpoint (a collective every rank
+        calls at the same step); nothing to combine by default."""
+
     def state_tensors(self) -> dict[str, Tensor]:
         """Strategy state as named tensors (checkpointed without pickle)."""
         return {}

@@ -417,11 +417,9 @@ class Trainer:
         Signals that arrive meanwhile are handled after the write (see :meth:`train`).
         """
         self.check_finite()
-        reduce = getattr(self.strategy, "reduce_statistics", None)
-        if reduce is not None and self.world > 1 and not self._interrupts.signal:
-            reduce(
-                for_checkpoint=True
-            )  # collective: every rank is here at the same step (not after a signal)
+        if self.world > 1 and not self._interrupts.signal:
+            # collective: every rank is here at the same step (not after a signal)
+            self.strategy.reduce_statistics(for_checkpoint=True)
         if self.rank != 0:
             self._next_checkpoint = self._after(self.cfg.checkpoint_minutes)
             self._saved_step = self.step
