@@ -31,6 +31,7 @@ __all__ = [
     "BACKENDS",
     "BackendDecision",
     "BackendError",
+    "WarpLauncher",
     "backend_report",
     "decide_backend",
     "get_warp",
@@ -131,6 +132,32 @@ def warp_device(tensor: torch.Tensor) -> str:
         index = tensor.device.index if tensor.device.index is not None else torch.cuda.current_device()
         return f"cuda:{index}"
     return "cpu"
+
+
+class WarpLauncher:
+    """Device and stream context for the Warp launches of one op call (shared by every op family's glue).
+
+    Launches go on the torch stream of the inputs' CUDA device (or Warp's CPU device); ``arr`` shares a tensor's
+    memory with Warp zero-copy (``wp.from_torch``) after making it contiguous and detached.
+    """
+
+    def __init__(self, like: torch.Tensor) -> None:
+        self.wp = get_warp()
+        self.device = warp_device(like)
+        self.stream = None
+        if like.device.type == "cuda":
+            self.stream = self.wp.stream_from_torch(torch.cuda.current_stream(like.device))
+
+    def launch(self, kernel, dim: int, inputs: list) -> None:
+        """Launch ``kernel`` over ``dim`` threads (nothing for ``dim == 0``)."""
+        if dim == 0:
+            return
+        self.wp.launch(kernel, dim=dim, inputs=inputs, device=self.device, stream=self.stream)
+
+    def arr(self, t: torch.Tensor, dtype=None):
+        """A Warp array viewing ``t`` (contiguous, detached), optionally reinterpreted as ``dtype``."""
+        t = t.detach().contiguous()
+        return self.wp.from_torch(t, dtype=dtype) if dtype is not None else self.wp.from_torch(t)
 
 
 def decide_backend(backend: str, *tensors: torch.Tensor, op: str) -> BackendDecision:

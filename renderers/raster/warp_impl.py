@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import Tensor
 
-from recon.renderers._backend import get_warp, warp_device
+from recon.renderers._backend import WarpLauncher, get_warp
 from recon.renderers.raster.project import ProjectedFaces
 from recon.renderers.raster.types import PAD_DIST
 
@@ -42,26 +42,6 @@ def _kernels():
     from recon.renderers.raster import warp_kernels
 
     return warp_kernels
-
-
-class _Launcher:
-    """Device and stream context for the launches of one op call."""
-
-    def __init__(self, like: Tensor) -> None:
-        self.wp = get_warp()
-        self.device = warp_device(like)
-        self.stream = None
-        if like.device.type == "cuda":
-            self.stream = self.wp.stream_from_torch(torch.cuda.current_stream(like.device))
-
-    def launch(self, kernel, dim: int, inputs: list) -> None:
-        if dim == 0:
-            return
-        self.wp.launch(kernel, dim=dim, inputs=inputs, device=self.device, stream=self.stream)
-
-    def arr(self, t: Tensor, dtype=None):
-        t = t.detach().contiguous()
-        return self.wp.from_torch(t, dtype=dtype) if dtype is not None else self.wp.from_torch(t)
 
 
 def _cpu_workers(device: torch.device) -> int:
@@ -104,7 +84,7 @@ def _bin(proj: ProjectedFaces, blur_sq: float) -> tuple[Tensor, Tensor, Tensor, 
     rect = torch.empty(C * F, 4, dtype=torch.int32, device=device)
     box = torch.empty(C * F, 5, dtype=torch.float32, device=device)
     tile_count = torch.zeros(num_tiles, dtype=torch.int32, device=device)
-    launcher = _Launcher(poly)
+    launcher = WarpLauncher(poly)
     a = launcher.arr
     valid = proj.valid.reshape(-1).to(torch.int32)
     radius = float(blur_sq) ** 0.5
@@ -161,7 +141,7 @@ def visibility(proj: ProjectedFaces, *, layers: int, blur_sq: float) -> Tensor:
     depth_out = torch.empty(C * H * W * layers, dtype=torch.float32, device=device)
     tile_start, tile_count, tile_faces, tile_boxes, box, tiles_x, tiles_y = _bin(proj, blur_sq)
     poly, plane = _flat(proj)
-    launcher = _Launcher(poly)
+    launcher = WarpLauncher(poly)
     a = launcher.arr
     shared = [a(poly), a(plane), a(box), a(proj.rays.float()), a(tile_start), a(tile_count), a(tile_faces)]
     shared += [a(tile_boxes, launcher.wp.vec4), F]
@@ -180,7 +160,7 @@ def _split(total: int, workers: int) -> list[tuple[int, int]]:
     return [(bounds[w], bounds[w + 1] - bounds[w]) for w in range(workers)]
 
 
-def _run_split(launcher: _Launcher, kernel, jobs: list[tuple[int, int]], make_inputs) -> None:
+def _run_split(launcher: WarpLauncher, kernel, jobs: list[tuple[int, int]], make_inputs) -> None:
     """Launch ``kernel`` once per job ``(start, dim)``, concurrently from the thread pool when there are several
     (CPU); ``make_inputs(w, start)`` returns job ``w``'s inputs."""
     if len(jobs) == 1:
@@ -211,7 +191,7 @@ class _Attributes(torch.autograd.Function):
         dists = torch.empty(slots, dtype=torch.float32, device=device)
         v_flat = v_cam.detach().reshape(C * V, 3).contiguous()
         poly_flat = poly.detach().reshape(C * F, 8).contiguous()
-        launcher = _Launcher(v_cam)
+        launcher = WarpLauncher(v_cam)
         a = launcher.arr
         wp = launcher.wp
         inputs = [a(v_flat, wp.vec3), a(faces_i32), a(poly_flat), a(rays), a(pix_to_face.reshape(-1))]
@@ -242,7 +222,7 @@ class _Attributes(torch.autograd.Function):
         workers = min(_cpu_workers(device), max(slots, 1))
         grad_v = torch.zeros(workers, C * V, 3, dtype=torch.float32, device=device)
         grad_poly = torch.zeros(workers, C * F, 8, dtype=torch.float32, device=device)
-        launcher = _Launcher(v_flat)
+        launcher = WarpLauncher(v_flat)
         a = launcher.arr
         wp = launcher.wp
         inputs = [a(v_flat, wp.vec3), a(faces_i32), a(poly_flat), a(rays), a(pix_to_face.reshape(-1))]

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import Tensor
 
-from recon.renderers._backend import get_warp, warp_device
+from recon.renderers._backend import WarpLauncher, get_warp
 from recon.renderers.splat.binning import SUBTILES, depth_key_bits
 from recon.renderers.splat.constants import BBOX_MARGIN_PX, RASTER_TILE
 from recon.renderers.splat.project import tile_grid
@@ -42,28 +42,6 @@ def _kernels():
     return warp_kernels
 
 
-class _Launcher:
-    """Device and stream context for the launches of one op call."""
-
-    def __init__(self, like: Tensor) -> None:
-        self.wp = get_warp()
-        self.device = warp_device(like)
-        self.stream = None
-        if like.device.type == "cuda":
-            self.stream = self.wp.stream_from_torch(torch.cuda.current_stream(like.device))
-
-    def launch(self, kernel, dim: int, inputs: list) -> None:
-        if dim == 0:
-            return
-        if self.stream is not None:
-            self.wp.launch(kernel, dim=dim, inputs=inputs, device=self.device, stream=self.stream)
-        else:
-            self.wp.launch(kernel, dim=dim, inputs=inputs, device=self.device)
-
-    def arr(self, t: Tensor):
-        return self.wp.from_torch(t.detach().contiguous())
-
-
 def bin_tiles_warp(proj: ProjectedTriangles) -> TileBins:
     """Warp twin of :func:`recon.renderers.splat.binning.bin_tiles_torch` (same output, bit for bit)."""
     k = _kernels()
@@ -75,7 +53,7 @@ def bin_tiles_warp(proj: ProjectedTriangles) -> TileBins:
     lines = proj.lines.detach().reshape(-1, 9).to(torch.float64).contiguous()
     rect = torch.empty(len(proj), 4, dtype=torch.int32, device=device)
     counts = torch.empty(len(proj), dtype=torch.int64, device=device)
-    launcher = _Launcher(proj.zbar)
+    launcher = WarpLauncher(proj.zbar)
     a = launcher.arr
     launcher.launch(
         k.count_tiles,
@@ -138,7 +116,7 @@ def _gather_geometry(params: Tensor, bins: TileBins) -> Tensor:
     """(M, 12) window parameters in sorted-list order (contiguous per tile for the hot loop)."""
     m = bins.point_list.numel()
     geom = torch.empty(max(m, 1), GEOM_SIZE, dtype=params.dtype, device=params.device)
-    launcher = _Launcher(params)
+    launcher = WarpLauncher(params)
     launcher.launch(
         _kernels().gather_geometry,
         m,
@@ -160,7 +138,7 @@ def _cpu_workers(device: torch.device) -> int:
     )
 
 
-def _launch_rows(launcher: "_Launcher", kernel, bins: TileBins, workers: int, make_inputs) -> None:
+def _launch_rows(launcher: WarpLauncher, kernel, bins: TileBins, workers: int, make_inputs) -> None:
     """Launch a per-pixel kernel over all tiles, split into ``workers`` interleaved tile-row sets.
 
     ``make_inputs(w, row_start, row_step)`` returns worker ``w``'s input list; workers write their atomics to
@@ -211,7 +189,7 @@ def rasterize_forward(
     workers = _cpu_workers(device)
     max_blending = torch.zeros(workers, params.shape[0], dtype=torch.float32, device=device)
     geom = _gather_geometry(params, bins)
-    launcher = _Launcher(params)
+    launcher = WarpLauncher(params)
     a = launcher.arr
     shared = [a(params), a(geom), a(bins.point_list), a(bins.tile_ranges), a(background), width, height]
     tail = [a(out), a(t_final), a(last), a(median), a(moments)]
@@ -251,7 +229,7 @@ def rasterize_backward(
     t_final, last, median, moments, geom = saved
     workers = _cpu_workers(params.device)
     grad_params = torch.zeros(workers, params.shape[0], PARAM_SIZE, dtype=torch.float32, device=params.device)
-    launcher = _Launcher(params)
+    launcher = WarpLauncher(params)
     a = launcher.arr
     shared = [a(params), a(geom), a(bins.point_list), a(bins.tile_ranges), a(background), width, height]
     tail = [a(grad_out.to(torch.float32).contiguous()), a(t_final), a(last), a(median), a(moments)]
