@@ -276,7 +276,7 @@ def main(argv: list[str]) -> int:
     result = _train(trainer, cfg)
     distributed.shutdown()  # no collectives after training
     if trainer.rank != 0:
-        return 0  # rank 0 reports, evaluates and prints the run directory
+        distributed.exit_worker(0)  # rank 0 reports, evaluates and prints the run directory
     print(f"stopped after step {result.step} ({result.stopped}), {result.train_seconds / 60:.2f} training minutes"
           f" (+{result.eval_seconds / 60:.2f} minutes of periodic evaluation, not counted)", file=sys.stderr)  # fmt: skip
     if result.stopped == "interrupted":

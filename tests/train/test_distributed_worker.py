@@ -82,6 +82,7 @@ def main(method_name: str, out: Path, steps: int, views_per_rank: int) -> None:
              "events": getattr(trainer.strategy, "events", 0)}  # fmt: skip
     torch.save({"state": state, "facts": facts}, out / f"rank{distributed.rank()}.pt")
     distributed.shutdown()
+    distributed.exit_worker(0)  # its file is written: skip interpreter teardown (see exit_worker)
 
 
 if __name__ == "__main__":
