@@ -19,7 +19,7 @@ MAX_VIEWER_FACES = 60_000
 _COLUMNS = [
     ("status", "status", None), ("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 4), ("lpips", "LPIPS", 4),
     ("mesh_psnr", "mesh PSNR", 2), ("chamfer_l1", "Chamfer L1", 5), ("fscore", "F-score", 3),
-    ("train_seconds", "train s", 1), ("steps", "steps", 0), ("peak_rss_mib", "peak RSS MiB", 0),
+    ("train_seconds", "train s", 1), ("train_cpu_seconds", "train CPU s", 1), ("steps", "steps", 0), ("peak_rss_mib", "peak RSS MiB", 0),
     ("model_mib", "model MiB", 2), ("mesh_vertices", "mesh V", 0), ("mesh_faces", "mesh F", 0),
     ("seconds_per_image", "s / image", 4), ("mesh_seconds_per_image", "mesh s / image", 4),
     ("backend", "backend", None), ("device", "device", None),

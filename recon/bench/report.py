@@ -135,6 +135,7 @@ def method_row(run: MethodRun, gt_mesh: Path | None) -> dict[str, Any]:
         }
     train = run.step("train")
     row["peak_rss_bytes"] = train.max_rss_bytes if train is not None else None
+    row["train_cpu_seconds"] = train.cpu_seconds if train is not None else None
     if row["peak_rss_bytes"] is None:
         row["peak_rss_unavailable_reason"] = "no record of the recon train process (killed, or run elsewhere)"
     row |= _training(run.run_dir)

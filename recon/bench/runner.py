@@ -83,6 +83,8 @@ class StepResult:
     seconds: float
     max_rss_bytes: int | None
     stderr_tail: str = ""
+    cpu_seconds: float | None = None
+    """User + system CPU time of the child (os.wait4); under load it is what the child really got, unlike wall time."""
 
     @property
     def ok(self) -> bool:
@@ -94,6 +96,7 @@ class StepResult:
             "exit_status": self.returncode,
             "seconds": round(self.seconds, 3),
             "max_rss_bytes": self.max_rss_bytes,
+            "cpu_seconds": None if self.cpu_seconds is None else round(self.cpu_seconds, 3),
             "stderr_tail": self.stderr_tail,
         }
 
@@ -145,7 +148,7 @@ signal.signal(signal.SIGTERM, lambda *a: proc.kill())
 _, status, usage = os.wait4(proc.pid, 0)
 scale = 1 if sys.platform == "darwin" else 1024
 with open(sys.argv[1], "w") as f:
-    json.dump({"max_rss_bytes": int(usage.ru_maxrss) * scale}, f)
+    json.dump({"max_rss_bytes": int(usage.ru_maxrss) * scale, "cpu_seconds": usage.ru_utime + usage.ru_stime}, f)
 code = os.waitstatus_to_exitcode(status)
 sys.exit(code if code >= 0 else 128 - code)
 """
@@ -170,13 +173,14 @@ def run_child(name: str, argv: list[str], log: Path, timeout_s: float) -> StepRe
             proc.wait()
             code = None
     seconds = time.perf_counter() - start
-    rss = json.loads(rss_file.read_text())["max_rss_bytes"] if rss_file.is_file() else None
+    usage = json.loads(rss_file.read_text()) if rss_file.is_file() else {}
+    rss, cpu = usage.get("max_rss_bytes"), usage.get("cpu_seconds")
     rss_file.unlink(missing_ok=True)
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
     tail = "\n".join(lines[-TAIL_LINES:])
     if code is None:
         tail += f"\n(killed after {timeout_s:.0f} s: the bench's per-process time limit)"
-    result = StepResult(name, argv, 124 if code is None else code, seconds, rss, tail)
+    result = StepResult(name, argv, 124 if code is None else code, seconds, rss, tail, cpu)
     log.with_suffix(".json").write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
     return result
 
@@ -221,7 +225,7 @@ def _load_steps(method: str, s: BenchSettings) -> list[StepResult]:
         if path.is_file():
             data = json.loads(path.read_text(encoding="utf-8"))
             steps.append(StepResult(name, shlex.split(data["command"]), data["exit_status"], data["seconds"],
-                                    data["max_rss_bytes"], data["stderr_tail"]))  # fmt: skip
+                                    data["max_rss_bytes"], data["stderr_tail"], data.get("cpu_seconds")))  # fmt: skip
     return steps
 
 

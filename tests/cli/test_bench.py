@@ -58,6 +58,7 @@ def test_finished_methods_have_every_field(bench, method):
     assert row["mesh_psnr"] is not None or row["mesh_psnr_unavailable_reason"]
     assert row["steps"] > 0 and 0 < row["train_seconds"] < 60
     assert row["peak_rss_bytes"] > 50 * 2**20  # a python process with torch is far above 50 MiB
+    assert row["train_cpu_seconds"] > 0  # the training process's own CPU time (what it got under load)
     assert row["model_bytes"] == Path(row["model_file"]).stat().st_size > 0
     assert row["mesh_faces"] > 0 and row["mesh_vertices"] > 0
     assert report["gt_mesh"] and row["chamfer_l1"] > 0 and 0 <= row["fscores"][0]["fscore"] <= 1
