@@ -148,7 +148,7 @@ def test_apply_capacity_sets_the_cap_and_lowers_the_initial_count():
     assert [c.field for c in choices] == ["strategy.cap"]
     assert cfg.strategy.cap == choices[0].value
     assert choices[0].cost.sizes == TRIANGLE_CAP.cpu.calibrate
-    assert cfg.scene.random_init_points <= 0.4 * cfg.strategy.cap + 1 < base.scene.random_init_points
+    assert cfg.scene.random_init_points <= 0.8 * cfg.strategy.cap + 1 < base.scene.random_init_points
     # explicit values win: the cap, and the initial count
     explicit = frozenset({"strategy.cap", "scene.random_init_points", "scene.max_init_points"})
     kept, none = apply_capacity(base, method, dataset, "cpu", explicit=explicit, measure=_model_cost)
