@@ -1,8 +1,8 @@
 """Capacity follows the budget, the data and the device (docs/budget.md).
 
 A time budget (``--max-minutes``) is spent on the **largest model that still gets enough optimisation steps**.
-Each method names its capacity limits as :class:`CapacityRule` records (the triangle cap, the rays per step of the
-fields); for each one the trainer measures the step time on this device at two sizes before training
+Each method names its capacity limits as :class:`CapacityRule` records in ``Method.capacity`` (today the triangle
+cap; a rule may also count rays per step, ``per="ray"``); for each one the trainer measures the step time on this device at two sizes before training
 (:func:`calibrate`, a few steps each) and fits the linear cost model
 
 .. math::
@@ -27,7 +27,7 @@ construction. No constant depends on a dataset: ``P`` and ``S_min`` were set onc
 published sizes.
 
 Example:
-    >>> cost = StepCost(sizes=(2500, 10000), seconds=(0.12, 0.24))
+    >>> cost = StepCost(sizes=(2500, 10000), seconds=(0.038, 0.105))  # measured on the 2-core CPU
     >>> inputs = CapacityInputs(budget_seconds=1200.0, train_views=100, train_pixels=4_000_000, device="cpu")
     >>> choose(TRIANGLE_CAP, inputs, cost).value
     10000

@@ -11,6 +11,7 @@ import yaml
 from recon.cli import train as train_cli
 from recon.train.capacity import (
     TRIANGLE_CAP,
+    Bounds,
     CapacityInputs,
     StepCost,
     apply_capacity,
@@ -82,6 +83,25 @@ def test_step_bound_limits_the_steps_the_budget_buys():
     # An explicit --steps below the required passes leaves nothing feasible.
     assert _cap(_at(60, max_steps=500)) == TRIANGLE_CAP.cpu.low
     assert _cap(_at(60, max_steps=10**9)) == _cap(_at(60))
+
+
+# A rule counting rays per step (per="ray"): a pass over the pixels takes N_px / s steps.
+RAYS = replace(TRIANGLE_CAP, field="rays_per_batch", unit="rays per step", per="ray", min_passes=1.0,
+               min_steps=2000, quantum=64, cpu=Bounds(low=128, high=4096, calibrate=(256, 1024)), linked=())  # fmt: skip
+RAY_COST = StepCost(sizes=(256, 1024), seconds=(0.05, 0.12))
+
+
+def test_ray_rule_monotone_in_budget_pixels_and_step_time():
+    caps = [_cap(_at(m), RAY_COST, RAYS) for m in BUDGET_MINUTES]
+    assert caps == sorted(caps) and caps[0] < caps[-1], caps
+    by_pixels = [_cap(_at(20, train_pixels=p), RAY_COST, RAYS) for p in (10**5, 10**6, 10**7, 10**8)]
+    assert by_pixels == sorted(by_pixels, reverse=True) and by_pixels[0] > by_pixels[-1], by_pixels
+    by_speed = [_cap(_at(20), _slower(RAY_COST, f), RAYS) for f in (0.5, 1.0, 2.0, 4.0)]
+    assert by_speed == sorted(by_speed, reverse=True) and by_speed[0] > by_speed[-1], by_speed
+    # feasible sizes buy enough steps for P passes over the pixels
+    choice = choose(RAYS, _at(10), RAY_COST)
+    assert choice.limited_by == "budget"
+    assert choice.expected_steps * choice.value >= RAYS.min_passes * CHAIR.train_pixels
 
 
 def test_choice_reports_its_inputs():
