@@ -210,7 +210,9 @@ def test_cli_run_with_max_minutes_uses_and_records_the_rule(data, tmp_path, caps
 
 def test_cli_explicit_cap_and_steps_only_keep_the_config(data, tmp_path, capsys):
     explicit = tmp_path / "explicit"
-    argv = ["triangles", "--data", str(data), "--max-minutes", "0.005", "--strategy.cap", "321",
+    config_file = tmp_path / "cap.yaml"  # a config file's value wins like a flag's
+    config_file.write_text("strategy:\n  cap: 321\n")
+    argv = ["triangles", "--data", str(data), "--max-minutes", "0.005", "--load-config", str(config_file),
             "--scene.random-init-points", "100", "--scene.max-init-points", "100", "--run-dir", str(explicit),
             *TINY]  # fmt: skip
     assert train_cli.main(argv) == 0
