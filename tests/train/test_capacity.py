@@ -164,7 +164,16 @@ def _model_cost(cfg) -> float:
 def test_apply_capacity_sets_the_cap_and_lowers_the_initial_count():
     method, dataset = get_method("triangles"), _Dataset(100, 200)
     base = TrianglesTrainConfig(method="triangles", steps=0, max_minutes=2.0)
-    cfg, choices = apply_capacity(base, method, dataset, "cpu", measure=_model_cost)
+    measured = []
+    cfg, choices = apply_capacity(
+        base, method, dataset, "cpu", measure=lambda c: measured.append(c) or _model_cost(c)
+    )
+    # calibration configs: the size in the cap and the initial count, a cheaper visual hull, nothing else
+    assert [(c.strategy.cap, c.scene.random_init_points, c.scene.hull_resolution) for c in measured] == [
+        (2500, 2500, 32),
+        (10_000, 10_000, 32),
+    ]
+    assert replace(measured[0], strategy=base.strategy, scene=base.scene) == base
     assert [c.field for c in choices] == ["strategy.cap"]
     assert cfg.strategy.cap == choices[0].value
     assert choices[0].cost.sizes == TRIANGLE_CAP.cpu.calibrate
