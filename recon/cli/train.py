@@ -5,6 +5,7 @@ method preset (``triangles``, the published recipe) or the CPU-budget preset (``
 CPU). ``--resume --run-dir RUN`` continues RUN from its newest checkpoint with its own config.
 """
 
+import json
 import logging
 import signal
 import sys
@@ -19,6 +20,7 @@ from recon.config import apply_overrides, dump_config, load_yaml
 from recon.core import ReconError
 from recon.runs import RunDir, check_folder_writable
 from recon.train import distributed
+from recon.train.capacity import apply_capacity, explicit_fields
 from recon.train.config import RUN_CONTROL_FIELDS, validate_train_config
 from recon.train.logger import attach_logger, resolve_logger
 from recon.train.methods import REGISTRY, get_method, method_summaries
@@ -271,8 +273,11 @@ def main(argv: list[str]) -> int:
     # writable folders before any work (rank 0); None: a fresh timestamped run, made later
     run = _prepare_run(cfg) if distributed.is_rank0() else None
     dataset = load_run_dataset(cfg)
+    cfg, capacity = _capacity(method, cfg, dataset, device, argv)
     trainer = _start_ranks(method, cfg, dataset, device, run)
     run = trainer.run
+    if capacity and trainer.rank == 0:
+        (run.path / "capacity.json").write_text(json.dumps([c.record() for c in capacity], indent=2) + "\n")
     result = _train(trainer, cfg)
     distributed.shutdown()  # no collectives after training
     if trainer.rank != 0:
@@ -290,6 +295,23 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)  # fmt: skip
     print(run.path)
     return 0
+
+
+def _capacity(method, cfg, dataset, device, argv: list[str]):
+    """(cfg, choices): the capacity limits the budget buys on this device (``recon.train.capacity``) for a new
+    run with ``--max-minutes``; limits set by a flag, ``--load-config`` or a ``--preset`` file are kept. Every rank
+    times the calibration steps together (they all-reduce); rank 0's choice is used by all."""
+    if cfg.resume or cfg.max_minutes <= 0 or not method.capacity:
+        return cfg, []
+    files = [load_yaml(Path(f)) or {} for f in (cfg.load_config, cfg.preset) if f and _is_preset_path(f)]
+    explicit = explicit_fields(method.capacity, _expand_aliases(argv[1:]), files)
+    cfg, choices = distributed.broadcast_object(
+        apply_capacity(cfg, method, dataset, device, explicit=explicit)
+    )
+    if distributed.is_rank0():
+        for choice in choices:
+            print(choice.line(), file=sys.stderr)
+    return cfg, choices
 
 
 def _start_ranks(method, cfg, dataset, device, run: RunDir | None) -> Trainer:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from recon.core.errors import NotAvailableYet, ReconError
 from recon.scenes.base import Scene
+from recon.train.capacity import CapacityRule
 from recon.train.config import TrainConfig
 from recon.train.strategy import Strategy
 
@@ -32,6 +33,7 @@ class Method:
         scene_cls: the Scene class (``from_dataset`` / ``empty`` constructors).
         make_strategy: builds the strategy from the run config and the number of training views.
         write_native: writes the representation's own file format (with every attribute) or is None.
+        capacity: the rules that pick its capacity limits from a time budget (``recon.train.capacity``).
     """
 
     name: str
@@ -41,6 +43,7 @@ class Method:
     scene_cls: type[Scene]
     make_strategy: Callable[[TrainConfig, int], Strategy]
     write_native: Callable[[Scene, Path], Path] | None = None
+    capacity: tuple[CapacityRule, ...] = ()
 
 
 REGISTRY: dict[str, tuple[str | None, str]] = {

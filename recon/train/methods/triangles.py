@@ -2,6 +2,7 @@
 
 from recon.export.splat_ply import write_splat_ply
 from recon.scenes.triangles import TriangleSceneConfig, TriangleSplatScene
+from recon.train.capacity import TRIANGLE_CAP
 from recon.train.config import TrainConfig, TrianglesTrainConfig
 from recon.train.methods import Method
 from recon.train.strategy import Strategy
@@ -14,5 +15,5 @@ def _strategy(cfg: TrainConfig, num_views: int) -> Strategy:
 
 METHOD = Method(
     "triangles", TrianglesTrainConfig, TriangleSceneConfig, TriangleMCMCConfig, TriangleSplatScene, _strategy,
-    write_splat_ply,
+    write_splat_ply, capacity=(TRIANGLE_CAP,),
 )  # fmt: skip
