@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from recon.core.errors import NotAvailableYet, ReconError
 from recon.scenes.base import Scene
@@ -32,6 +33,9 @@ class Method:
         scene_cls: the Scene class (``from_dataset`` / ``empty`` constructors).
         make_strategy: builds the strategy from the run config and the number of training views.
         write_native: writes the representation's own file format (with every attribute) or is None.
+        adapt_to_dataset: resolves the config's dataset-dependent (``auto``) settings from the loaded dataset
+            before training, returning the config and a one-line note of what it chose; idempotent (a resumed
+            run's resolved config passes unchanged); None: nothing depends on the dataset.
     """
 
     name: str
@@ -41,6 +45,7 @@ class Method:
     scene_cls: type[Scene]
     make_strategy: Callable[[TrainConfig, int], Strategy]
     write_native: Callable[[Scene, Path], Path] | None = None
+    adapt_to_dataset: Callable[[TrainConfig, Any], tuple[TrainConfig, str]] | None = None
 
 
 REGISTRY: dict[str, tuple[str | None, str]] = {

@@ -1,0 +1,141 @@
+"""``recon train triangles`` on real-capture-like datasets: SfM seeds + dome, per-image intrinsics, the settings the
+scene type picks (``adapt_to_dataset``) and their record in the run. Each test writes a tiny COLMAP text model."""
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from recon.cli import train as train_cli
+from recon.core import Camera
+from recon.core.transforms import look_at, rotmat_to_quat
+from recon.datasets import load_dataset
+from recon.scenes.base import RenderOptions
+from recon.scenes.triangles import TriangleSceneConfig, TriangleSplatScene
+from recon.train.config import TrianglesTrainConfig
+from recon.train.data import TrainViews
+from recon.train.methods.triangles import L2_EXTENT, adapt_to_dataset, camera_extent
+from tests.tolerances import assert_close, tol
+
+W, H = 24, 16
+VIEWS = 9  # every-8th split: test 0 and 8, train 1..7
+# two cameras with clearly different intrinsics (focal and principal point): views alternate between them
+INTRINSICS = [(20.0, 20.0, 12.0, 8.0), (31.0, 29.0, 10.5, 7.0)]
+
+
+def _poses(kind: str, scale: float) -> list[torch.Tensor]:
+    up = torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64)
+    poses = []
+    for i in range(VIEWS):
+        a = 2 * math.pi * i / VIEWS
+        if kind == "forward":  # a small grid of cameras all looking down +z (LLFF-like)
+            eye = torch.tensor([0.3 * math.cos(a), 0.2 * math.sin(a), -4.0], dtype=torch.float64)
+            target = eye + torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+        else:  # an orbit around the origin (object-centric)
+            eye = torch.tensor([3 * math.cos(a), 0.5, 3 * math.sin(a)], dtype=torch.float64)
+            target = torch.zeros(3, dtype=torch.float64)
+        T = look_at(eye * scale, target * scale, up)
+        poses.append(T)
+    return poses
+
+
+def write_colmap(root: Path, *, kind: str = "forward", scale: float = 1.0, points: int = 40) -> Path:
+    """A COLMAP text model (``sparse/0``) with the two ``INTRINSICS`` alternating over ``VIEWS`` images and
+    ``points`` SfM points near the origin, plus random images."""
+    model = root / "sparse" / "0"
+    model.mkdir(parents=True)
+    lines = [f"{c + 1} PINHOLE {W} {H} {fx} {fy} {cx} {cy}" for c, (fx, fy, cx, cy) in enumerate(INTRINSICS)]
+    (model / "cameras.txt").write_text("\n".join(lines) + "\n")
+    rng = np.random.default_rng(0)
+    lines = []
+    for i, T in enumerate(_poses(kind, scale)):
+        q, t = rotmat_to_quat(T[:3, :3]).tolist(), T[:3, 3].tolist()
+        lines += [" ".join(str(v) for v in [i + 1, *q, *t, i % 2 + 1, f"img_{i:02d}.png"]), ""]
+        (root / "images").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(
+            root / "images" / f"img_{i:02d}.png"
+        )
+    (model / "images.txt").write_text("\n".join(lines) + "\n")
+    xyz = (rng.uniform(-0.5, 0.5, (points, 3))) * scale
+    lines = [f"{k + 1} {x} {y} {z} 200 100 50 0.5 1 0" for k, (x, y, z) in enumerate(xyz)]
+    (model / "points3D.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_each_view_renders_with_its_own_intrinsics(tmp_path):
+    ds = load_dataset(write_colmap(tmp_path / "d"))
+    views = TrainViews(ds)
+    scene = TriangleSplatScene.from_dataset(TriangleSceneConfig(sh_degree=0), ds, generator=torch.Generator())
+    # train views 0 and 1 are images 1 and 2: cameras 2 and 1 of the model
+    camera, _ = views.views([0, 1])
+    options = RenderOptions(background=torch.zeros(3), backend="torch", depth=False)
+    batch = scene.render(camera, options).rgb
+    for c, (fx, fy, cx, cy) in enumerate([INTRINSICS[1], INTRINSICS[0]]):
+        K = torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+        own = Camera(camera.T_cam_world[c : c + 1], K[None], W, H)
+        assert_close(camera.K[c], K, **tol("loader", torch.float32))
+        assert_close(batch[c], scene.render(own, options).rgb[0], **tol("splat_forward", torch.float32))
+    # the two intrinsics differ enough to change the image: a shared K would have failed above
+    swapped = Camera(camera.T_cam_world[:1], camera.K[1:2], W, H)
+    assert float((scene.render(swapped, options).rgb[0] - batch[0]).detach().abs().max()) > 0.05
+
+
+def test_sfm_seed_points_plus_dome(tmp_path):
+    ds = load_dataset(write_colmap(tmp_path / "d", points=40))
+    scene = TriangleSplatScene.from_dataset(TriangleSceneConfig(), ds, generator=torch.Generator())
+    assert scene.init_source == "sfm"
+    assert scene.num_primitives() == 40 + math.floor(0.05 * 40)  # spec §9.1: floor(0.05 N) dome points
+    no_dome = TriangleSplatScene.from_dataset(
+        TriangleSceneConfig(dome=False), ds, generator=torch.Generator()
+    )
+    assert no_dome.num_primitives() == 40
+
+
+@pytest.mark.parametrize(
+    ("kind", "scale", "capture", "l2"),
+    [
+        ("forward", 1.0, "outdoor", False),
+        ("orbit", 1.0, "object", False),
+        ("forward", 2000.0, "outdoor", True),
+    ],
+)
+def test_capture_follows_scene_type_and_extent(tmp_path, kind, scale, capture, l2):
+    ds = load_dataset(write_colmap(tmp_path / "d", kind=kind, scale=scale))
+    assert (camera_extent(ds) > L2_EXTENT) == l2
+    cfg, note = adapt_to_dataset(TrianglesTrainConfig(), ds)
+    assert cfg.scene.capture == capture and cfg.loss.l2 == l2
+    assert cfg.strategy.outdoor == (capture == "outdoor")
+    assert capture in note and ("L2" if l2 else "L1") in note
+    assert adapt_to_dataset(cfg, ds)[0] == cfg  # idempotent: a resumed run's resolved config is kept
+
+
+def test_capture_override_and_explicit_flags_are_kept(tmp_path):
+    ds = load_dataset(write_colmap(tmp_path / "d", kind="forward"))
+    base = TrianglesTrainConfig()
+    forced = adapt_to_dataset(replace(base, scene=replace(base.scene, capture="object")), ds)[0]
+    assert forced.scene.capture == "object" and not forced.strategy.outdoor and not forced.loss.l2
+    explicit = replace(base, scene=replace(base.scene, capture="object"), loss=replace(base.loss, l2=True))
+    assert adapt_to_dataset(explicit, ds)[0].loss.l2
+    with pytest.raises(ValueError, match="scene.capture"):
+        adapt_to_dataset(replace(base, scene=replace(base.scene, capture="indoors")), ds)
+
+
+def test_train_cli_records_the_resolved_capture(tmp_path, capsys):
+    data = write_colmap(tmp_path / "d", kind="forward", points=30)
+    run_dir = tmp_path / "run"
+    argv = ["triangles", "--data", str(data), "--steps", "2", "--run-dir", str(run_dir), "--no-final-eval",
+            "--no-progress", "--threads", "1", "--backend", "torch", "--logger", "none"]  # fmt: skip
+    assert train_cli.main(argv) == 0
+    assert (
+        "settings from the dataset: triangles capture outdoor (scene type forward" in capsys.readouterr().err
+    )
+    stored = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert stored["scene"]["capture"] == "outdoor" and stored["strategy"]["outdoor"] is True
+    assert (
+        stored["background"] == "dataset"
+    )  # opaque capture: trained over the dataset's background, not forced
