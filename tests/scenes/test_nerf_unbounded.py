@@ -18,8 +18,8 @@ from recon.core.transforms import look_at
 from recon.scenes.base import ExportOptions, RenderOptions, StepContext
 from recon.scenes.fields import cube_box
 from recon.scenes.nerf import NerfScene, NerfSceneConfig
-from recon.train.proposal import ProposalStrategy
 from recon.train.param_optimizer import ParamOptimizer
+from recon.train.proposal import ProposalStrategy
 from recon.train.ray_batches import RayBatchSampler
 from recon.train.strategy import StrategyContext
 from tests.scenes.helpers import object_dataset, one_thread

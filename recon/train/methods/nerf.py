@@ -65,11 +65,18 @@ class SceneTypeStrategy(Strategy):
             raise RuntimeError("SceneTypeStrategy: call check_scene(scene) before training")
         return self.chosen
 
+    @property
+    def needs_stats(self) -> bool:
+        return self.chosen is not None and self.chosen.needs_stats
+
     def before_backward(self, ctx: StrategyContext) -> None:
         self._inner().before_backward(ctx)
 
     def after_backward(self, ctx: StrategyContext) -> None:
         self._inner().after_backward(ctx)
+
+    def reduce_statistics(self, *, for_checkpoint: bool = False) -> None:
+        self._inner().reduce_statistics(for_checkpoint=for_checkpoint)
 
     def state_tensors(self) -> dict[str, Tensor]:
         return self._inner().state_tensors()
