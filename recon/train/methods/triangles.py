@@ -80,5 +80,5 @@ def adapt_to_dataset(cfg: TrainConfig, dataset) -> tuple[TrainConfig, str]:
 
 METHOD = Method(
     "triangles", TrianglesTrainConfig, TriangleSceneConfig, TriangleMCMCConfig, TriangleSplatScene, _strategy,
-    write_splat_ply, adapt_to_dataset,
+    write_splat_ply, adapt_to_dataset=adapt_to_dataset,
 )  # fmt: skip
