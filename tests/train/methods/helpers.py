@@ -31,9 +31,12 @@ def _poses(kind: str, scale: float) -> list[torch.Tensor]:
     return poses
 
 
-def write_colmap(root: Path, *, kind: str = "forward", scale: float = 1.0, points: int = 40) -> Path:
+def write_colmap(
+    root: Path, *, kind: str = "forward", scale: float = 1.0, points: int = 40, far_points: int = 0
+) -> Path:
     """A COLMAP text model (``sparse/0``) with the two ``INTRINSICS`` alternating over ``VIEWS`` images and
-    ``points`` SfM points near the origin, plus random images."""
+    ``points`` SfM points near the origin (and ``far_points`` on a sphere of radius 10: a room's walls), plus
+    random images."""
     model = root / "sparse" / "0"
     model.mkdir(parents=True)
     lines = [f"{c + 1} PINHOLE {W} {H} {fx} {fy} {cx} {cy}" for c, (fx, fy, cx, cy) in enumerate(INTRINSICS)]
@@ -48,7 +51,9 @@ def write_colmap(root: Path, *, kind: str = "forward", scale: float = 1.0, point
             root / "images" / f"img_{i:02d}.png"
         )
     (model / "images.txt").write_text("\n".join(lines) + "\n")
-    xyz = (rng.uniform(-0.5, 0.5, (points, 3))) * scale
+    far = rng.normal(size=(far_points, 3))
+    far = 10.0 * far / np.linalg.norm(far, axis=1, keepdims=True)
+    xyz = np.concatenate([rng.uniform(-0.5, 0.5, (points, 3)), far]) * scale
     lines = [f"{k + 1} {x} {y} {z} 200 100 50 0.5 1 0" for k, (x, y, z) in enumerate(xyz)]
     (model / "points3D.txt").write_text("\n".join(lines) + "\n")
     return root

@@ -50,20 +50,22 @@ def test_sfm_seed_points_plus_dome(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("kind", "scale", "capture", "l2"),
+    ("kind", "far", "scale", "capture", "l2"),
     [
-        ("forward", 1.0, "outdoor", False),
-        ("orbit", 1.0, "object", False),
-        ("forward", 2000.0, "outdoor", True),
+        ("forward", 0, 1.0, "outdoor", False),  # forward-facing
+        ("orbit", 0, 1.0, "object", False),  # bounded: every point inside the camera ring
+        ("orbit", 20, 1.0, "outdoor", False),  # unbounded: a third of the points on far walls
+        ("forward", 0, 2000.0, "outdoor", True),  # camera extent > 300: L2
     ],
 )
-def test_capture_follows_scene_type_and_extent(tmp_path, kind, scale, capture, l2):
-    ds = load_dataset(write_colmap(tmp_path / "d", kind=kind, scale=scale))
+def test_capture_follows_scene_type_and_extent(tmp_path, kind, far, scale, capture, l2):
+    ds = load_dataset(write_colmap(tmp_path / "d", kind=kind, scale=scale, far_points=far))
     assert (camera_extent(ds) > L2_EXTENT) == l2
     cfg, note = adapt_to_dataset(TrianglesTrainConfig(), ds)
     assert cfg.scene.capture == capture and cfg.loss.l2 == l2
     assert cfg.strategy.outdoor == (capture == "outdoor")
     assert capture in note and ("L2" if l2 else "L1") in note
+    assert ("scene type unbounded" in note) == (far > 0)
     assert adapt_to_dataset(cfg, ds)[0] == cfg  # idempotent: a resumed run's resolved config is kept
 
 
