@@ -12,6 +12,9 @@ finest copy; its factor (hwf size / file size) is recorded per frame, and ``down
 so ``downscale=8`` (or leaving it unset) loads ``images_8`` as is.
 
 Normalisation: translate + uniform scale only (no rotation) so that camera centres fit in the unit sphere.
+SfM points: ``points3D.bin|txt`` in ``sparse/0/`` or ``colmap_points/`` (the LLFF release's COLMAP model, in the
+world frame of ``poses_bounds.npy``) become ``points3d`` / ``points3d_rgb`` (normalised like the cameras); the
+scene box stays the frustum box of the near/far bounds.
 Splits: every ``test_every``-th image (default 8) held out for test.
 """
 
@@ -110,10 +113,26 @@ def load_llff(root: Path, opts: LoadOptions) -> SceneDataset:
         corners.append(_frustum_points(T, frame.K, frame.width, frame.height, near, far))
     S = sphere_normalization(camera_centers(frames))
     box = box_from_points(apply_T(S, torch.cat(corners)), percentile=0.0, margin=0.0)
+    pts, rgb = _sfm_points(root, S)
     return every_nth_dataset(
         "llff", root, frames, normalization=S, scene_box=box, background=opts.background,
-        downscale=opts.downscale, test_every=opts.test_every,
+        downscale=opts.downscale, test_every=opts.test_every, points3d=pts, points3d_rgb=rgb,
     )  # fmt: skip
+
+
+def _sfm_points(root: Path, S: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    """The SfM points of ``sparse/0`` or ``colmap_points`` (first found), normalised by ``S``; None without."""
+    from recon.datasets.colmap import read_points3d_binary, read_points3d_text
+
+    for folder in (root / "sparse" / "0", root / "colmap_points"):
+        for name, reader in (("points3D.bin", read_points3d_binary), ("points3D.txt", read_points3d_text)):
+            if (folder / name).is_file():
+                points = reader(folder / name)
+                if len(points.xyz) == 0:
+                    return None, None
+                pts = apply_T(S, torch.from_numpy(np.asarray(points.xyz, dtype=np.float64)))
+                return pts, torch.from_numpy(points.rgb.astype(np.float32) / 255.0)
+    return None, None
 
 
 def _frustum_points(T: Tensor, K: Tensor, width: int, height: int, near: float, far: float) -> Tensor:

@@ -273,6 +273,7 @@ def main(argv: list[str]) -> int:
     # writable folders before any work (rank 0); None: a fresh timestamped run, made later
     run = _prepare_run(cfg) if distributed.is_rank0() else None
     dataset = load_run_dataset(cfg)
+    cfg = _adapt_to_dataset(method, cfg, dataset)
     cfg, capacity = _capacity(method, cfg, dataset, device, argv)
     trainer = _start_ranks(method, cfg, dataset, device, run)
     run = trainer.run
@@ -346,6 +347,20 @@ def _train(trainer: Trainer, cfg) -> TrainResult:
             experiment_logger.close(trainer)
         if viewer is not None:
             viewer.close()
+
+
+def _adapt_to_dataset(method, cfg, dataset):
+    """The method's dataset-dependent settings resolved (``Method.adapt_to_dataset``), with a note on stderr; the
+    resolved values are what config.yaml records. Idempotent, so a resumed run's stored config passes unchanged."""
+    if method.adapt_to_dataset is None:
+        return cfg
+    try:
+        cfg, note = method.adapt_to_dataset(cfg, dataset)
+    except (ValueError, TypeError) as exc:
+        raise ReconError(f"invalid configuration: {exc}") from exc
+    if distributed.is_rank0():
+        print(f"settings from the dataset: {note}", file=sys.stderr)
+    return cfg
 
 
 def _validate_method_config(method, cfg) -> None:

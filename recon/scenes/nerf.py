@@ -13,8 +13,11 @@ decision (``NerfScene.scene_type``).
   ``0.2`` to ``1e3`` box half-sizes, and the background is the field's own: the remaining transmittance takes the
   colour of the last sample (nerfstudio's ``last_sample`` background), so ``alpha = 1`` and no background colour
   is composited (``RenderOptions.background`` is not used). The proposal fields learn from the interlevel loss and
-  the final weights from the distortion loss, both returned by ``regularizers``. The occupancy grid is then a
-  one-cell placeholder that only satisfies the ``OccupancyScene`` protocol of the method's strategy.
+  the final weights from the distortion loss, both returned by ``regularizers``. Such a scene has no occupancy
+  grid; its schedules (``recon.train.proposal.ProposalStrategy``: proposal gradients every few steps, annealed
+  resampling weights) arrive through ``set_proposal_schedule`` and are kept in the buffers ``proposal_anneal``
+  and ``proposal_update`` (checkpointed). A new scene starts with the schedule of step 0 (anneal 0: uniform
+  resampling; no proposal gradient).
 
 Bounded rendering: rays from ``Camera.generate_rays`` -> ``OccupancyGrid.sampling`` (no-grad marching through occupied
 cells, then a no-grad density pass dropping samples after ``T < 1e-4``) -> density and colour with gradients on
@@ -159,6 +162,10 @@ class NerfScene(FieldScene):
         super().__init__(config, scene_box)
         self.register_buffer("scene_kind", torch.zeros((), dtype=torch.int64))
         self.register_buffer("scene_type_reason", torch.zeros(0, dtype=torch.uint8))
+        # proposal schedule of the next training render (module docstring): step 0's until a strategy sets it
+        self.register_buffer("proposal_anneal", torch.zeros((), dtype=torch.float32))
+        self.register_buffer("proposal_update", torch.zeros((), dtype=torch.bool))
+        self._proposal_host: tuple[float, bool] | None = (0.0, False)  # host copy (None: re-read the buffers)
         self._proposal_cache: list[tuple[ProposalSamples, Tensor]] = []
         self._build(SceneTypeDecision(kind, reason), generator)
 
@@ -185,8 +192,8 @@ class NerfScene(FieldScene):
             grid_log2_size=cfg.proposal_grid_log2_size, hidden_dim=cfg.proposal_hidden_dim, near=cfg.proposal_near,
             far=cfg.proposal_far, spacing=cfg.proposal_spacing, norm=cfg.contraction_norm,
         ), generator=generator)  # fmt: skip
-        # placeholder for the OccupancyScene protocol of the method's strategy (one cell, never used to sample)
-        self.occupancy_grid = OccupancyGrid(box, resolution=1, levels=1)
+        if "occupancy_grid" in self._modules:  # rebuilt from a bounded scene: proposal scenes have no grid
+            del self._modules["occupancy_grid"]
 
     @property
     def scene_type(self) -> SceneTypeDecision:
@@ -208,7 +215,16 @@ class NerfScene(FieldScene):
         return cls(config, box, kind=decision.kind, reason=decision.reason, generator=generator)
 
     def load_state_dict_resizing(self, state: dict[str, Tensor]) -> None:
-        """Restore a checkpoint, first rebuilding the field and sampler of the stored kind of capture."""
+        """Restore a checkpoint, first rebuilding the field and sampler of the stored kind of capture.
+
+        Checkpoints written before the proposal schedule existed load as trained then: anneal 1, proposal
+        gradients on every step, and their proposal scenes' one-cell placeholder grid is dropped."""
+        state = dict(state)
+        state.setdefault("proposal_anneal", torch.ones(()))
+        state.setdefault("proposal_update", torch.ones((), dtype=torch.bool))
+        if int(state.get("scene_kind", 0)) != 0:
+            state = {k: v for k, v in state.items() if not k.startswith("occupancy_grid.")}
+        self._proposal_host = None
         if "scene_kind" in state and int(state["scene_kind"]) != int(self.scene_kind):
             reason = bytes(
                 state.get("scene_type_reason", torch.zeros(0, dtype=torch.uint8)).tolist()
@@ -216,6 +232,23 @@ class NerfScene(FieldScene):
             self._build(SceneTypeDecision(SCENE_KINDS[int(state["scene_kind"])], reason), None)
             self.to(self.aabb.device)
         super().load_state_dict_resizing(state)
+
+    # --- proposal schedule (used by recon.train.proposal) ----------------------------------------------------
+    def set_proposal_schedule(self, *, anneal: float, update: bool) -> None:
+        """Schedule of the next training renders of a proposal scene: the resampling exponent ``anneal`` in
+        [0, 1] and whether the proposal fields get gradients (``update``); ignored by bounded scenes."""
+        if not 0.0 <= anneal <= 1.0:
+            raise ValueError(f"anneal must be in [0, 1], got {anneal}")
+        self.proposal_anneal.fill_(anneal)
+        self.proposal_update.fill_(update)
+        # the float32 value the buffer holds (a CPU tensor: no device sync), so a restored scene samples alike
+        self._proposal_host = (torch.tensor(anneal, dtype=torch.float32).item(), bool(update))
+
+    def proposal_schedule(self) -> tuple[float, bool]:
+        """``(anneal, update)`` of the next training render (one host read after a checkpoint load)."""
+        if self._proposal_host is None:
+            self._proposal_host = (float(self.proposal_anneal), bool(self.proposal_update))
+        return self._proposal_host
 
     # --- occupancy-grid capability (used by recon.train.occupancy) ------------------------------------------
     occupancy_threshold: float = OCC_THRESHOLD
@@ -271,8 +304,10 @@ class NerfScene(FieldScene):
         assert self.proposal is not None
         backend, n_rays = options.backend, origins.shape[0]
         requires_grad = self.training and torch.is_grad_enabled()
+        anneal, update = self.proposal_schedule()
         samples = self.proposal.sample(origins, directions, stratified=generator is not None, generator=generator,
-                                       requires_grad=requires_grad, backend=backend)  # fmt: skip
+                                       requires_grad=requires_grad and update, anneal=anneal,
+                                       backend=backend)  # fmt: skip
         packed = samples.packed()
         ri = packed.ray_indices
         d = directions[ri]
@@ -296,6 +331,8 @@ class NerfScene(FieldScene):
         """Proposal scenes: ``interlevel`` (trains the proposal fields) and ``distortion`` of this step's render.
 
         Both are means over the rays rendered since the last ``render`` call in training mode (empty otherwise).
+        ``interlevel`` carries a gradient only on the steps the proposal schedule updates the proposal fields
+        (``set_proposal_schedule``); on the others it is logged without one.
         """
         cache, self._proposal_cache = self._proposal_cache, []
         if self.proposal is None or not cache:

@@ -137,9 +137,10 @@ class ProposalNetworks(nn.Module):
 
     def sample(
         self, origins: Float[Tensor, "R 3"], directions: Float[Tensor, "R 3"], *, stratified: bool,
-        generator: torch.Generator | None, requires_grad: bool, backend: Backend,
+        generator: torch.Generator | None, requires_grad: bool, backend: Backend, anneal: float = 1.0,
     ) -> ProposalSamples:  # fmt: skip
-        """Final intervals of the rays ``origins + t directions`` (unit directions)."""
+        """Final intervals of the rays ``origins + t directions`` (unit directions); ``anneal`` is the exponent
+        of the proposal weights when resampling (``recon.renderers.volume.proposal.proposal_sampling``)."""
         cfg = self.config
         aabb = self.fields[0].aabb  # the stored box (restored by checkpoint loading)
         half_size = (0.5 * (aabb[1, 0] - aabb[0, 0])).to(origins)
@@ -149,7 +150,7 @@ class ProposalNetworks(nn.Module):
             [self._density_fn(f, origins, directions, backend) for f in self.fields],
             num_proposal_samples=cfg.proposal_samples, num_samples=cfg.num_samples, near=near, far=far,
             spacing=cfg.spacing, stratified=stratified, generator=generator, requires_grad=requires_grad,
-            backend=backend,
+            anneal=anneal, backend=backend,
         )  # fmt: skip
 
     @staticmethod

@@ -8,6 +8,7 @@ Rendering goes through ``recon.renderers.splat`` only.
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -71,6 +72,10 @@ class TriangleSceneConfig:
     """Fraction of the step budget after which the area term stops (the spec's densify_until)."""
     incenter_grad: bool = False
     """Differentiate through the incenter and inradius (False reproduces the published gradient)."""
+    capture: Literal["auto", "object", "outdoor"] = "auto"
+    """Kind of capture (recon.train.methods.triangles): object (image-size pruning, L1) | outdoor (no image-size
+    pruning; L2 when the camera extent > 300, spec §8, §12) | auto (outdoor for unbounded and forward-facing scenes,
+    else object), resolved from the dataset before training and recorded resolved in the run's config.yaml."""
 
 
 class TriangleSplatScene(Scene):

@@ -14,6 +14,7 @@ from recon.scenes.neus import NeusSceneConfig
 from recon.train.config import BackgroundMode, TrainConfig
 from recon.train.losses import LossConfig
 from recon.train.occupancy import OccupancyConfig
+from recon.train.proposal import NerfStrategyConfig
 
 __all__ = ["NERF_LOSS", "RAY_LOSS", "NerfTrainConfig", "NeusTrainConfig", "RayTrainConfig"]
 
@@ -51,7 +52,8 @@ class NerfTrainConfig(RayTrainConfig):
     loss: LossConfig = field(default_factory=lambda: NERF_LOSS)
     """Photometric loss on the ray colours."""
     scene: NerfSceneConfig = field(default_factory=NerfSceneConfig)
-    strategy: OccupancyConfig = field(default_factory=OccupancyConfig)
+    strategy: NerfStrategyConfig = field(default_factory=NerfStrategyConfig)
+    """Occupancy-grid updates (bounded scenes) and proposal schedules (unbounded / forward scenes)."""
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,7 @@ def proposal_sampling(
     stratified: bool = False,
     generator: torch.Generator | None = None,
     requires_grad: bool = False,
+    anneal: float = 1.0,
     backend: Backend = "auto",
 ) -> ProposalSamples:
     """Draw ``num_samples`` intervals per ray through a chain of proposal density fields (nerfacc's estimator).
@@ -176,6 +177,9 @@ def proposal_sampling(
         generator: RNG of the jitter.
         requires_grad: keep the proposal fields' graphs in ``levels[k].weights`` (training, for
             ``proposal_loss``); otherwise every density is evaluated under ``no_grad``.
+        anneal: exponent in [0, 1] applied to each level's weights before the next level resamples them
+            (nerfstudio's proposal weight annealing: 0 resamples uniformly, 1 uses the weights as they are);
+            ``levels[k].weights`` are stored unannealed.
         backend: backend of the weight and resampling ops.
 
     Returns:
@@ -191,6 +195,8 @@ def proposal_sampling(
         (torch.Size([1, 5]), 1.0, 3.0)
     """
     _check(density_fns, num_proposal_samples, num_samples, near, far, spacing)
+    if not 0.0 <= anneal <= 1.0:
+        raise ValueError(f"anneal must be in [0, 1], got {anneal}")
     zeros = torch.zeros_like(near)
     s_edges = uniform_intervals(zeros, torch.ones_like(near), num_samples=num_proposal_samples[0],
                                 stratified=stratified, generator=generator)  # fmt: skip
@@ -208,7 +214,8 @@ def proposal_sampling(
                 t_edges[:, :-1], t_edges[:, 1:], sigmas, backend=backend
             ).weights
         levels.append(ProposalLevel(s_edges, t_edges, weights))
-        s_edges = importance_sampling(s_edges, weights.detach(), num_samples=next_count, stratified=stratified,
+        resample = weights.detach() if anneal == 1.0 else weights.detach() ** anneal  # 0 ** 0 = 1: uniform
+        s_edges = importance_sampling(s_edges, resample, num_samples=next_count, stratified=stratified,
                                       generator=generator, backend=backend)  # fmt: skip
     if not density_fns:  # no proposal level: uniform final samples
         s_edges = uniform_intervals(zeros, torch.ones_like(near), num_samples=num_samples,

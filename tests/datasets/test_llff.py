@@ -108,3 +108,21 @@ def test_test_every_is_configurable_and_recorded(tmp_path, dw):
     for bad in (1, 0, 2.5, "8", True):
         with pytest.raises(DatasetError, match=r"test_every must be a whole number >= 2"):
             load_dataset(tmp_path, test_every=bad)
+
+
+@pytest.mark.parametrize("folder", ["colmap_points", "sparse/0"])
+def test_sfm_points_next_to_poses_bounds_are_loaded_and_normalised(tmp_path, dw, folder):
+    K, T = dw.random_cameras(9, width=W, height=H, seed=5, square_pixels=True, centered=True)
+    dw.llff(tmp_path, K, T, width=W, height=H)
+    assert load_dataset(tmp_path).points3d is None  # no COLMAP points: none invented
+    xyz = np.array([[0.1, -0.2, 0.3], [1.0, 2.0, -0.5], [-0.4, 0.0, 0.25]])
+    model = tmp_path / folder
+    model.mkdir(parents=True)
+    lines = [f"{k + 1} {x} {y} {z} {10 * k} 128 255 0.5 1 0" for k, (x, y, z) in enumerate(xyz)]
+    (model / "points3D.txt").write_text("# 3D point list\n" + "\n".join(lines) + "\n")
+    ds = load_dataset(tmp_path)
+    assert ds.format == "llff"
+    assert_close(ds.points3d.double(), apply_T(ds.normalization, torch.from_numpy(xyz)).float().double(),
+                 **tol("loader", torch.float32))  # fmt: skip
+    assert_close(ds.points3d_rgb[:, 1], torch.full((3,), 128 / 255), **tol("loader", torch.float32))
+    assert float(ds.points3d_rgb[2, 0]) == pytest.approx(20 / 255)

@@ -30,6 +30,11 @@ def test_llff_fern_images_8_only():
     # poses_bounds states f = 3260.526 px at 4032x3024: the 8x smaller copies have f / 8
     assert float(cam.K[0, 0, 0]) == pytest.approx(3260.526 / 8, rel=1e-4)
     assert verify_files(ds) == 20
+    # colmap_points/points3D.bin (same world frame as poses_bounds): the SfM points, in front of the cameras
+    assert ds.points3d is not None and len(ds.points3d) == 10_091 and ds.points3d_rgb is not None
+    cams = ds.cameras("train")
+    _, depth = cams.project(ds.points3d[None].expand(len(cams), -1, -1))
+    assert float((depth > 0).double().mean()) > 0.95
 
 
 def test_colmap_beer_can_one_camera_per_image():

@@ -18,8 +18,8 @@ from recon.core.transforms import look_at
 from recon.scenes.base import ExportOptions, RenderOptions, StepContext
 from recon.scenes.fields import cube_box
 from recon.scenes.nerf import NerfScene, NerfSceneConfig
-from recon.train.occupancy import OccupancyConfig, OccupancyStrategy
 from recon.train.param_optimizer import ParamOptimizer
+from recon.train.proposal import ProposalStrategy
 from recon.train.ray_batches import RayBatchSampler
 from recon.train.strategy import StrategyContext
 from tests.scenes.helpers import object_dataset, one_thread
@@ -166,13 +166,13 @@ def held_out(scene: NerfScene, capture: RoomCapture, background: torch.Tensor | 
 
 
 def fit(scene: NerfScene, capture: RoomCapture, generator: torch.Generator):
-    """What the trainer does with batch="rays" and the nerf method's occupancy strategy; returns batch PSNRs."""
+    """What the trainer does with batch="rays" and the nerf method's proposal strategy; returns batch PSNRs."""
     cams = capture.cameras("train")
     sampler = RayBatchSampler(capture.targets("train"), cams, alphas=None, dataset_background=torch.zeros(3),
                               rays_per_batch=RAYS, background="random", generator=generator)  # fmt: skip
     optimizer = ParamOptimizer(scene.param_groups())
-    strategy = OccupancyStrategy(OccupancyConfig(update_every=16, warmup_steps=32), seed=0)
-    strategy.check_scene(scene)  # the proposal scene still satisfies the method's strategy protocol
+    strategy = ProposalStrategy()  # the nerf method's strategy for proposal scenes (recon.train.proposal)
+    strategy.check_scene(scene)
     psnrs, terms_seen = [], []
     for step in range(FIT_STEPS):
         batch = sampler.next()
@@ -231,8 +231,12 @@ def test_regularisers_train_proposals_only_through_interlevel(fitted, capture):
     scene = fitted[0]
     cams = capture.cameras("train")[:1]
     pixels = torch.randint(RESOLUTION, (1, 64, 2), generator=torch.Generator().manual_seed(3))
-    scene.render(cams, RenderOptions(), pixels=pixels)
     ctx = StepContext(0, 1, cams, capture.targets("train")[:1], torch.zeros(3))
+    scene.set_proposal_schedule(anneal=1.0, update=False)  # a gated step: the proposal fields get no gradient
+    scene.render(cams, RenderOptions(), pixels=pixels)
+    assert not scene.regularizers(ctx)["interlevel"].requires_grad
+    scene.set_proposal_schedule(anneal=1.0, update=True)
+    scene.render(cams, RenderOptions(), pixels=pixels)
     terms = scene.regularizers(ctx)
     assert set(terms) == {"interlevel", "distortion"} and all(bool(torch.isfinite(v)) for v in terms.values())
     proposal_params = list(scene.proposal.parameters())

@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from recon.core.errors import NotAvailableYet, ReconError
 from recon.scenes.base import Scene
@@ -34,6 +35,9 @@ class Method:
         make_strategy: builds the strategy from the run config and the number of training views.
         write_native: writes the representation's own file format (with every attribute) or is None.
         capacity: the rules that pick its capacity limits from a time budget (``recon.train.capacity``).
+        adapt_to_dataset: resolves the config's dataset-dependent (``auto``) settings from the loaded dataset
+            before training, returning the config and a one-line note of what it chose; idempotent (a resumed
+            run's resolved config passes unchanged); None: nothing depends on the dataset.
     """
 
     name: str
@@ -44,6 +48,7 @@ class Method:
     make_strategy: Callable[[TrainConfig, int], Strategy]
     write_native: Callable[[Scene, Path], Path] | None = None
     capacity: tuple[CapacityRule, ...] = ()
+    adapt_to_dataset: Callable[[TrainConfig, Any], tuple[TrainConfig, str]] | None = None
 
 
 REGISTRY: dict[str, tuple[str | None, str]] = {

@@ -198,3 +198,25 @@ def test_docstring_examples():
 
     result = doctest.testmod(proposal, extraglobs={"torch": torch})
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_anneal_zero_resamples_uniformly_and_one_follows_the_weights(backend):
+    # nerfstudio's weight annealing: weights ** a before resampling; a = 0 ignores the proposal density entirely
+    fns = [shell_density(4.0, 0.3, 30.0)]
+    near, far = torch.full((3,), 1.0), torch.full((3,), 9.0)
+
+    def sample(anneal: float):
+        return proposal_sampling(fns, num_proposal_samples=[32], num_samples=8, near=near, far=far,
+                                 spacing="uniform", anneal=anneal, backend=backend)  # fmt: skip
+
+    uniform = torch.linspace(0.0, 1.0, 9).expand(3, 9)
+    assert_close(sample(0.0).s_edges, uniform, rtol=0.0, atol=1e-5, name="anneal 0 edges")
+    concentration = []
+    for anneal in (0.0, 0.3, 1.0):
+        mids = 0.5 * (sample(anneal).t_edges[:, 1:] + sample(anneal).t_edges[:, :-1])
+        concentration.append(float(((mids - 4.0).abs() < 0.5).double().mean()))
+    assert concentration[0] < concentration[1] < concentration[2], concentration
+    assert_close(sample(1.0).t_edges, proposal_sampling(fns, num_proposal_samples=[32], num_samples=8, near=near,
+                 far=far, spacing="uniform", backend=backend).t_edges, rtol=0.0, atol=0.0)  # fmt: skip
+    with pytest.raises(ValueError, match="anneal"):
+        sample(1.5)
