@@ -26,8 +26,9 @@ class TrainConfig:
     method: str = ""
     """Method name (set by ``recon train METHOD``)."""
     steps: int = 30_000
-    """Optimisation steps (one training view per step); an upper bound under --max-minutes only when given
-    explicitly: with --max-minutes and no --steps the run trains until the time is spent (steps = 0)."""
+    """Optimisation steps (image batches: views_per_rank training views per process and step); an upper bound
+    under --max-minutes only when given explicitly: with --max-minutes and no --steps the run trains until the time
+    is spent (steps = 0)."""
     run_dir: str = ""
     """Exact run directory (default: OUTPUT_DIR/EXPERIMENT/METHOD/TIMESTAMP)."""
     output_dir: str = "outputs"

@@ -110,8 +110,11 @@ METHODS = ("nerf", "neus", "superquadrics", "sparseflex")
 STEPS = 8
 FIELD_ATOL = 1e-4
 """nerf/neus, 8 steps of 2 ranks x 64 rays vs 1 process x 128 rays: measured max difference 3.1e-7 (nerf) and
-1.6e-6 (neus, hash table) with Adam at lr 1e-2; before the stratified offsets were a function of the global ray
-index, the second rank's rays were jittered like the first's and neus differed by 2.6e-2."""
+1.6e-6 (neus, hash table) with Adam at lr 1e-2. Both fixes are needed: with every rank jittering its rays like
+the first shard (offsets not a function of the global ray index) the runs part by 4.9e-2 (nerf) and 4.0e-2
+(neus); with per-rank means of NeuS's eikonal term (not ``StepContext.step_mean``) by 2.6e-2."""
+MASK_FLIPS = 0.01
+"""Share of occupancy-mask cells that may differ between the runs (measured: none of 4096)."""
 SUPERQUADRICS_ATOL = 1e-4
 """Measured max difference 2.3e-6 (rotations) over 8 steps through both stage switches."""
 SPARSEFLEX_ATOL = 1e-3
@@ -162,12 +165,13 @@ def _assert_close_states(ranks: dict, single: dict, atol: float, skip: tuple[str
 @pytest.mark.parametrize("method", ["nerf", "neus"])
 def test_fields_two_ranks_equal_one_process_with_twice_the_rays(four_methods, method):
     ranks, single = _ranks_and_single(four_methods, method)
-    _assert_close_states(ranks, single, FIELD_ATOL)
+    mask = "scene.occupancy_grid.binaries"
+    _assert_close_states(ranks, single, FIELD_ATOL, skip=(mask,))
     occs = ranks["state"]["scene.occupancy_grid.occs"]
     assert float(occs.max()) > 0  # the occupancy grid was updated (and broadcast) during the run
-    assert torch.equal(
-        ranks["state"]["scene.occupancy_grid.binaries"], single["state"]["scene.occupancy_grid.binaries"]
-    )
+    # the masks threshold occupancies that agree within 1e-5: a cell flips only where one lies that close to the
+    # threshold
+    assert float((ranks["state"][mask] != single["state"][mask]).float().mean()) < MASK_FLIPS
 
 
 def test_superquadrics_two_ranks_equal_one_process_through_stage_switches(four_methods):
