@@ -236,6 +236,22 @@ def test_gradient_buckets_group_by_dtype_and_respect_the_size():
     assert shapes == [[(10, torch.float32), (30, torch.float32)], [(5, torch.float32)], [(10, torch.float64)]]
 
 
+def test_gradient_all_reduce_stops_when_the_ranks_rows_differ(monkeypatch):
+    """A strategy that edits rows differently on some rank (e.g. from rank-local statistics) fails with a clear
+    error at the next step instead of gloo's size mismatch; the check rides on the gradient-flag all-reduce (here
+    a stand-in for the peer rank, which holds 8 values where this one holds 7)."""
+    params = [torch.zeros(4, requires_grad=True), torch.zeros(3, requires_grad=True)]
+    params[0].grad = torch.ones(4)
+
+    def all_reduce_with_peer(tensor, op=None, async_op=False):
+        tensor.copy_(torch.maximum(tensor, torch.tensor([1, 1, 8, -8])))
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed.dist, "all_reduce", all_reduce_with_peer)
+    with pytest.raises(ReconError, match=r"differ in size \(7 values here, 7 to 8 over the ranks\)"):
+        distributed.allreduce_gradients(params)
+
+
 def test_single_process_helpers_are_no_ops():
     t = torch.tensor([1.0, 2.0])
     assert distributed.world_size() == 1 and distributed.rank() == 0 and distributed.is_rank0()
