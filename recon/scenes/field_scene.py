@@ -153,15 +153,17 @@ class FieldScene(Scene):
         Differentiable w.r.t.: the field parameters (not the camera).
         """
         step = self._training_step() if self.training else None
+        generator = None if step is None else stratified_generator(step)  # one stream across the chunks
         done = 0  # rays of this render handed to ``_render_rays`` so far (chunks arrive in order)
 
         def render_chunk(origins: Tensor, directions: Tensor) -> dict[str, Tensor]:
             nonlocal done
             jitter = None
-            if step is not None:
-                first = options.first_ray + done
-                jitter = RayJitter(stratified_offsets(step, first, origins.shape[0], device=origins.device),
-                                   stratified_generator(step))  # fmt: skip
+            if step is not None and generator is not None:
+                offsets = stratified_offsets(
+                    step, options.first_ray + done, origins.shape[0], device=origins.device
+                )
+                jitter = RayJitter(offsets, generator)
             done += origins.shape[0]
             return self._render_rays(origins, directions, options, jitter)
 
