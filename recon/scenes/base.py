@@ -5,6 +5,7 @@ schedules, named regularisers, a mesh export, and a state dict whose row counts 
 it can be restored into a freshly constructed scene of any size).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -81,6 +82,9 @@ class RenderOptions:
         distortion: also return the distortion map in ``RenderOutput.distortion``.
         median_depth: also return the median depth (camera z) in ``RenderOutput.depth_median``.
         stats: also return per-primitive statistics (``RenderOutput.stats``) for densification strategies.
+        first_ray: index of this render's first ray in the training step's whole ray batch (data parallel: the
+            start of the rank's shard; 0 otherwise). Ray-marched fields draw ray ``k``'s stratified jitter as a
+            function of ``(step, first_ray + k)``, so W shards draw what one process draws for the whole batch.
 
     Asking for an output the scene cannot produce (see ``Scene.capabilities``) is an error of the consumer, which
     checks its needs once with ``recon.core.require_capabilities`` before training.
@@ -93,6 +97,7 @@ class RenderOptions:
     distortion: bool = False
     median_depth: bool = False
     stats: bool = False
+    first_ray: int = 0
 
 
 @dataclass
@@ -113,6 +118,9 @@ class StepContext:
             when the dataset has none (mask losses).
         progress: progress through the budget in [0, 1] when it is not ``step / max_steps`` (a wall-clock
             budget: the larger of the step and time fractions); None means ``step / max_steps``.
+        num_ranks: data parallel: the number of processes sharing the step (1 in one process).
+        sum_over_ranks: data parallel: sums a tensor over those processes (an all-reduce every rank calls at the
+            same point of the step); None in one process. See ``step_mean``.
     """
 
     step: int
@@ -126,6 +134,22 @@ class StepContext:
     pass_start: bool = False
     progress: float | None = None
     target_alpha: Tensor | None = None
+    num_ranks: int = 1
+    sum_over_ranks: Callable[[Tensor], Tensor] | None = None
+
+    def step_mean(self, total: Tensor, count: Tensor) -> Tensor:
+        """``total / count`` as a mean over the whole step's items when ``count`` varies between ranks.
+
+        .. math:: \\frac{W \\, S_r}{\\max(1, \\sum_q n_q)}
+
+        with ``S_r = total`` and ``n_r = count`` this rank's sum and item count over W ranks: the trainer averages
+        the W ranks' gradients, so their average is the gradient of ``sum_q S_q / sum_q n_q``, the mean one
+        process computes over all items (a mean of the per-rank means would weight the ranks' items unequally).
+        In one process: ``total / max(1, count)``. Differentiable w.r.t. ``total`` (``count`` is detached).
+        """
+        if self.sum_over_ranks is not None:
+            count = self.sum_over_ranks(count.detach().clone())
+        return total * self.num_ranks / count.clamp_min(1.0)
 
     @property
     def fraction(self) -> float:

@@ -3,8 +3,11 @@
 * ``HashGridSceneConfig``: the hash-grid fields of both scene configs and their ``HashGridConfig``.
 * ``FieldScene``: a ``Scene`` over a cube box with a training-step buffer (stratified offsets of resumed runs),
   chunked full-image and ray-subset rendering, construction and per-parameter learning rates.
+* ``RayJitter``: a chunk's stratified jitter in training: per-ray marching offsets that are a function of (step,
+  the ray's index in the step's whole ray batch), so data-parallel shards reproduce one process's offsets, and the
+  step's generator for the proposal sampler's per-chunk draws.
 * Helpers: ``render_camera`` (rays -> chunks -> ``RenderOutput``), ``median_depth``, ``stratified_generator``,
-  ``closed_mesh`` (watertight marching cubes over the box) and ``vertex_normals``.
+  ``stratified_offsets``, ``closed_mesh`` (watertight marching cubes over the box) and ``vertex_normals``.
 """
 
 from collections.abc import Callable
@@ -26,16 +29,20 @@ from recon.scenes.fields import cube_box
 __all__ = [
     "FieldScene",
     "HashGridSceneConfig",
+    "RayJitter",
     "closed_mesh",
     "median_depth",
     "render_camera",
     "stratified_generator",
+    "stratified_offsets",
     "vertex_normals",
 ]
 
 DEFAULT_BOX_HALF = 1.0  # box of an empty scene before a checkpoint restores the stored one
 MEDIAN_TRANSMITTANCE = 0.5  # median depth: where the transmittance crosses 1/2 (2DGS surface depth)
 STRATIFIED_SEED = 0x5EED  # stratified marching offsets of training step k come from seed STRATIFIED_SEED + k
+_MASK32 = 0xFFFFFFFF
+_U24 = 2.0**-24  # the top 24 bits of a 32-bit hash as a float32 in [0, 1) (exactly representable)
 RayRenderFn = Callable[[Tensor, Tensor], dict[str, Tensor]]
 
 
@@ -145,16 +152,30 @@ class FieldScene(Scene):
 
         Differentiable w.r.t.: the field parameters (not the camera).
         """
-        generator = stratified_generator(self._training_step()) if self.training else None
+        step = self._training_step() if self.training else None
+        generator = None if step is None else stratified_generator(step)  # one stream across the chunks
+        done = 0  # rays of this render handed to ``_render_rays`` so far (chunks arrive in order)
+
+        def render_chunk(origins: Tensor, directions: Tensor) -> dict[str, Tensor]:
+            nonlocal done
+            jitter = None
+            if step is not None and generator is not None:
+                offsets = stratified_offsets(
+                    step, options.first_ray + done, origins.shape[0], device=origins.device
+                )
+                jitter = RayJitter(offsets, generator)
+            done += origins.shape[0]
+            return self._render_rays(origins, directions, options, jitter)
+
         return render_camera(
-            lambda o, d: self._render_rays(o, d, options, generator), camera, pixels=pixels,
-            chunk=self.config.render_chunk, producer=type(self).__name__,
-        )  # fmt: skip
+            render_chunk, camera, pixels=pixels, chunk=self.config.render_chunk, producer=type(self).__name__
+        )
 
     def _render_rays(
-        self, origins: Tensor, directions: Tensor, options: RenderOptions, generator: torch.Generator | None
+        self, origins: Tensor, directions: Tensor, options: RenderOptions, jitter: "RayJitter | None"
     ) -> dict[str, Tensor]:  # pragma: no cover - interface
-        """Render a chunk of rays into the per-ray outputs described by ``render_camera``."""
+        """Render a chunk of rays into the per-ray outputs described by ``render_camera`` (``jitter``: training
+        mode's stratified sampling; None renders deterministically)."""
         raise NotImplementedError
 
 
@@ -172,12 +193,62 @@ def median_depth(samples: PackedSamples, weights: Tensor, transmittance: Tensor)
     return out
 
 
-def stratified_generator(step: Tensor) -> torch.Generator:
-    """The RNG of one training step's stratified sample offsets: a function of the step only, so a resumed run
-    draws exactly the offsets of the uninterrupted one."""
-    return torch.Generator().manual_seed(
-        STRATIFIED_SEED + int(step)
-    )  # host read of a CPU buffer: no device sync
+@dataclass(frozen=True)
+class RayJitter:
+    """Stratified sampling of one chunk of training rays.
+
+    Attributes:
+        offsets: (R,) start offsets in [0, 1) marching steps: ``stratified_offsets(step, first, R)``, a function of
+            each ray's index in the step's whole batch (occupancy-grid marching; data-parallel exact).
+        generator: the step's ``stratified_generator`` (the proposal sampler draws its quantile jitter from it
+            chunk by chunk, so those draws depend on how the batch is split).
+    """
+
+    offsets: Float[Tensor, " R"]
+    generator: torch.Generator
+
+
+def stratified_generator(step: int) -> torch.Generator:
+    """The RNG of one training step's per-chunk stratified draws (proposal sampling): a function of the step
+    only, so a resumed run draws exactly the offsets of the uninterrupted one."""
+    return torch.Generator().manual_seed(STRATIFIED_SEED + int(step))
+
+
+def stratified_offsets(step: int, first: int, count: int, *, device: torch.device | str = "cpu") -> Tensor:
+    """Marching start offsets in [0, 1) of rays ``first .. first + count - 1`` of training step ``step``'s batch.
+
+    .. math:: u_i = \\lfloor h(h(i) \\oplus h(\\mathrm{SEED} + \\mathrm{step})) / 2^8 \\rfloor \\, 2^{-24}
+
+    with ``h`` the 32-bit integer hash "lowbias32" (C. Wellons). A counter-based draw: ray ``i`` gets the same
+    offset whichever process renders it and however the batch is chunked, so W data-parallel ranks rendering
+    contiguous shards draw exactly the offsets of one process rendering the whole batch, and a resumed run those
+    of the uninterrupted one. Integer arithmetic only (no overflow in int64): bitwise identical on every device.
+
+    Returns:
+        (count,) float32 offsets on ``device``.
+    """
+    if first < 0 or count < 0:
+        raise ValueError(f"first and count must be >= 0, got {first} and {count}")
+    key = _hash32(torch.tensor(STRATIFIED_SEED + int(step), dtype=torch.int64) & _MASK32)
+    index = torch.arange(first, first + count, dtype=torch.int64, device=device) & _MASK32
+    bits = _hash32(_hash32(index) ^ key.to(device))
+    return (bits >> 8).to(torch.float32) * _U24
+
+
+def _mul32(x: Tensor, c: int) -> Tensor:
+    """``x * c mod 2^32`` for ``0 <= x, c < 2^32`` in int64 without overflow (16-bit halves of ``c``)."""
+    low = x * (c & 0xFFFF)  # < 2^48
+    high = ((x * (c >> 16)) & 0xFFFF) << 16  # only the low 16 bits of x * c_high survive mod 2^32
+    return (low + high) & _MASK32
+
+
+def _hash32(x: Tensor) -> Tensor:
+    """lowbias32 (C. Wellons' hash-prospector): a bijection of 32-bit integers with good avalanche."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
 
 
 def closed_mesh(

@@ -44,6 +44,7 @@ from recon.scenes.base import ExportOptions, RenderOptions, StepContext
 from recon.scenes.field_scene import (
     FieldScene,
     HashGridSceneConfig,
+    RayJitter,
     closed_mesh,
     median_depth,
     render_camera,
@@ -271,17 +272,17 @@ class NerfScene(FieldScene):
         return super().render(camera, options, pixels=pixels)
 
     def _render_rays(
-        self, origins: Tensor, directions: Tensor, options: RenderOptions, generator: torch.Generator | None
+        self, origins: Tensor, directions: Tensor, options: RenderOptions, jitter: RayJitter | None
     ) -> dict[str, Tensor]:
         """``rgb``, ``alpha`` and ``depth`` (expected distance along the unit ray) of a chunk of rays; no normals."""
         if self.proposal is not None:
-            return self._render_rays_proposal(origins, directions, options, generator)
+            return self._render_rays_proposal(origins, directions, options, jitter)
         cfg, backend = self.config, options.backend
         samples = self.occupancy_grid.sampling(
             origins, directions, render_step_size=cfg.render_step_size,
             sigma_fn=self._sigma_fn(origins, directions, backend), near_plane=cfg.near_plane,
-            cone_angle=cfg.cone_angle, alpha_thre=cfg.alpha_threshold, stratified=generator is not None,
-            generator=generator, backend=backend,
+            cone_angle=cfg.cone_angle, alpha_thre=cfg.alpha_threshold,
+            t_offsets=None if jitter is None else jitter.offsets, backend=backend,
         )  # fmt: skip
         ri = samples.ray_indices
         t_mid = ((samples.t_starts + samples.t_ends) * 0.5)[:, None]
@@ -298,13 +299,14 @@ class NerfScene(FieldScene):
         return result
 
     def _render_rays_proposal(
-        self, origins: Tensor, directions: Tensor, options: RenderOptions, generator: torch.Generator | None
+        self, origins: Tensor, directions: Tensor, options: RenderOptions, jitter: RayJitter | None
     ) -> dict[str, Tensor]:
         """Proposal sampling, the radiance field on the final samples, the last sample's colour as background."""
         assert self.proposal is not None
         backend, n_rays = options.backend, origins.shape[0]
         requires_grad = self.training and torch.is_grad_enabled()
         anneal, update = self.proposal_schedule()
+        generator = None if jitter is None else jitter.generator
         samples = self.proposal.sample(origins, directions, stratified=generator is not None, generator=generator,
                                        requires_grad=requires_grad and update, anneal=anneal,
                                        backend=backend)  # fmt: skip

@@ -17,7 +17,7 @@ from torch import Tensor
 from recon.core import Mesh, RenderCapabilities
 from recon.renderers.volume import OccupancyGrid, accumulate_along_rays, composite
 from recon.scenes.base import ExportOptions, RenderOptions, StepContext
-from recon.scenes.field_scene import FieldScene, HashGridSceneConfig, closed_mesh, median_depth
+from recon.scenes.field_scene import FieldScene, HashGridSceneConfig, RayJitter, closed_mesh, median_depth
 from recon.scenes.fields import SDFField, unit_normals
 
 __all__ = ["NeusScene", "NeusSceneConfig", "neus_alpha"]
@@ -172,7 +172,7 @@ class NeusScene(FieldScene):
 
     # --- rendering ------------------------------------------------------------------------------------------
     def _render_rays(
-        self, origins: Tensor, directions: Tensor, options: RenderOptions, generator: torch.Generator | None
+        self, origins: Tensor, directions: Tensor, options: RenderOptions, jitter: RayJitter | None
     ) -> dict[str, Tensor]:
         """A chunk of rays: ``rgb``, ``alpha``, ``depth`` (distance along the unit ray), ``normals``
         (``sum_i w_i n_i``, world space, unnormalised) and per ray ``eikonal`` (sum over the ray's samples
@@ -184,8 +184,8 @@ class NeusScene(FieldScene):
         """
         cfg, backend, n_rays = self.config, options.backend, origins.shape[0]
         samples = self.occupancy_grid.sampling(
-            origins, directions, render_step_size=cfg.render_step_size, stratified=generator is not None,
-            generator=generator, backend=backend,
+            origins, directions, render_step_size=cfg.render_step_size,
+            t_offsets=None if jitter is None else jitter.offsets, backend=backend,
         )  # fmt: skip
         ri = samples.ray_indices
         d = directions[ri]
@@ -233,8 +233,10 @@ class NeusScene(FieldScene):
         cfg = self.config
         if cfg.eikonal_weight > 0:
             samples = render.require_eikonal(by=f"{type(self).__name__}'s eikonal regulariser")
-            count = samples.num_samples.sum().clamp_min(1.0)
-            terms["eikonal"] = cfg.eikonal_weight * samples.residual_sum.sum() / count
+            # a mean over the step's samples, whose number differs between data-parallel shards (step_mean)
+            terms["eikonal"] = ctx.step_mean(
+                cfg.eikonal_weight * samples.residual_sum.sum(), samples.num_samples.sum()
+            )
         mask = getattr(ctx, "target_alpha", None)
         if cfg.mask_weight > 0 and mask is not None:
             opacity = render.alpha.clamp(MASK_CLAMP, 1.0 - MASK_CLAMP)

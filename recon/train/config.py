@@ -26,8 +26,9 @@ class TrainConfig:
     method: str = ""
     """Method name (set by ``recon train METHOD``)."""
     steps: int = 30_000
-    """Optimisation steps (one training view per step); an upper bound under --max-minutes only when given
-    explicitly: with --max-minutes and no --steps the run trains until the time is spent (steps = 0)."""
+    """Optimisation steps (image batches: views_per_rank training views per process and step); an upper bound
+    under --max-minutes only when given explicitly: with --max-minutes and no --steps the run trains until the time
+    is spent (steps = 0)."""
     run_dir: str = ""
     """Exact run directory (default: OUTPUT_DIR/EXPERIMENT/METHOD/TIMESTAMP)."""
     output_dir: str = "outputs"
@@ -101,6 +102,9 @@ class TrainConfig:
     """Rays per step with batch "rays"."""
     images_per_batch: int = 0
     """With batch "rays": 0 draws an image per ray; C > 0 draws C images with rays_per_batch / C rays each."""
+    views_per_rank: int = 1
+    """With batch "image": training views each process renders per step (the loss is their mean); a step of N
+    processes (--nproc N) renders N x views_per_rank views (docs/distributed.md)."""
 
 
 @dataclass(frozen=True)
@@ -115,12 +119,13 @@ RUN_CONTROL_FIELDS = frozenset({
     "data", "steps", "run_dir", "output_dir", "experiment", "device", "resume", "viewer", "viewer_host",
     "viewer_port", "max_minutes", "allow_outside_root", "backend", "log_every", "checkpoint_every", "checkpoint_minutes",
     "keep_checkpoints", "eval_every_minutes", "eval_every", "eval_images", "final_eval", "threads", "progress",
-    "logger", "load_config", "print_config",
+    "logger", "load_config", "print_config", "views_per_rank",
 })  # fmt: skip
 """Fields ``--resume`` may change: they steer the run (budget, logging, devices), not the model or the data.
-``data`` may point elsewhere as long as the dataset fingerprint matches (a moved dataset)."""
+``data`` may point elsewhere as long as the dataset fingerprint matches (a moved dataset). ``views_per_rank`` is
+the per-process share of a step's views, like the number of processes (which a resume may change too)."""
 
-_POSITIVE_INTS = ("log_every", "keep_checkpoints", "rays_per_batch")
+_POSITIVE_INTS = ("log_every", "keep_checkpoints", "rays_per_batch", "views_per_rank")
 _NON_NEGATIVE_INTS = ("steps", "checkpoint_every", "eval_every", "eval_images", "threads", "images_per_batch")
 _NON_NEGATIVE_FLOATS = ("max_minutes", "checkpoint_minutes", "eval_every_minutes")
 
@@ -160,6 +165,11 @@ def validate_train_config(cfg: TrainConfig) -> None:
     if cfg.images_per_batch > cfg.rays_per_batch:
         raise ReconError(
             f"--images-per-batch {cfg.images_per_batch}: at most --rays-per-batch ({cfg.rays_per_batch})"
+        )
+    if cfg.batch == "rays" and cfg.views_per_rank != 1:
+        raise ReconError(
+            f"--views-per-rank {cfg.views_per_rank}: only for --batch image (ray batches: --rays-per-batch per "
+            f"process)"
         )
 
 

@@ -146,14 +146,22 @@ def allreduce_gradients(params: list[Tensor], *, bucket_bytes: int = BUCKET_BYTE
     asynchronously (all buckets in flight at once), then divided by the world size. A parameter with no gradient
     on this rank but one on another gets zeros first; one with no gradient anywhere keeps ``grad = None`` (Adam
     skips it, as in one process). Every rank must pass the same parameters in the same order.
+
+    Raises:
+        ReconError: the ranks' parameters differ in size (a strategy changed rows differently on some rank); the
+            check rides on the collective that gathers the gradient flags, so it costs nothing extra.
     """
     world = world_size()
     if world == 1 or not params:
         return
     device = params[0].device
-    has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=device)
-    dist.all_reduce(has_grad, op=dist.ReduceOp.MAX)
-    active = [p for p, flag in zip(params, has_grad.tolist(), strict=True) if flag]
+    total = sum(p.numel() for p in params)
+    flags = [int(p.grad is not None) for p in params]
+    meta = torch.tensor([*flags, total, -total], dtype=torch.int64, device=device)
+    dist.all_reduce(meta, op=dist.ReduceOp.MAX)
+    meta = meta.tolist()  # host sync: the flags decide which gradients travel
+    _check_sizes(total, most=meta[-2], fewest=-meta[-1])
+    active = [p for p, flag in zip(params, meta[:-2], strict=True) if flag]
     for p in active:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
@@ -169,6 +177,17 @@ def allreduce_gradients(params: list[Tensor], *, bucket_bytes: int = BUCKET_BYTE
             n = p.grad.numel()
             p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
             offset += n
+
+
+def _check_sizes(total: int, *, most: int, fewest: int) -> None:
+    """Raise :class:`ReconError` unless every rank holds ``total`` parameter values (``most`` and ``fewest``: the
+    largest and smallest count over the ranks)."""
+    if most != fewest:
+        raise ReconError(
+            f"rank {rank()}: the ranks' parameters differ in size ({total} values here, {fewest} to {most} over the "
+            f"ranks): a strategy changed rows differently on some rank (every row edit must follow from values all "
+            f"ranks share; docs/distributed.md)"
+        )
 
 
 def _buckets(params: list[Tensor], bucket_bytes: int) -> list[list[Tensor]]:

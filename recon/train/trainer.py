@@ -15,7 +15,7 @@ Guarantees of :meth:`Trainer.train` (docs/reliability.md):
 - Step hooks (:class:`TrainHook`) run around every step; time spent in them (a paused viewer) is not training
   time. Parameters change only while ``trainer.lock`` is held.
 - Data parallel (``recon.train.distributed``, docs/distributed.md): under torchrun each of the W ranks renders its
-  shard of the step's views (``views_per_rank`` each) or rays (``rays_per_batch`` each), and
+  shard of the step's views (``cfg.views_per_rank`` each) or rays (``rays_per_batch`` each), and
   :meth:`Trainer.sync_gradients` averages the gradients between ``backward`` and the optimiser step, so a step
   equals one process's step over all W shards. Every rank keeps the same parameters, generator and sampler
   state; rank 0's training clock drives every rank's budget; rank 0 alone writes checkpoints, metrics and
@@ -107,8 +107,6 @@ class Trainer:
         run: the run directory (checkpoints, metrics).
         device: training device.
         scene: an existing scene (resume); None initialises one from the dataset.
-        views_per_rank: with ``batch = "image"``, views each process renders per step (their loss is the mean
-            over the views); a step of W processes uses W times as many.
     """
 
     def __init__(
@@ -120,12 +118,10 @@ class Trainer:
         *,
         device: torch.device,
         scene: Scene | None = None,
-        views_per_rank: int = 1,
     ):
-        if views_per_rank < 1:
-            raise ValueError(f"views_per_rank must be >= 1, got {views_per_rank}")
+        if cfg.views_per_rank < 1:
+            raise ValueError(f"cfg.views_per_rank must be >= 1, got {cfg.views_per_rank}")
         self.world, self.rank = distributed.world_size(), distributed.rank()
-        self.views_per_rank = views_per_rank
         self.cfg, self.method, self.dataset, self.run, self.device = cfg, method, dataset, run, device
         self.generator = torch.Generator().manual_seed(
             cfg.seed
@@ -167,16 +163,16 @@ class Trainer:
         """One optimisation step; returns the detached loss terms plus ``loss`` and ``psnr``."""
         cfg, step = self.cfg, self.step
         fraction = self.progress()
+        first_ray = 0  # index of this rank's first ray in the step's whole ray batch
         if cfg.batch == "rays":  # rays across the views, each over its own background (composited below)
             rays = self.sampler.next()  # the whole step's rays (same on every rank) ...
-            rays = rays.shard(
-                distributed.shard(len(rays.camera), self.rank, self.world)
-            )  # ... this rank's part
+            part = distributed.shard(len(rays.camera), self.rank, self.world)
+            rays, first_ray = rays.shard(part), part.start * rays.pixels.shape[1]  # ... this rank's part
             camera, pixels, target, target_alpha = rays.camera, rays.pixels, rays.target, rays.alpha
             background, render_background = self.views.background, None
             view_indices, pass_start = rays.view_indices, False
         else:
-            indices, pass_start = self.sampler.next_views(self.views_per_rank * self.world)
+            indices, pass_start = self.sampler.next_views(cfg.views_per_rank * self.world)
             indices = indices[distributed.shard(len(indices), self.rank, self.world)]
             background = render_background = self._background()
             camera, target = self.views.views(indices, background)
@@ -189,13 +185,14 @@ class Trainer:
             background=render_background, backend=cfg.backend, depth=True,
             normals=needs_normals(cfg.loss, fraction),
             median_depth=needs_normals(cfg.loss, fraction), distortion=needs_distortion(cfg.loss, fraction),
-            stats=self.strategy.needs_stats,
+            stats=self.strategy.needs_stats, first_ray=first_ray,
         )  # fmt: skip
         render = self.scene.render(camera, options, pixels=pixels)
         if pixels is not None:
             render = rays.over_background(render)
-        ctx = StepContext(step, cfg.steps, camera, target, background, render, view_indices,
-                          len(self.views), pass_start, fraction, target_alpha=target_alpha)  # fmt: skip
+        ctx = StepContext(step, cfg.steps, camera, target, background, render, view_indices, len(self.views),
+                          pass_start, fraction, target_alpha=target_alpha, num_ranks=self.world,
+                          sum_over_ranks=distributed.all_reduce_ if self.world > 1 else None)  # fmt: skip
         terms = total_loss(render, target, camera, cfg.loss, fraction=fraction) | self.scene.regularizers(ctx)
         sctx = StrategyContext(ctx, self.scene, self.optimizer)
         self.strategy.before_backward(sctx)

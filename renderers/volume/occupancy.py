@@ -144,6 +144,7 @@ class OccupancyGrid(nn.Module):
         early_stop_eps: float = api.EARLY_STOP_EPS,
         stratified: bool = False,
         generator: torch.Generator | None = None,
+        t_offsets: Float[Tensor, " R"] | None = None,
         backend: Backend = "auto",
     ) -> PackedSamples:
         """March the grid, then (with ``sigma_fn`` or ``alpha_fn``) drop invisible samples in a no-grad pass.
@@ -151,12 +152,14 @@ class OccupancyGrid(nn.Module):
         ``sigma_fn(t_starts, t_ends, ray_indices) -> sigmas (S,)`` (or ``alpha_fn`` -> alphas) is evaluated
         once without gradients; samples with ``alpha < alpha_thre`` or after ``T < early_stop_eps`` are dropped.
         The caller then evaluates the field *with* gradients on the returned samples and calls ``composite``.
+        Start jitter (stratified marching, in [0, 1) steps): ``t_offsets`` when given (e.g. a function of each
+        ray's index in a data-parallel global batch), else drawn from ``generator`` when ``stratified``, else 0.
 
         Returns:
             ``PackedSamples`` for all ``R`` rays (rays without samples have count 0).
         """
-        offsets = None
-        if stratified:
+        offsets = t_offsets
+        if stratified and t_offsets is None:
             offsets = torch.rand(rays_o.shape[0], generator=generator, dtype=rays_o.dtype).to(rays_o.device)
         samples = api.march_rays(
             rays_o,

@@ -1,10 +1,14 @@
-"""Ray-rendered fields deliver RenderOutput depths as camera z (converted once in ``render_camera``)."""
+"""Ray-rendered fields deliver RenderOutput depths as camera z (converted once in ``render_camera``); their
+training jitter is a function of (step, global ray index) so data-parallel shards render what one process does."""
 
+import pytest
 import torch
 
 from recon.core import Camera
 from recon.core.transforms import look_at
-from recon.scenes.field_scene import render_camera
+from recon.scenes.base import RenderOptions
+from recon.scenes.field_scene import render_camera, stratified_offsets
+from recon.scenes.nerf import NerfScene, NerfSceneConfig
 
 PLANE_Z = 3.0  # the fake field is the plane at camera z = 3
 
@@ -34,3 +38,41 @@ def test_ray_distances_become_camera_z():
     pixels = torch.tensor([[[0, 0], [15, 11], [7, 4]]])
     part = render_camera(render_rays, camera, pixels=pixels, chunk=2)
     torch.testing.assert_close(part.depth, torch.full((1, 3, 1), PLANE_Z), rtol=0, atol=1e-5)
+
+
+# --- stratified offsets: a function of (step, index of the ray in the step's whole batch) ------------------------
+def test_stratified_offsets_of_shards_are_those_of_the_whole_batch():
+    whole = stratified_offsets(5, 0, 1000)
+    shards = torch.cat([stratified_offsets(5, 0, 300), stratified_offsets(5, 300, 700)])
+    assert whole.dtype == torch.float32 and torch.equal(whole, shards)
+    assert not torch.equal(whole, stratified_offsets(6, 0, 1000))  # another step, other offsets
+    assert float(whole.min()) >= 0.0 and float(whole.max()) < 1.0
+    # uniform: 10 bins of the 1000 offsets each hold 100 +- 40 (deterministic: the hash has no state)
+    counts = torch.histc(whole, bins=10, min=0.0, max=1.0)
+    assert bool(((counts > 60) & (counts < 140)).all()), counts.tolist()
+    with pytest.raises(ValueError, match="first"):
+        stratified_offsets(0, -1, 3)
+
+
+def test_a_training_render_of_a_shard_equals_that_part_of_the_whole_batch():
+    """2 ranks rendering the halves of a ray batch (RenderOptions.first_ray) see the offsets one process sees for
+    the whole batch, whatever the render chunk."""
+    box = torch.tensor([[-1.0] * 3, [1.0] * 3])
+    config = NerfSceneConfig(grid_levels=4, grid_log2_size=10, grid_max_resolution=32, occupancy_resolution=8,
+                             render_step_size=0.05, render_chunk=4)  # fmt: skip
+    scene = NerfScene(config, box, generator=torch.Generator().manual_seed(0))
+    scene.set_step(3)
+    camera = _camera()
+    gen = torch.Generator().manual_seed(0)
+    pixels = torch.stack(
+        [torch.randint(16, (1, 10), generator=gen), torch.randint(12, (1, 10), generator=gen)], -1
+    )
+    whole = scene.render(camera, RenderOptions(), pixels=pixels).depth.detach()
+    first = scene.render(camera, RenderOptions(first_ray=0), pixels=pixels[:, :6]).depth.detach()
+    second = scene.render(camera, RenderOptions(first_ray=6), pixels=pixels[:, 6:]).depth.detach()
+    torch.testing.assert_close(torch.cat([first, second], 1), whole, atol=1e-6, rtol=0)
+    unshifted = scene.render(camera, RenderOptions(first_ray=0), pixels=pixels[:, 6:]).depth.detach()
+    assert float((unshifted - whole[:, 6:]).abs().max()) > 1e-4  # the offset really moves the samples
+    scene.eval()  # evaluation renders without jitter: first_ray changes nothing
+    assert torch.equal(scene.render(camera, RenderOptions(first_ray=6), pixels=pixels).depth.detach(),
+                       scene.render(camera, RenderOptions(), pixels=pixels).depth.detach())  # fmt: skip

@@ -70,3 +70,19 @@ def test_nproc_must_be_a_positive_integer(data, tmp_path):
             ["triangles", "--nproc", "zero", "--data", str(data), "--run-dir", str(tmp_path / "r")]
         )
     assert not (tmp_path / "r").exists()  # refused before any work
+
+
+def test_views_per_rank_is_a_validated_config_field(tmp_path):
+    """--views-per-rank B: B views per process and step (image-batch methods; the equivalence tests in
+    test_distributed.py train with it); default 1, as before the flag existed."""
+    from recon.cli import train as train_cli
+
+    folder = tmp_path / "scene"
+    folder.mkdir()  # parsing only resolves the path
+    base = ["--data", str(folder), "--device", "cpu"]
+    assert train_cli.parse(["triangles", *base])[1].views_per_rank == 1
+    assert train_cli.parse(["triangles", *base, "--views-per-rank", "3"])[1].views_per_rank == 3
+    with pytest.raises(ReconError, match="--views-per-rank 0: expected a positive integer"):
+        train_cli.parse(["triangles", *base, "--views-per-rank", "0", "--print-config"])
+    with pytest.raises(ReconError, match="--views-per-rank 2: only for --batch image"):
+        train_cli.parse(["nerf", *base, "--views-per-rank", "2", "--print-config"])

@@ -76,3 +76,22 @@ def test_sampling_only_occupied_and_early_stop(backend):
     )  # fmt: skip
     assert culled.n_samples == int((w.transmittance >= 1e-4).sum())
     assert torch.equal(culled.t_starts, plain.t_starts[w.transmittance >= 1e-4])
+
+
+def test_sampling_with_given_offsets_shifts_each_ray_by_its_own_offset():
+    """``t_offsets`` (e.g. a function of each ray's index in a data-parallel batch) replace the generator's draw:
+    every sample of ray ``r`` moves by ``t_offsets[r] * step`` (uniform steps, a fully occupied grid)."""
+    grid = OccupancyGrid(BOX, resolution=8)
+    grid.update(step=0, occ_eval_fn=lambda x: torch.ones_like(x[:, 0]))
+    o = torch.tensor([[-3.0, 0.1, 0.2], [0.3, -3.0, 0.1]])
+    d = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    step = 0.1
+    plain = grid.sampling(o, d, render_step_size=step, backend="torch")
+    offsets = torch.tensor([0.25, 0.75])
+    shifted = grid.sampling(o, d, render_step_size=step, t_offsets=offsets, stratified=True, backend="torch")
+    for r in range(2):
+        a, b = plain.t_starts[plain.ray_indices == r], shifted.t_starts[shifted.ray_indices == r]
+        n = min(len(a), len(b)) - 1  # the shifted ray may lose its last step at the far end of the box
+        torch.testing.assert_close(
+            b[:n] - a[:n], torch.full((n,), float(offsets[r]) * step), atol=1e-5, rtol=0
+        )
