@@ -10,12 +10,9 @@ Events are functions of the budget fraction (``StepContext.fraction``), never of
   band maintenance follows at once (the split band is twice the band radius wide in fine voxels).
 
 All row edits go through the ``ParamOptimizer``. The scene has two row spaces (corners: ``s``, ``deform``; voxels:
-``weights``) while ``ParamOptimizer`` edits every per-row group with one index, so each edit is applied to one row
-space at a time by marking only that space's groups as per-row for the duration of the call (``_row_space``).
+``weights``); each edit names the groups of one space (``select_rows(..., names=...)``, ``extend_rows``).
 """
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -59,31 +56,18 @@ class SparseFlexStrategyConfig:
     where the views do not reach. The cameras are those of the training steps (all views after one pass)."""
 
 
-@contextlib.contextmanager
-def _row_space(optimizer: ParamOptimizer, names: tuple[str, ...]) -> Iterator[None]:
-    """Within the block, only the groups ``names`` are per-row for the optimizer's row edits."""
-    saved = {name: g.per_row for name, g in optimizer.groups.items()}
-    try:
-        for name, g in optimizer.groups.items():
-            g.per_row = saved[name] and name in names
-        yield
-    finally:
-        for name, g in optimizer.groups.items():
-            g.per_row = saved[name]
-
-
 def _apply(
     optimizer: ParamOptimizer, names: tuple[str, ...], source: Tensor, new_rows: dict[str, Tensor]
 ) -> None:
-    """Make the rows of the groups ``names`` follow ``source`` (old row per new row, -1: the next of ``new_rows``)."""
-    old = optimizer.groups[names[0]].param.shape[0]
+    """Make the rows of the groups ``names`` (one row space) follow ``source`` (old row per new row, -1: the next
+    of ``new_rows``)."""
+    old = optimizer.num_rows(names=names)
     fresh = source < 0
     index = source.clone()
     index[fresh] = old + torch.arange(int(fresh.sum()), device=source.device)
-    with _row_space(optimizer, names):
-        if int(fresh.sum()) > 0:
-            optimizer.extend_rows(new_rows)
-        optimizer.select_rows(index)
+    if int(fresh.sum()) > 0:
+        optimizer.extend_rows(new_rows, names=names)
+    optimizer.select_rows(index, names=names)
 
 
 def seen_voxels(scene: SparseFlexScene, voxels: Tensor, cameras: Camera) -> Tensor:
