@@ -44,6 +44,7 @@ from recon.train.config import TrainConfig, model_config_hash
 from recon.train.data import TrainViews, ViewSampler
 from recon.train.evaluate import quick_metrics
 from recon.train.losses import loss_needs, needs_distortion, needs_normals, total_loss
+from recon.train.memory import peak_memory
 from recon.train.methods import Method
 from recon.train.param_optimizer import ParamOptimizer
 from recon.train.ray_batches import RayBatchSampler
@@ -426,7 +427,7 @@ class Trainer:
             return None
         meta = {"method": self.method.name, "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
                 "num_primitives": self.scene.num_primitives(), "model_config_hash": model_config_hash(self.cfg),
-                "backends": backend_report()}  # fmt: skip
+                "backends": backend_report(), "peak_memory": peak_memory(self.device)}  # fmt: skip
         with self._critical():
             path = self.run.save_checkpoint(
                 self.step, self.state_tensors(), meta, keep_last=self.cfg.keep_checkpoints
