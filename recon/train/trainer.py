@@ -132,7 +132,9 @@ class Trainer:
             cfg.seed
         )  # the one seed of init, view order, backgrounds
         self.views = TrainViews(dataset, device=device)
-        if scene is None:
+        if scene is None and method.init_scene is not None:
+            scene = method.init_scene(cfg, dataset, self.generator)
+        elif scene is None:
             scene = method.scene_cls.from_dataset(cfg.scene, dataset, generator=self.generator)
         self.scene = scene.to(device)
         self.optimizer = ParamOptimizer(self.scene.param_groups())

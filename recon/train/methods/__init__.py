@@ -11,6 +11,9 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from recon.core.errors import NotAvailableYet, ReconError
 from recon.scenes.base import Scene
@@ -32,6 +35,9 @@ class Method:
         scene_cls: the Scene class (``from_dataset`` / ``empty`` constructors).
         make_strategy: builds the strategy from the run config and the number of training views.
         write_native: writes the representation's own file format (with every attribute) or is None.
+        init_scene: builds the initial scene from the run config, the dataset and the generator when the method
+            has options beyond ``scene_cls.from_dataset(cfg.scene, dataset, generator=...)`` (the default when
+            None), e.g. sparseflex's ``--init-from RUN_DIR``.
     """
 
     name: str
@@ -41,6 +47,7 @@ class Method:
     scene_cls: type[Scene]
     make_strategy: Callable[[TrainConfig, int], Strategy]
     write_native: Callable[[Scene, Path], Path] | None = None
+    init_scene: Callable[[TrainConfig, Any, torch.Generator], Scene] | None = None
 
 
 REGISTRY: dict[str, tuple[str | None, str]] = {
