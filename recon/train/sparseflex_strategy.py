@@ -13,6 +13,7 @@ All row edits go through the ``ParamOptimizer``. The scene has two row spaces (c
 ``weights``); each edit names the groups of one space (``select_rows(..., names=...)``, ``extend_rows``).
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,7 @@ from recon.scenes.sparseflex import (
     remap,
     subdivide,
 )
+from recon.scenes.sparseflex.frustum import CropWindow, choose_crop, voxel_spheres
 from recon.train.param_optimizer import ParamOptimizer
 from recon.train.strategy import Strategy, StrategyContext
 
@@ -51,6 +53,13 @@ class SparseFlexStrategyConfig:
     """No subdivision beyond this resolution."""
     max_voxels: int = 4_000_000
     """A subdivision that would exceed this many voxels is skipped (memory guard)."""
+    crop_from_resolution: int = 256
+    """Crop frusta (FSV, spec section 3) from this grid resolution on: each step renders and supervises a window of
+    its view holding about ``crop_visibility`` of the voxels (0: always full images)."""
+    crop_visibility: float = 0.3
+    """alpha_v: the fraction of the band's voxels a crop frustum should hold (spec: 0.1 and 0.3 in the ablations)."""
+    crop_min_size: int = 32
+    """Shorter side of the smallest crop in pixels (a crop never gets smaller, even above ``crop_visibility``)."""
     open_surfaces: bool = False
     """Prune band voxels that no training camera seen so far covers (spec section 4.4): the surface may stay open
     where the views do not reach. The cameras are those of the training steps (all views after one pass)."""
@@ -139,8 +148,14 @@ class SparseFlexStrategy(Strategy):
             raise ValueError(
                 f"strategy.subdivide_fractions must be increasing, got {config.subdivide_fractions}"
             )
+        if not 0 < config.crop_visibility <= 1:
+            raise ValueError(f"strategy.crop_visibility must be in (0, 1], got {config.crop_visibility}")
+        if config.crop_min_size < 1 or config.crop_from_resolution < 0:
+            raise ValueError("strategy.crop_min_size must be >= 1 and strategy.crop_from_resolution >= 0")
         self.config = config
         self.base_resolution = base_resolution
+        self.peak_rendered_voxels = 0  # most voxels one training render extracted (FSV bound; checkpointed)
+        self._step_camera: Camera | None = None  # the step's uncropped cameras (open_surfaces records them)
         self.band_events = 0  # maintenance events done (the schedule position; checkpointed)
         self.cameras: dict[int, Camera] = {}  # training cameras seen so far, by view index (open_surfaces)
 
@@ -157,14 +172,30 @@ class SparseFlexStrategy(Strategy):
             cap += 1
         return min(due, cap)
 
+    def view_crop(self, scene: Scene, camera: Camera, generator: torch.Generator) -> CropWindow | None:
+        """Crop frusta (spec section 3) once the grid reaches ``crop_from_resolution``: a window centred on a random
+        voxel in view, sized by bisection to hold about ``crop_visibility`` of the voxels; else None."""
+        assert isinstance(scene, SparseFlexScene)
+        self._step_camera = camera
+        grid, c = scene.grid(), self.config
+        if c.crop_from_resolution <= 0 or grid.resolution < c.crop_from_resolution or grid.num_voxels == 0:
+            return None
+        centres, radius = voxel_spheres(grid, scene.box_center, scene.box_side())
+        target = math.ceil(c.crop_visibility * grid.num_voxels)
+        return choose_crop(
+            centres, radius, camera, target=target, min_size=c.crop_min_size, generator=generator
+        )
+
     def after_backward(self, ctx: StrategyContext) -> None:
         scene = ctx.scene
         assert isinstance(scene, SparseFlexScene)
         fraction = ctx.step.fraction
+        self.peak_rendered_voxels = max(self.peak_rendered_voxels, scene.rendered_voxels)
         if self.config.open_surfaces and ctx.step.view_indices is not None:
+            step_camera = self._step_camera if self._step_camera is not None else ctx.step.camera
             for i, view in enumerate(ctx.step.view_indices.tolist()):  # host read: a few indices per step
                 if view not in self.cameras:
-                    self.cameras[view] = ctx.step.camera[i : i + 1]
+                    self.cameras[view] = step_camera[i : i + 1]  # the whole view, not this step's crop
         level = scene.grid().resolution // self.base_resolution
         changed = False
         while level.bit_length() - 1 < self.target_level(fraction):
@@ -184,7 +215,8 @@ class SparseFlexStrategy(Strategy):
         return Camera.cat([self.cameras[k] for k in sorted(self.cameras)])
 
     def state_tensors(self) -> dict[str, Tensor]:
-        out = {"band_events": torch.tensor(self.band_events, dtype=torch.int64)}
+        out = {"band_events": torch.tensor(self.band_events, dtype=torch.int64),
+               "peak_rendered_voxels": torch.tensor(self.peak_rendered_voxels, dtype=torch.int64)}  # fmt: skip
         cams = self._seen_cameras()
         if cams is not None:
             out |= {"cameras.index": torch.tensor(sorted(self.cameras)), "cameras.T_cam_world": cams.T_cam_world,
@@ -194,6 +226,8 @@ class SparseFlexStrategy(Strategy):
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
         if "band_events" in tensors:
             self.band_events = int(tensors["band_events"])
+        if "peak_rendered_voxels" in tensors:
+            self.peak_rendered_voxels = int(tensors["peak_rendered_voxels"])
         if "cameras.index" in tensors:
             width, height = (int(v) for v in tensors["cameras.size"])
             T, K = tensors["cameras.T_cam_world"], tensors["cameras.K"]

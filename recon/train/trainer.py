@@ -187,6 +187,10 @@ class Trainer:
             target_alpha = (
                 None if self.views.alphas is None else self.views.alphas[view_indices.to(self.device)]
             )
+            crop = self.strategy.view_crop(self.scene, camera, self.generator)
+            if crop is not None:  # render and supervise a window of the views only
+                camera, target = crop.camera(camera), crop.image(target)
+                target_alpha = None if target_alpha is None else crop.image(target_alpha)
         self.optimizer.set_learning_rates(step, cfg.steps, progress=fraction)
         options = RenderOptions(
             background=render_background, backend=cfg.backend, depth=True,
