@@ -258,11 +258,21 @@ class SparseFlexScene(Scene):
         grid = self.grid()
         s, deform, weights = self.s, self.deform, self.weights
         if camera is not None and self.config.frustum_culling and grid.num_voxels > 0:
-            centres, radius = voxel_spheres(grid, self.box_center, self.box_side())
-            grid, corner_rows, voxel_rows = sub_grid(grid, frustum_mask(centres, radius, camera))
-            s, deform, weights = s[corner_rows], deform[corner_rows], weights[voxel_rows]
+            centres, radius = self._voxel_spheres()
+            mask = frustum_mask(centres, radius, camera)
+            if not bool(mask.all()):  # host sync; a view of the whole band keeps the grid (no rebuild)
+                grid, corner_rows, voxel_rows = sub_grid(grid, mask)
+                s, deform, weights = s[corner_rows], deform[corner_rows], weights[voxel_rows]
         self.rendered_voxels = grid.num_voxels
         return flexicubes_sparse(grid, s, deform, weights, training=training, backend=backend)
+
+    def _voxel_spheres(self) -> tuple[Tensor, float]:
+        """``voxel_spheres`` of the current grid (cached with it)."""
+        grid = self.grid()
+        cached = getattr(self, "_sphere_cache", None)
+        if cached is None or cached[0] is not grid:
+            self._sphere_cache = (grid, voxel_spheres(grid, self.box_center, self.box_side()))
+        return self._sphere_cache[1]
 
     def box_side(self) -> float:
         """``box_size`` as a Python float (read from the buffer once per loaded or moved box)."""
