@@ -7,7 +7,9 @@ Events are functions of the budget fraction (``StepContext.fraction``), never of
   corners ``s`` from their known 6-neighbours, with zero moments;
 * subdivision at ``subdivide_fractions`` (until ``max_resolution``): every band voxel splits into 8, child ``s``
   trilinear and doubled, ``deform`` reset to 0, weights copied from the parent; all moments restart at zero; a
-  band maintenance follows at once (the split band is twice the band radius wide in fine voxels).
+  band maintenance follows at once (the split band is twice the band radius wide in fine voxels);
+* crop frusta (spec section 3, ``view_crop``) from ``crop_from_resolution`` on: each step renders and supervises a
+  window of its view whose frustum holds about ``crop_visibility`` of the voxels; the scene extracts only those.
 
 All row edits go through the ``ParamOptimizer``. The scene has two row spaces (corners: ``s``, ``deform``; voxels:
 ``weights``); each edit names the groups of one space (``select_rows(..., names=...)``, ``extend_rows``).

@@ -9,7 +9,8 @@ Spec sparseflex.md sections 2, 4.1, 5 (He et al. 2025; Shen et al. 2023). Stored
   ``weights`` (Nv, 21) (raw ``beta 12, alpha 8, gamma 1``), rows in the order of ``sparse_voxel_grid(voxels, R)``;
 * a colour field (hash grid + MLP) queried at world positions normalised to the cube.
 
-Rendering (spec section 5): ``flexicubes_sparse(training=True)`` -> mesh -> ``rasterize`` (hard, 1 layer) ->
+Rendering (spec section 5): ``flexicubes_sparse(training=True)`` of the voxels reaching the cameras' frusta
+(``frustum_culling``, spec section 3) -> mesh -> ``rasterize`` (hard, 1 layer) ->
 ``interpolate`` world position -> colour field -> ``Î = c a + b (1 - a)`` -> ``antialias`` (silhouette gradients).
 """
 
