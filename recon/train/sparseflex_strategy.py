@@ -55,9 +55,10 @@ class SparseFlexStrategyConfig:
     """No subdivision beyond this resolution."""
     max_voxels: int = 4_000_000
     """A subdivision that would exceed this many voxels is skipped (memory guard)."""
-    crop_from_resolution: int = 256
+    crop_from_resolution: int = 0
     """Crop frusta (FSV, spec section 3) from this grid resolution on: each step renders and supervises a window of
-    its view holding about ``crop_visibility`` of the voxels (0: always full images)."""
+    its view holding about ``crop_visibility`` of the voxels (0, the default: always full images; see
+    docs/sparseflex.md for why crops are opt-in)."""
     crop_visibility: float = 0.3
     """alpha_v: the fraction of the band's voxels a crop frustum should hold (spec: 0.1 and 0.3 in the ablations)."""
     crop_min_size: int = 32
