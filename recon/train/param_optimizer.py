@@ -48,7 +48,35 @@ class ParamOptimizer:
         return {pg["name"]: float(pg["lr"]) for pg in self.adam.param_groups}
 
     def step(self) -> None:
+        """One Adam step; rows given to ``hold_rows`` keep their values and moments through it."""
+        held, self._held = getattr(self, "_held", {}), {}
+        saved = []
+        for name, rows in held.items():
+            p = self.groups[name].param
+            state = self.adam.state.get(p)
+            moments = {key: state[key][rows].clone() for key in MOMENT_KEYS} if state else {}
+            saved.append((p, rows, p.data[rows].clone(), moments))
         self.adam.step()
+        with torch.no_grad():
+            for p, rows, values, moments in saved:
+                p.data[rows] = values
+                for key, value in moments.items():
+                    self.adam.state[p][key][rows] = value
+
+    def hold_rows(self, rows: dict[str, Bool[Tensor, " N"]]) -> None:
+        """Rows of per-row groups that the next ``step`` leaves unchanged, parameters and Adam moments (then
+        cleared): rows a step did not render have a zero gradient, but Adam's first moment would still move them.
+
+        Args:
+            rows: group name -> (N,) bool mask over that group's rows.
+        """
+        for name, mask in rows.items():
+            g = self.groups.get(name)
+            if g is None or not g.per_row:
+                raise ValueError(f"hold_rows: {name!r} is not a per-row group")
+            if mask.dtype != torch.bool or mask.shape != (g.param.shape[0],):
+                raise ValueError(f"hold_rows[{name}]: a bool mask of shape ({g.param.shape[0]},) expected")
+        self._held = dict(rows)
 
     def zero_grad(self) -> None:
         self.adam.zero_grad(set_to_none=True)

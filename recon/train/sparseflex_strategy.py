@@ -159,6 +159,7 @@ class SparseFlexStrategy(Strategy):
         self.base_resolution = base_resolution
         self.peak_rendered_voxels = 0  # most voxels one training render extracted (FSV bound; checkpointed)
         self._step_camera: Camera | None = None  # the step's uncropped cameras (open_surfaces records them)
+        self._cropped = False  # whether this step renders a crop (its unrendered rows are held)
         self.band_events = 0  # maintenance events done (the schedule position; checkpointed)
         self.cameras: dict[int, Camera] = {}  # training cameras seen so far, by view index (open_surfaces)
 
@@ -179,15 +180,30 @@ class SparseFlexStrategy(Strategy):
         """Crop frusta (spec section 3) once the grid reaches ``crop_from_resolution``: a window centred on a random
         voxel in view, sized by bisection to hold about ``crop_visibility`` of the voxels; else None."""
         assert isinstance(scene, SparseFlexScene)
-        self._step_camera = camera
+        self._step_camera, self._cropped = camera, False
         grid, c = scene.grid(), self.config
         if c.crop_from_resolution <= 0 or grid.resolution < c.crop_from_resolution or grid.num_voxels == 0:
             return None
+        self._cropped = True
         centres, radius = voxel_spheres(grid, scene.box_center, scene.box_side())
         target = math.ceil(c.crop_visibility * grid.num_voxels)
         return choose_crop(
             centres, radius, camera, target=target, min_size=c.crop_min_size, generator=generator
         )
+
+    def before_backward(self, ctx: StrategyContext) -> None:
+        """With crops, rows the step did not render keep their values and moments through the optimiser step
+        (Adam's momentum would move them with a zero gradient; measured: the band then grows spurious surface)."""
+        scene = ctx.scene
+        assert isinstance(scene, SparseFlexScene)
+        if not self._cropped or scene.rendered_rows is None:
+            return
+        corner_rows, voxel_rows = scene.rendered_rows
+        held_corners = torch.ones(scene.s.shape[0], dtype=torch.bool, device=scene.s.device)
+        held_corners[corner_rows] = False
+        held_voxels = torch.ones(scene.weights.shape[0], dtype=torch.bool, device=scene.s.device)
+        held_voxels[voxel_rows] = False
+        ctx.optimizer.hold_rows({"s": held_corners, "deform": held_corners, "weights": held_voxels})
 
     def after_backward(self, ctx: StrategyContext) -> None:
         scene = ctx.scene

@@ -162,3 +162,29 @@ def test_names_are_validated():
     else:
         raise AssertionError("extend_rows with rows for a group outside names must raise")
     assert c.shape == (5, 2) and v.shape == (3,)
+
+
+def test_hold_rows_keeps_values_and_moments_through_one_step():
+    c, v, opt = _two_spaces()  # one step done: every row has non-zero moments
+    held = torch.tensor([False, True, False, True, False])
+    c0, m0, s0 = c.detach().clone(), _moment(opt, c).clone(), _moment(opt, c, "exp_avg_sq").clone()
+    opt.hold_rows({"c": held})
+    c.grad, v.grad = (
+        torch.zeros_like(c),
+        torch.ones_like(v),
+    )  # zero gradient: Adam's momentum alone moves rows
+    opt.step()
+    assert torch.equal(c.detach()[held], c0[held]) and torch.equal(_moment(opt, c)[held], m0[held])
+    assert torch.equal(_moment(opt, c, "exp_avg_sq")[held], s0[held])
+    assert not torch.equal(c.detach()[~held], c0[~held])  # the other rows moved (momentum of the first step)
+    c1 = c.detach().clone()
+    c.grad, v.grad = torch.zeros_like(c), torch.ones_like(v)
+    opt.step()  # the hold lasted one step
+    assert not torch.equal(c.detach()[held], c1[held])
+    for bad in ({"nope": held}, {"c": torch.ones(4, dtype=torch.bool)}, {"c": torch.ones(5)}):
+        try:
+            opt.hold_rows(bad)
+        except ValueError as exc:
+            assert "hold_rows" in str(exc)
+        else:
+            raise AssertionError(f"hold_rows({bad}) must raise")

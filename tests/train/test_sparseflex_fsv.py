@@ -61,6 +61,29 @@ def test_training_steps_render_crops_with_bounded_voxels(dataset, tmp_path):
     assert int(trainer.strategy.state_tensors()["peak_rendered_voxels"]) == peak
 
 
+def test_rows_outside_the_crop_do_not_move(dataset, tmp_path):
+    """A crop step leaves the corner and voxel rows it did not render unchanged (values and Adam moments)."""
+    trainer = _trainer(dataset, tmp_path, crop_from_resolution=R, crop_visibility=VISIBILITY, crop_min_size=4,
+                       band_every_fraction=1.0)  # fmt: skip
+    scene = trainer.scene
+    trainer.train_step()  # every row gets moments (the sign-flip and weight terms reach all rows)
+    trainer.step += 1
+    before = (scene.s.detach().clone(), scene.weights.detach().clone())
+    moments = trainer.optimizer.adam.state[scene.s]["exp_avg"].clone()
+    trainer.train_step()
+    assert scene.rendered_rows is not None
+    corner_rows, voxel_rows = scene.rendered_rows
+    held_c = torch.ones(scene.s.shape[0], dtype=torch.bool)
+    held_c[corner_rows] = False
+    held_v = torch.ones(scene.weights.shape[0], dtype=torch.bool)
+    held_v[voxel_rows] = False
+    assert held_c.any() and held_v.any()
+    assert torch.equal(scene.s.detach()[held_c], before[0][held_c])
+    assert torch.equal(scene.weights.detach()[held_v], before[1][held_v])
+    assert torch.equal(trainer.optimizer.adam.state[scene.s]["exp_avg"][held_c], moments[held_c])
+    assert not torch.equal(scene.s.detach()[~held_c], before[0][~held_c])  # rendered rows are trained
+
+
 def test_the_training_crop_renders_what_the_whole_band_renders(dataset, tmp_path):
     """The strategy's crop + the scene's culling: a superset of the voxels whose surface is seen in the crop."""
     trainer = _trainer(dataset, tmp_path, crop_from_resolution=R, crop_visibility=VISIBILITY, crop_min_size=4)

@@ -164,6 +164,7 @@ class SparseFlexScene(Scene):
         )
         self._extraction: FlexiCubesOutput | None = None
         self.rendered_voxels = 0  # voxels extracted by the last render (frustum culling; host int)
+        self.rendered_rows: tuple[Tensor, Tensor] | None = None  # its (corner, voxel) rows; None: all rows
 
     # --- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -264,6 +265,9 @@ class SparseFlexScene(Scene):
             if not bool(mask.all()):  # host sync; a view of the whole band keeps the grid (no rebuild)
                 grid, corner_rows, voxel_rows = sub_grid(grid, mask)
                 s, deform, weights = s[corner_rows], deform[corner_rows], weights[voxel_rows]
+                self.rendered_rows = (corner_rows, voxel_rows)
+        if grid is self.grid():
+            self.rendered_rows = None
         self.rendered_voxels = grid.num_voxels
         return flexicubes_sparse(grid, s, deform, weights, training=training, backend=backend)
 
