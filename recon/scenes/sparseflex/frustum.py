@@ -120,14 +120,16 @@ def choose_crop(
     image's aspect) the largest found by bisection whose frustum holds at most ``target`` voxels (``min_size``
     pixels on the shorter side at least; the full image when it holds fewer).
 
-    Host syncs: the voxel count of each bisection step (a few per training step).
+    Draws exactly one number from ``generator``. Host syncs: the voxel count of each bisection step.
     """
     c, w, h = len(camera), camera.width, camera.height
+    # one draw whatever the outcome: data-parallel ranks (different views) keep one generator state
+    u = float(torch.rand((), generator=generator))
     in_view = frustum_mask(centres, radius, camera[0:1]).nonzero()[:, 0]
     full = CropWindow(torch.zeros(c, dtype=torch.int64), torch.zeros(c, dtype=torch.int64), w, h)
     if in_view.numel() <= target:
         return full
-    pick = in_view[torch.randint(in_view.numel(), (1,), generator=generator).item()]
+    pick = in_view[min(int(u * in_view.numel()), in_view.numel() - 1)]
     uv, _ = camera.to(device=centres.device, dtype=centres.dtype).project(centres[pick].expand(c, 1, 3))
     centre = uv[:, 0].cpu()  # (C, 2) the picked voxel in each view (clamped into the image below)
     lo_scale, hi_scale = min(1.0, min_size / min(w, h)), 1.0

@@ -115,3 +115,18 @@ def test_choose_crop_holds_at_most_the_target():
             assert count > 0.3 * target  # bisection finds a crop near the target, not a tiny one
     whole = choose_crop(centres, radius, camera, target=in_view, min_size=2, generator=gen)
     assert (whole.width, whole.height) == (camera.width, camera.height)
+
+
+def test_choose_crop_draws_one_number_whatever_the_outcome():
+    """Data-parallel ranks see different views but share one generator: a full-image answer and a crop must
+    advance it alike."""
+    scene = _scene()
+    camera = _camera((0.0, -2.4, 0.5), size=64)
+    centres, radius = voxel_spheres(scene.grid(), scene.box_center, scene.box_side())
+    full_gen, crop_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    whole = choose_crop(centres, radius, camera, target=10**9, min_size=2, generator=full_gen)
+    crop = choose_crop(
+        centres, radius, camera, target=scene.grid().num_voxels // 2, min_size=2, generator=crop_gen
+    )
+    assert whole.width == camera.width and crop.width < camera.width
+    assert torch.equal(full_gen.get_state(), crop_gen.get_state())
