@@ -5,6 +5,8 @@ Adam moments together or the optimiser state drifts out of alignment; keeping ev
 that a single, tested code path (STYLE.md §7).
 """
 
+from collections.abc import Collection
+
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
@@ -46,29 +48,76 @@ class ParamOptimizer:
         return {pg["name"]: float(pg["lr"]) for pg in self.adam.param_groups}
 
     def step(self) -> None:
+        """One Adam step; rows given to ``hold_rows`` keep their values and moments through it."""
+        held, self._held = getattr(self, "_held", {}), {}
+        saved = []
+        for name, rows in held.items():
+            p = self.groups[name].param
+            state = self.adam.state.get(p)
+            moments = {key: state[key][rows].clone() for key in MOMENT_KEYS} if state else {}
+            saved.append((p, rows, p.data[rows].clone(), moments))
         self.adam.step()
+        with torch.no_grad():
+            for p, rows, values, moments in saved:
+                p.data[rows] = values
+                for key, value in moments.items():
+                    self.adam.state[p][key][rows] = value
+
+    def hold_rows(self, rows: dict[str, Bool[Tensor, " N"]]) -> None:
+        """Rows of per-row groups that the next ``step`` leaves unchanged, parameters and Adam moments (then
+        cleared): rows a step did not render have a zero gradient, but Adam's first moment would still move them.
+
+        Args:
+            rows: group name -> (N,) bool mask over that group's rows.
+        """
+        for name, mask in rows.items():
+            g = self.groups.get(name)
+            if g is None or not g.per_row:
+                raise ValueError(f"hold_rows: {name!r} is not a per-row group")
+            if mask.dtype != torch.bool or mask.shape != (g.param.shape[0],):
+                raise ValueError(f"hold_rows[{name}]: a bool mask of shape ({g.param.shape[0]},) expected")
+        self._held = dict(rows)
 
     def zero_grad(self) -> None:
         self.adam.zero_grad(set_to_none=True)
 
     # --- row surgery ----------------------------------------------------------------------------------------
-    def _row_groups(self) -> list[ParamGroup]:
-        return [g for g in self.groups.values() if g.per_row]
+    def _row_groups(self, names: Collection[str] | None = None) -> list[ParamGroup]:
+        """The per-row groups, or the groups ``names`` (one row space of a scene with several; each must be a
+        per-row group)."""
+        if names is None:
+            return [g for g in self.groups.values() if g.per_row]
+        if isinstance(names, str):
+            raise TypeError(f"names must be a collection of group names, got the string {names!r}")
+        names = list(names)
+        bad = [n for n in names if n not in self.groups or not self.groups[n].per_row]
+        if bad or not names:
+            rows = sorted(g.name for g in self.groups.values() if g.per_row)
+            raise ValueError(f"names must be a non-empty list of per-row groups {rows}, got {names}")
+        counts = {self.groups[n].param.shape[0] for n in names}
+        if len(counts) > 1:
+            raise ValueError(f"names {names}: the groups have different row counts {sorted(counts)}")
+        return [self.groups[n] for n in names]
 
-    def num_rows(self) -> int:
-        rows = {g.param.shape[0] for g in self._row_groups()}
+    def num_rows(self, *, names: Collection[str] | None = None) -> int:
+        """The common row count of the per-row groups (of ``names`` when given)."""
+        rows = {g.param.shape[0] for g in self._row_groups(names)}
         if len(rows) > 1:
             raise AssertionError(f"row parameters disagree on the row count: {rows}")
         return rows.pop() if rows else 0
 
     @torch.no_grad()
-    def select_rows(self, index: Bool[Tensor, " N"] | Int[Tensor, " M"]) -> None:
+    def select_rows(
+        self, index: Bool[Tensor, " N"] | Int[Tensor, " M"], *, names: Collection[str] | None = None
+    ) -> None:
         """Keep (and reorder or repeat) rows of every per-row parameter and of its Adam moments.
 
         Args:
             index: (N,) boolean mask or (M,) integer row indices into the current rows.
+            names: only these per-row groups (one row space, e.g. a scene's corners while its voxels keep their
+                rows); default: every per-row group.
         """
-        for g in self._row_groups():
+        for g in self._row_groups(names):
             p = g.param
             state = self.adam.state.get(p)
             p.data = p.data[index].contiguous()
@@ -78,13 +127,16 @@ class ParamOptimizer:
                     state[key] = state[key][index].contiguous()
 
     @torch.no_grad()
-    def extend_rows(self, new_rows: dict[str, Tensor]) -> None:
+    def extend_rows(self, new_rows: dict[str, Tensor], *, names: Collection[str] | None = None) -> None:
         """Append rows to every per-row parameter; the Adam moments of new rows are zero.
 
         Args:
-            new_rows: one tensor per per-row group name, each (M, *row_shape) with the same M.
+            new_rows: one tensor per per-row group name (of ``names`` when given), each (M, *row_shape) with the
+                same M.
+            names: only these per-row groups (one row space); default: every per-row group.
         """
-        expected = {g.name for g in self._row_groups()}
+        groups = self._row_groups(names)
+        expected = {g.name for g in groups}
         if set(new_rows) != expected:
             raise ValueError(
                 f"extend_rows needs exactly the groups {sorted(expected)}, got {sorted(new_rows)}"
@@ -92,7 +144,7 @@ class ParamOptimizer:
         counts = {v.shape[0] for v in new_rows.values()}
         if len(counts) != 1:
             raise ValueError(f"extend_rows: new row counts differ across groups: {counts}")
-        for g in self._row_groups():
+        for g in groups:
             p = g.param
             extra = new_rows[g.name].to(device=p.device, dtype=p.dtype)
             if extra.shape[1:] != p.shape[1:]:

@@ -124,6 +124,7 @@ def evaluate_run(
         ),  # fmt: skip
         "seconds_per_image": m["seconds_per_image"],
         "num_primitives": scene.num_primitives(),
+        "train_peak_memory": _train_peak_memory(run, step),
     }
     if m["lpips"] is None:
         result["lpips_unavailable_reason"] = m["lpips_unavailable_reason"]
@@ -174,6 +175,20 @@ def _mesh_eval(scene, method: Method, dataset, cfg: TrainConfig, *, split: str, 
     record = mesh_metrics_record(native, dataset, split=split, indices=eval_indices(dataset, split, max_images),
                                  backend=cfg.backend, device=device, made_by=made_by, save_dir=save_dir)  # fmt: skip
     return record | {"build_seconds": build_seconds, "backend": backend_report()}
+
+
+def _train_peak_memory(run: RunDir, step: int) -> dict[str, Any]:
+    """Peak memory of the training process up to the checkpoint of ``step`` (``recon.train.memory``), from the
+    checkpoint's metadata; ``{"unavailable_reason"}`` for checkpoints written before it was recorded."""
+    from recon.checkpoint_io import _read_json
+
+    found = dict(run.checkpoints()).get(step)
+    meta = _read_json(found.with_suffix(".json")) if found is not None else {}
+    if not isinstance(meta.get("peak_memory"), dict):
+        return {
+            "unavailable_reason": f"checkpoint of step {step} records no peak memory (written by an older recon)"
+        }
+    return meta["peak_memory"]
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:

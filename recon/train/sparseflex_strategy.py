@@ -7,15 +7,15 @@ Events are functions of the budget fraction (``StepContext.fraction``), never of
   corners ``s`` from their known 6-neighbours, with zero moments;
 * subdivision at ``subdivide_fractions`` (until ``max_resolution``): every band voxel splits into 8, child ``s``
   trilinear and doubled, ``deform`` reset to 0, weights copied from the parent; all moments restart at zero; a
-  band maintenance follows at once (the split band is twice the band radius wide in fine voxels).
+  band maintenance follows at once (the split band is twice the band radius wide in fine voxels);
+* crop frusta (spec section 3, ``view_crop``) from ``crop_from_resolution`` on: each step renders and supervises a
+  window of its view whose frustum holds about ``crop_visibility`` of the voxels; the scene extracts only those.
 
 All row edits go through the ``ParamOptimizer``. The scene has two row spaces (corners: ``s``, ``deform``; voxels:
-``weights``) while ``ParamOptimizer`` edits every per-row group with one index, so each edit is applied to one row
-space at a time by marking only that space's groups as per-row for the duration of the call (``_row_space``).
+``weights``); each edit names the groups of one space (``select_rows(..., names=...)``, ``extend_rows``).
 """
 
-import contextlib
-from collections.abc import Iterator
+import math
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +32,7 @@ from recon.scenes.sparseflex import (
     remap,
     subdivide,
 )
+from recon.scenes.sparseflex.frustum import CropWindow, choose_crop, voxel_spheres
 from recon.train.param_optimizer import ParamOptimizer
 from recon.train.strategy import Strategy, StrategyContext
 
@@ -54,36 +55,31 @@ class SparseFlexStrategyConfig:
     """No subdivision beyond this resolution."""
     max_voxels: int = 4_000_000
     """A subdivision that would exceed this many voxels is skipped (memory guard)."""
+    crop_from_resolution: int = 0
+    """Crop frusta (FSV, spec section 3) from this grid resolution on: each step renders and supervises a window of
+    its view holding about ``crop_visibility`` of the voxels (0, the default: always full images; see
+    docs/sparseflex.md for why crops are opt-in)."""
+    crop_visibility: float = 0.3
+    """alpha_v: the fraction of the band's voxels a crop frustum should hold (spec: 0.1 and 0.3 in the ablations)."""
+    crop_min_size: int = 32
+    """Shorter side of the smallest crop in pixels (a crop never gets smaller, even above ``crop_visibility``)."""
     open_surfaces: bool = False
     """Prune band voxels that no training camera seen so far covers (spec section 4.4): the surface may stay open
     where the views do not reach. The cameras are those of the training steps (all views after one pass)."""
 
 
-@contextlib.contextmanager
-def _row_space(optimizer: ParamOptimizer, names: tuple[str, ...]) -> Iterator[None]:
-    """Within the block, only the groups ``names`` are per-row for the optimizer's row edits."""
-    saved = {name: g.per_row for name, g in optimizer.groups.items()}
-    try:
-        for name, g in optimizer.groups.items():
-            g.per_row = saved[name] and name in names
-        yield
-    finally:
-        for name, g in optimizer.groups.items():
-            g.per_row = saved[name]
-
-
 def _apply(
     optimizer: ParamOptimizer, names: tuple[str, ...], source: Tensor, new_rows: dict[str, Tensor]
 ) -> None:
-    """Make the rows of the groups ``names`` follow ``source`` (old row per new row, -1: the next of ``new_rows``)."""
-    old = optimizer.groups[names[0]].param.shape[0]
+    """Make the rows of the groups ``names`` (one row space) follow ``source`` (old row per new row, -1: the next
+    of ``new_rows``)."""
+    old = optimizer.num_rows(names=names)
     fresh = source < 0
     index = source.clone()
     index[fresh] = old + torch.arange(int(fresh.sum()), device=source.device)
-    with _row_space(optimizer, names):
-        if int(fresh.sum()) > 0:
-            optimizer.extend_rows(new_rows)
-        optimizer.select_rows(index)
+    if int(fresh.sum()) > 0:
+        optimizer.extend_rows(new_rows, names=names)
+    optimizer.select_rows(index, names=names)
 
 
 def seen_voxels(scene: SparseFlexScene, voxels: Tensor, cameras: Camera) -> Tensor:
@@ -155,8 +151,15 @@ class SparseFlexStrategy(Strategy):
             raise ValueError(
                 f"strategy.subdivide_fractions must be increasing, got {config.subdivide_fractions}"
             )
+        if not 0 < config.crop_visibility <= 1:
+            raise ValueError(f"strategy.crop_visibility must be in (0, 1], got {config.crop_visibility}")
+        if config.crop_min_size < 1 or config.crop_from_resolution < 0:
+            raise ValueError("strategy.crop_min_size must be >= 1 and strategy.crop_from_resolution >= 0")
         self.config = config
         self.base_resolution = base_resolution
+        self.peak_rendered_voxels = 0  # most voxels one training render extracted (FSV bound; checkpointed)
+        self._step_camera: Camera | None = None  # the step's uncropped cameras (open_surfaces records them)
+        self._cropped = False  # whether this step renders a crop (its unrendered rows are held)
         self.band_events = 0  # maintenance events done (the schedule position; checkpointed)
         self.cameras: dict[int, Camera] = {}  # training cameras seen so far, by view index (open_surfaces)
 
@@ -173,14 +176,45 @@ class SparseFlexStrategy(Strategy):
             cap += 1
         return min(due, cap)
 
+    def view_crop(self, scene: Scene, camera: Camera, generator: torch.Generator) -> CropWindow | None:
+        """Crop frusta (spec section 3) once the grid reaches ``crop_from_resolution``: a window centred on a random
+        voxel in view, sized by bisection to hold about ``crop_visibility`` of the voxels; else None."""
+        assert isinstance(scene, SparseFlexScene)
+        self._step_camera, self._cropped = camera, False
+        grid, c = scene.grid(), self.config
+        if c.crop_from_resolution <= 0 or grid.resolution < c.crop_from_resolution or grid.num_voxels == 0:
+            return None
+        self._cropped = True
+        centres, radius = voxel_spheres(grid, scene.box_center, scene.box_side())
+        target = math.ceil(c.crop_visibility * grid.num_voxels)
+        return choose_crop(
+            centres, radius, camera, target=target, min_size=c.crop_min_size, generator=generator
+        )
+
+    def before_backward(self, ctx: StrategyContext) -> None:
+        """With crops, rows the step did not render keep their values and moments through the optimiser step
+        (Adam's momentum would move them with a zero gradient; measured: the band then grows spurious surface)."""
+        scene = ctx.scene
+        assert isinstance(scene, SparseFlexScene)
+        if not self._cropped or scene.rendered_rows is None:
+            return
+        corner_rows, voxel_rows = scene.rendered_rows
+        held_corners = torch.ones(scene.s.shape[0], dtype=torch.bool, device=scene.s.device)
+        held_corners[corner_rows] = False
+        held_voxels = torch.ones(scene.weights.shape[0], dtype=torch.bool, device=scene.s.device)
+        held_voxels[voxel_rows] = False
+        ctx.optimizer.hold_rows({"s": held_corners, "deform": held_corners, "weights": held_voxels})
+
     def after_backward(self, ctx: StrategyContext) -> None:
         scene = ctx.scene
         assert isinstance(scene, SparseFlexScene)
         fraction = ctx.step.fraction
+        self.peak_rendered_voxels = max(self.peak_rendered_voxels, scene.rendered_voxels)
         if self.config.open_surfaces and ctx.step.view_indices is not None:
+            step_camera = self._step_camera if self._step_camera is not None else ctx.step.camera
             for i, view in enumerate(ctx.step.view_indices.tolist()):  # host read: a few indices per step
                 if view not in self.cameras:
-                    self.cameras[view] = ctx.step.camera[i : i + 1]
+                    self.cameras[view] = step_camera[i : i + 1]  # the whole view, not this step's crop
         level = scene.grid().resolution // self.base_resolution
         changed = False
         while level.bit_length() - 1 < self.target_level(fraction):
@@ -200,7 +234,8 @@ class SparseFlexStrategy(Strategy):
         return Camera.cat([self.cameras[k] for k in sorted(self.cameras)])
 
     def state_tensors(self) -> dict[str, Tensor]:
-        out = {"band_events": torch.tensor(self.band_events, dtype=torch.int64)}
+        out = {"band_events": torch.tensor(self.band_events, dtype=torch.int64),
+               "peak_rendered_voxels": torch.tensor(self.peak_rendered_voxels, dtype=torch.int64)}  # fmt: skip
         cams = self._seen_cameras()
         if cams is not None:
             out |= {"cameras.index": torch.tensor(sorted(self.cameras)), "cameras.T_cam_world": cams.T_cam_world,
@@ -210,6 +245,8 @@ class SparseFlexStrategy(Strategy):
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
         if "band_events" in tensors:
             self.band_events = int(tensors["band_events"])
+        if "peak_rendered_voxels" in tensors:
+            self.peak_rendered_voxels = int(tensors["peak_rendered_voxels"])
         if "cameras.index" in tensors:
             width, height = (int(v) for v in tensors["cameras.size"])
             T, K = tensors["cameras.T_cam_world"], tensors["cameras.K"]

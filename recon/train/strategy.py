@@ -6,11 +6,12 @@ side channels: everything it needs is in the ``StrategyContext``.
 """
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
+import torch
 from torch import Tensor
 
-from recon.core import RenderCapabilities, require_capabilities
+from recon.core import Camera, RenderCapabilities, require_capabilities
 from recon.scenes.base import Scene, StepContext
 from recon.train.param_optimizer import ParamOptimizer
 
@@ -28,6 +29,18 @@ class StrategyContext:
     step: StepContext
     scene: Scene
     optimizer: ParamOptimizer
+
+
+class ViewCrop(Protocol):
+    """A pixel window of each of the step's C views that is rendered and supervised instead of the full images."""
+
+    def camera(self, camera: Camera) -> Camera:
+        """The cameras of the windows (``K`` shifted by the window offsets, the window size)."""
+        ...
+
+    def image(self, images: Tensor) -> Tensor:
+        """The windows of per-view images (C, H, W, ...) -> (C, h, w, ...)."""
+        ...
 
 
 class Strategy:
@@ -48,6 +61,11 @@ class Strategy:
         typed protocol such as ``OccupancyScene``) extend it.
         """
         require_capabilities(type(scene).__name__, scene.capabilities, self.needs, by=type(self).__name__)
+
+    def view_crop(self, scene: Scene, camera: Camera, generator: torch.Generator) -> ViewCrop | None:
+        """The window of the step's views to render and supervise (image batches; e.g. the crop frusta of
+        sparseflex, spec sparseflex.md section 3); None (the default): the full images."""
+        return None
 
     def before_backward(self, ctx: StrategyContext) -> None:
         """Called after rendering and loss computation, before ``backward``."""

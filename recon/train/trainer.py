@@ -44,6 +44,7 @@ from recon.train.config import TrainConfig, model_config_hash
 from recon.train.data import TrainViews, ViewSampler
 from recon.train.evaluate import quick_metrics
 from recon.train.losses import loss_needs, needs_distortion, needs_normals, total_loss
+from recon.train.memory import peak_memory
 from recon.train.methods import Method
 from recon.train.param_optimizer import ParamOptimizer
 from recon.train.ray_batches import RayBatchSampler
@@ -127,7 +128,9 @@ class Trainer:
             cfg.seed
         )  # the one seed of init, view order, backgrounds
         self.views = TrainViews(dataset, device=device)
-        if scene is None:
+        if scene is None and method.init_scene is not None:
+            scene = method.init_scene(cfg, dataset, self.generator)
+        elif scene is None:
             scene = method.scene_cls.from_dataset(cfg.scene, dataset, generator=self.generator)
         self.scene = scene.to(device)
         self.optimizer = ParamOptimizer(self.scene.param_groups())
@@ -180,6 +183,10 @@ class Trainer:
             target_alpha = (
                 None if self.views.alphas is None else self.views.alphas[view_indices.to(self.device)]
             )
+            crop = self.strategy.view_crop(self.scene, camera, self.generator)
+            if crop is not None:  # render and supervise a window of the views only
+                camera, target = crop.camera(camera), crop.image(target)
+                target_alpha = None if target_alpha is None else crop.image(target_alpha)
         self.optimizer.set_learning_rates(step, cfg.steps, progress=fraction)
         options = RenderOptions(
             background=render_background, backend=cfg.backend, depth=True,
@@ -423,7 +430,7 @@ class Trainer:
             return None
         meta = {"method": self.method.name, "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
                 "num_primitives": self.scene.num_primitives(), "model_config_hash": model_config_hash(self.cfg),
-                "backends": backend_report()}  # fmt: skip
+                "backends": backend_report(), "peak_memory": peak_memory(self.device)}  # fmt: skip
         with self._critical():
             path = self.run.save_checkpoint(
                 self.step, self.state_tensors(), meta, keep_last=self.cfg.keep_checkpoints

@@ -49,6 +49,9 @@ def test_train_resume_eval_export_render(data, tmp_path, capsys):
     assert ev["protocol"]["backend"].keys() >= {"isosurface", "raster"}
     assert ev["chamfer"] is not None and ev["fscore"] is not None  # synthetic data has a GT mesh
     assert 5.0 < ev["psnr"] < 60.0
+    # recorded with the checkpoint: this test process's peak RSS; no CUDA on CPU
+    peak = ev["train_peak_memory"]
+    assert 50 * 2**20 < peak["max_rss_bytes"] < 64 * 2**30 and peak["cuda_max_allocated_bytes"] is None
 
     assert eval_cli.main([str(run_dir), "--max-images", "1", "--no-geometry", "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out)["num_images"] == 1

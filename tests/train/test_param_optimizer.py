@@ -107,3 +107,84 @@ def test_learning_rate_schedule_decays_log_linearly():
     assert abs(opt.learning_rates()["v"] - 0.00018) < 1e-9  # geometric mean of 0.0018 and 0.000018
     opt.set_learning_rates(100, 100)
     assert abs(opt.learning_rates()["v"] - 0.000018) < 1e-12
+
+
+def _two_spaces():
+    """Groups ``c`` (5 corner rows) and ``v`` (3 voxel rows) in one optimizer, after one distinct-moment step."""
+    c = nn.Parameter(torch.arange(10, dtype=torch.float32).reshape(5, 2))
+    v = nn.Parameter(torch.arange(3, dtype=torch.float32))
+    opt = ParamOptimizer([ParamGroup("c", c, 0.1), ParamGroup("v", v, 0.1)])
+    c.grad, v.grad = torch.arange(10, dtype=torch.float32).reshape(5, 2) + 1, torch.arange(3.0) + 1
+    opt.step()
+    return c, v, opt
+
+
+def test_names_edit_one_row_space_and_leave_the_other():
+    c, v, opt = _two_spaces()
+    c0, mc0 = c.detach().clone(), _moment(opt, c).clone()
+    v0, mv0 = v.detach().clone(), _moment(opt, v, "exp_avg_sq").clone()
+    opt.extend_rows({"c": torch.full((2, 2), 4.0)}, names=["c"])
+    opt.select_rows(torch.tensor([6, 0, 3, 5]), names=("c",))
+    assert c.shape == (4, 2) and opt.num_rows(names=["c"]) == 4 and opt.num_rows(names=["v"]) == 3
+    assert torch.equal(c.detach()[[1, 2]], c0[[0, 3]]) and torch.equal(
+        c.detach()[[0, 3]], torch.full((2, 2), 4.0)
+    )
+    assert torch.equal(_moment(opt, c)[[1, 2]], mc0[[0, 3]])
+    assert torch.count_nonzero(_moment(opt, c)[[0, 3]]) == 0  # new rows: zero moments
+    # the other space is untouched, parameter and moments
+    assert torch.equal(v.detach(), v0) and torch.equal(_moment(opt, v, "exp_avg_sq"), mv0)
+    opt.select_rows(torch.tensor([True, False, True]), names=["v"])
+    assert torch.equal(v.detach(), v0[[0, 2]]) and torch.equal(_moment(opt, v, "exp_avg_sq"), mv0[[0, 2]])
+    assert c.shape == (4, 2)
+    c.grad, v.grad = torch.ones_like(c), torch.ones_like(v)
+    opt.step()  # the optimiser still steps both (shapes of params and moments agree)
+
+
+def test_names_are_validated():
+    c, v, opt = _two_spaces()
+    for bad in (["nope"], [], "c"):
+        try:
+            opt.select_rows(torch.tensor([0]), names=bad)
+        except (ValueError, TypeError) as exc:
+            assert "names" in str(exc)
+        else:
+            raise AssertionError(f"names={bad!r} must raise")
+    try:  # groups of different row counts are two row spaces: one edit cannot cover both
+        opt.select_rows(torch.tensor([0]), names=["c", "v"])
+    except ValueError as exc:
+        assert "row counts" in str(exc)
+    else:
+        raise AssertionError("names spanning two row spaces must raise")
+    try:
+        opt.extend_rows({"c": torch.zeros(1, 2), "v": torch.zeros(1)}, names=["c"])
+    except ValueError as exc:
+        assert "groups" in str(exc)
+    else:
+        raise AssertionError("extend_rows with rows for a group outside names must raise")
+    assert c.shape == (5, 2) and v.shape == (3,)
+
+
+def test_hold_rows_keeps_values_and_moments_through_one_step():
+    c, v, opt = _two_spaces()  # one step done: every row has non-zero moments
+    held = torch.tensor([False, True, False, True, False])
+    c0, m0, s0 = c.detach().clone(), _moment(opt, c).clone(), _moment(opt, c, "exp_avg_sq").clone()
+    opt.hold_rows({"c": held})
+    c.grad, v.grad = (
+        torch.zeros_like(c),
+        torch.ones_like(v),
+    )  # zero gradient: Adam's momentum alone moves rows
+    opt.step()
+    assert torch.equal(c.detach()[held], c0[held]) and torch.equal(_moment(opt, c)[held], m0[held])
+    assert torch.equal(_moment(opt, c, "exp_avg_sq")[held], s0[held])
+    assert not torch.equal(c.detach()[~held], c0[~held])  # the other rows moved (momentum of the first step)
+    c1 = c.detach().clone()
+    c.grad, v.grad = torch.zeros_like(c), torch.ones_like(v)
+    opt.step()  # the hold lasted one step
+    assert not torch.equal(c.detach()[held], c1[held])
+    for bad in ({"nope": held}, {"c": torch.ones(4, dtype=torch.bool)}, {"c": torch.ones(5)}):
+        try:
+            opt.hold_rows(bad)
+        except ValueError as exc:
+            assert "hold_rows" in str(exc)
+        else:
+            raise AssertionError(f"hold_rows({bad}) must raise")

@@ -7,18 +7,16 @@ Euclidean distance transform in voxel units, offset by half a voxel so the surfa
 outside corner, and clipped to ``[-clip, clip]``.
 """
 
-import numpy as np
 import torch
 from jaxtyping import Float
-from scipy.ndimage import distance_transform_edt
 from torch import Tensor
 
 from recon.core.errors import ReconError
+from recon.scenes.sparseflex.field_init import corner_points, occupancy_corner_sdf
 
 __all__ = ["MASK_THRESHOLD", "hull_corner_sdf"]
 
 MASK_THRESHOLD = 0.5  # alpha below which a pixel is background
-HALF_VOXEL = 0.5  # the hull surface lies half-way between the last inside and the first outside corner
 
 
 def _view_indices(num_views: int, max_views: int) -> list[int]:
@@ -54,9 +52,7 @@ def hull_corner_sdf(
         ReconError: the dataset has no training masks, or the hull is empty / fills the whole box.
     """
     n = resolution + 1
-    axis = torch.arange(n, dtype=torch.float32) / resolution - 0.5
-    unit = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-    points = center.float().cpu() + size * unit
+    points = corner_points(resolution, center, size)
     misses = torch.zeros(len(points), dtype=torch.int32)
     used = 0
     for i in _view_indices(len(dataset.splits["train"]), max_views):
@@ -73,13 +69,5 @@ def hull_corner_sdf(
         misses += (in_frame & background).to(torch.int32)
     if used == 0:
         raise ReconError("sparseflex initialisation needs training masks (RGBA images or mask files)")
-    inside = (misses <= tolerance).reshape(n, n, n).numpy()
-    if not inside.any() or inside.all():
-        raise ReconError(
-            f"the visual hull at resolution {resolution} is {'empty' if not inside.any() else 'the whole box'}: "
-            "check the masks and the scene box"
-        )
-    outside_dist = distance_transform_edt(~inside)  # outside points: distance to the nearest inside corner
-    inside_dist = distance_transform_edt(inside)
-    sdf = np.where(inside, -(inside_dist - HALF_VOXEL), outside_dist - HALF_VOXEL)
-    return torch.from_numpy(np.clip(sdf, -clip, clip)).float()
+    inside = (misses <= tolerance).reshape(n, n, n)
+    return occupancy_corner_sdf(inside, clip=clip, what="the visual hull (check the masks and the scene box)")

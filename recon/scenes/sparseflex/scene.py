@@ -9,7 +9,8 @@ Spec sparseflex.md sections 2, 4.1, 5 (He et al. 2025; Shen et al. 2023). Stored
   ``weights`` (Nv, 21) (raw ``beta 12, alpha 8, gamma 1``), rows in the order of ``sparse_voxel_grid(voxels, R)``;
 * a colour field (hash grid + MLP) queried at world positions normalised to the cube.
 
-Rendering (spec section 5): ``flexicubes_sparse(training=True)`` -> mesh -> ``rasterize`` (hard, 1 layer) ->
+Rendering (spec section 5): ``flexicubes_sparse(training=True)`` of the voxels reaching the cameras' frusta
+(``frustum_culling``, spec section 3) -> mesh -> ``rasterize`` (hard, 1 layer) ->
 ``interpolate`` world position -> colour field -> ``Î = c a + b (1 - a)`` -> ``antialias`` (silhouette gradients).
 """
 
@@ -43,6 +44,8 @@ from recon.scenes.base import (
 )
 from recon.scenes.fields import cube_box
 from recon.scenes.sparseflex.color import ColorField
+from recon.scenes.sparseflex.components import large_components
+from recon.scenes.sparseflex.frustum import frustum_mask, sub_grid, voxel_spheres
 from recon.scenes.sparseflex.grid_ops import dilate, surface_voxel_mask
 from recon.scenes.sparseflex.hull import hull_corner_sdf
 
@@ -105,6 +108,12 @@ class SparseFlexSceneConfig:
     """Weight of mean(L_dev) (spec: 0.5)."""
     weight_reg_weight: float = 0.1
     """Weight of mean |raw beta, raw alpha| (spec: 0.1)."""
+    export_min_component: float = 0.01
+    """Export drops connected components with fewer faces than this fraction of the largest (floaters; 0 keeps
+    every component)."""
+    frustum_culling: bool = True
+    """Extract and rasterise only the voxels whose bounding sphere (plus the reach of their faces) meets the
+    frustum of the rendered cameras (spec section 3, FSV); the image is the same, the cost follows the view."""
 
 
 class SparseFlexScene(Scene):
@@ -154,6 +163,8 @@ class SparseFlexScene(Scene):
             config.color_grid, config.color_hidden_dim, config.color_hidden_layers, generator=generator
         )
         self._extraction: FlexiCubesOutput | None = None
+        self.rendered_voxels = 0  # voxels extracted by the last render (frustum culling; host int)
+        self.rendered_rows: tuple[Tensor, Tensor] | None = None  # its (corner, voxel) rows; None: all rows
 
     # --- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -225,6 +236,7 @@ class SparseFlexScene(Scene):
     def load_state_dict_resizing(self, state: dict[str, Tensor]) -> None:
         super().load_state_dict_resizing(state)
         self._grid_cache = None
+        self._box_size_host = None
 
     def num_primitives(self) -> int:
         return self.voxels.shape[0]
@@ -236,11 +248,43 @@ class SparseFlexScene(Scene):
         """World -> the colour field's ``[0, 1]^3``."""
         return (x_world - self.box_center.to(x_world.dtype)) / self.box_size.to(x_world.dtype) + 0.5
 
-    def extract(self, *, training: bool, backend: str = "auto") -> FlexiCubesOutput:
-        """The FlexiCubes mesh of the band in the unit box (``training``: centre vertex + 4-triangle fans)."""
-        return flexicubes_sparse(
-            self.grid(), self.s, self.deform, self.weights, training=training, backend=backend
-        )
+    def extract(
+        self, *, training: bool, backend: str = "auto", camera: Camera | None = None
+    ) -> FlexiCubesOutput:
+        """The FlexiCubes mesh of the band in the unit box (``training``: centre vertex + 4-triangle fans).
+
+        With ``camera`` (and ``config.frustum_culling``), only the voxels that reach its frusta are extracted
+        (``recon.scenes.sparseflex.frustum``): every face visible in those cameras is still produced.
+        ``rendered_voxels`` records how many voxels were extracted.
+        """
+        grid = self.grid()
+        s, deform, weights = self.s, self.deform, self.weights
+        if camera is not None and self.config.frustum_culling and grid.num_voxels > 0:
+            centres, radius = self._voxel_spheres()
+            mask = frustum_mask(centres, radius, camera)
+            if not bool(mask.all()):  # host sync; a view of the whole band keeps the grid (no rebuild)
+                grid, corner_rows, voxel_rows = sub_grid(grid, mask)
+                s, deform, weights = s[corner_rows], deform[corner_rows], weights[voxel_rows]
+                self.rendered_rows = (corner_rows, voxel_rows)
+        if grid is self.grid():
+            self.rendered_rows = None
+        self.rendered_voxels = grid.num_voxels
+        return flexicubes_sparse(grid, s, deform, weights, training=training, backend=backend)
+
+    def _voxel_spheres(self) -> tuple[Tensor, float]:
+        """``voxel_spheres`` of the current grid (cached with it)."""
+        grid = self.grid()
+        cached = getattr(self, "_sphere_cache", None)
+        if cached is None or cached[0] is not grid:
+            self._sphere_cache = (grid, voxel_spheres(grid, self.box_center, self.box_side()))
+        return self._sphere_cache[1]
+
+    def box_side(self) -> float:
+        """``box_size`` as a Python float (read from the buffer once per loaded or moved box)."""
+        cached = getattr(self, "_box_size_host", None)
+        if cached is None or cached[0] is not self.box_size:
+            self._box_size_host = (self.box_size, float(self.box_size))  # one host read per loaded box
+        return self._box_size_host[1]
 
     # --- Scene interface ------------------------------------------------------------------------------------
     def param_groups(self) -> list[ParamGroup]:
@@ -276,7 +320,7 @@ class SparseFlexScene(Scene):
         """
         camera = camera.to(device=self.s.device, dtype=self.s.dtype)
         training = torch.is_grad_enabled()
-        out = self.extract(training=training, backend=options.backend)
+        out = self.extract(training=training, backend=options.backend, camera=camera)
         self._extraction = out if training else None
         c, h, w = len(camera), camera.height, camera.width
         background = options.background
@@ -342,11 +386,21 @@ class SparseFlexScene(Scene):
 
     @torch.no_grad()
     def export_mesh(self, options: ExportOptions) -> Mesh:
-        """The inference-mode surface (gamma diagonal split) in the world frame, with colour-field vertex colours."""
+        """The inference-mode surface (gamma diagonal split) in the world frame, with colour-field vertex colours;
+        components smaller than ``export_min_component`` of the largest are dropped (floaters), and unused vertices
+        with them."""
         out = self.extract(training=False)
-        vertices = self.to_world(out.vertices)
+        keep = large_components(
+            out.faces, out.vertices.shape[0], min_fraction=self.config.export_min_component
+        )
+        faces = out.faces[keep]
+        used = torch.zeros(out.vertices.shape[0], dtype=torch.bool, device=faces.device)
+        used[faces.reshape(-1)] = True
+        new_index = torch.cumsum(used, 0) - 1
+        vertices = self.to_world(out.vertices[used])
+        faces = new_index[faces]
         colors = self.color(self.to_unit(vertices)).clamp(0, 1) if vertices.shape[0] else vertices.clone()
-        return Mesh(vertices=vertices, faces=out.faces, vertex_colors=colors)
+        return Mesh(vertices=vertices, faces=faces, vertex_colors=colors)
 
 
 def _all_voxels(r: int) -> Int[Tensor, "N 3"]:

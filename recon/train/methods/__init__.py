@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from recon.core.errors import NotAvailableYet, ReconError
 from recon.scenes.base import Scene
 from recon.train.capacity import CapacityRule
@@ -38,6 +40,9 @@ class Method:
         adapt_to_dataset: resolves the config's dataset-dependent (``auto``) settings from the loaded dataset
             before training, returning the config and a one-line note of what it chose; idempotent (a resumed
             run's resolved config passes unchanged); None: nothing depends on the dataset.
+        init_scene: builds the initial scene from the run config, the dataset and the generator when the method
+            has options beyond ``scene_cls.from_dataset(cfg.scene, dataset, generator=...)`` (the default when
+            None), e.g. sparseflex's ``--init-from RUN_DIR``.
     """
 
     name: str
@@ -49,6 +54,7 @@ class Method:
     write_native: Callable[[Scene, Path], Path] | None = None
     capacity: tuple[CapacityRule, ...] = ()
     adapt_to_dataset: Callable[[TrainConfig, Any], tuple[TrainConfig, str]] | None = None
+    init_scene: Callable[[TrainConfig, Any, torch.Generator], Scene] | None = None
 
 
 REGISTRY: dict[str, tuple[str | None, str]] = {

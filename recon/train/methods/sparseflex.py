@@ -2,10 +2,14 @@
 
 from dataclasses import dataclass, field
 
+import torch
+
+from recon.scenes.base import Scene
 from recon.scenes.sparseflex import SparseFlexScene, SparseFlexSceneConfig
 from recon.train.config import BackgroundMode, TrainConfig
 from recon.train.losses import LossConfig
 from recon.train.methods import Method
+from recon.train.sparseflex_init import scene_from_run
 from recon.train.sparseflex_strategy import SparseFlexStrategy, SparseFlexStrategyConfig
 from recon.train.strategy import Strategy
 
@@ -26,12 +30,23 @@ class SparseFlexTrainConfig(TrainConfig):
     """Random background per step (spec section 5: forces the mask to be explained by geometry)."""
     loss: LossConfig = field(default_factory=lambda: SPARSEFLEX_LOSS)
     """Photometric loss on the image (mask and FlexiCubes terms come from the scene's regularisers)."""
+    init_from: str = ""
+    """A trained nerf or neus run directory: the initial band surrounds its field's level set (neus: SDF sign;
+    nerf: the density it exports its mesh at) instead of the visual hull of the masks. Same dataset required."""
     scene: SparseFlexSceneConfig = field(default_factory=SparseFlexSceneConfig)
     strategy: SparseFlexStrategyConfig = field(default_factory=SparseFlexStrategyConfig)
 
 
 def _strategy(cfg: TrainConfig, num_views: int) -> Strategy:
     return SparseFlexStrategy(cfg.strategy, base_resolution=cfg.scene.resolution)
+
+
+def _init_scene(cfg: TrainConfig, dataset, generator: torch.Generator) -> Scene:
+    """The band around the visual hull, or around the level set of the ``--init-from`` run's field."""
+    assert isinstance(cfg, SparseFlexTrainConfig)
+    if cfg.init_from:
+        return scene_from_run(cfg.scene, dataset, cfg.init_from, generator=generator)
+    return SparseFlexScene.from_dataset(cfg.scene, dataset, generator=generator)
 
 
 METHOD = Method(
@@ -41,4 +56,5 @@ METHOD = Method(
     SparseFlexStrategyConfig,
     SparseFlexScene,
     _strategy,
+    init_scene=_init_scene,
 )
