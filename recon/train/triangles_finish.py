@@ -41,6 +41,8 @@ import torch.nn.functional as F
 from jaxtyping import Bool
 from torch import Tensor
 
+from recon.train import distributed
+
 SIGMA_START = 2.0  # sigma cap at the start of the phase (above the initial 1.16: no effect yet)
 PROGRESS_EPS = 1e-9  # fractions of step budgets land exactly on the threshold: count those as reached
 OPAQUE_LOGIT = (
@@ -156,7 +158,7 @@ class OpaqueFinish:
     def after_step(self, scene, optimizer, fraction: float, *, strategy=None) -> bool:
         """Apply the phase's edits to ``scene`` (a TriangleSplatScene) after the optimiser step at ``fraction``;
         the threshold edits rows through ``optimizer`` (a ParamOptimizer), relocating them when ``strategy`` (the
-        TriangleMCMC, for its image sizes and generator) is given and ``relocate`` is on, else pruning them.
+        TriangleMCMC, for its generator) is given and ``relocate`` is on, else pruning them.
         Returns whether rows were edited (the strategy's per-row statistics must start over)."""
         from recon.scenes.triangles import SIGMA_OFFSET
 
@@ -211,6 +213,10 @@ class OpaqueFinish:
         """
         n_leave = int(leave.sum())
         score = self.error.to(leave.device) if self.error.shape[0] == leave.shape[0] else None
+        if distributed.world_size() > 1:
+            # data parallel: every rank draws from the same scores (a collective, at the same step everywhere)
+            score = score if score is not None else torch.zeros(leave.shape, device=leave.device)
+            distributed.all_reduce_(score, "max")
         optimizer.select_rows(~leave)
         if n_leave == 0 or score is None:
             self.error = torch.zeros(0)
