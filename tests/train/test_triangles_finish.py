@@ -108,9 +108,10 @@ def test_strategy_wires_the_finish_and_checkpoints_it(gen):
     strat = TriangleMCMC(cfg, num_views=10, max_sh_degree=0)
     assert strat.finish is not None and strat.finish.config.sigma_end == 0.05
     strat.finish.done = True
+    strat.finish.error = torch.tensor([0.0, 0.25, 0.5])
     restored = TriangleMCMC(cfg, num_views=10, max_sh_degree=0)
     restored.load_state_tensors(strat.state_tensors())
-    assert restored.finish.done
+    assert restored.finish.done and torch.equal(restored.finish.error, strat.finish.error)
 
 
 def _strategy(n: int, **finish) -> TriangleMCMC:
@@ -243,7 +244,8 @@ def test_finished_soup_renders_like_its_splats(tmp_path):
     data = write_scene("object", tmp_path / "data", views=8, test_views=2, resolution=32)
     gap, ev = _gap(data, tmp_path / "opaque", "opaque")
     assert abs(gap) <= FINISHED_MAX_GAP_DB, ev
-    assert ev["mesh"]["num_faces"] == ev["num_primitives"]  # every remaining triangle is opaque and exported
+    # every remaining triangle is exported, i.e. has opacity >= the export's min_opacity 0.5 (the finish sets 0.99988)
+    assert ev["mesh"]["num_faces"] == ev["num_primitives"]
     # the soup keeps its size through the phase (steps 57-80): the transparent rows are relocated, not pruned
     # (events at steps 60 and 70 and the threshold add at most 2 rows each; too few parents could shrink it)
     logged = [json.loads(line) for line in (tmp_path / "opaque" / "metrics.jsonl").read_text().splitlines()]
