@@ -71,7 +71,7 @@ class TriangleMCMCConfig:
     """none | opaque: end with the opaque finish (``recon.train.triangles_finish``): sharpen the windows, push
     opacities to {0, 1}, prune the transparent triangles, so the exported soup renders in a standard rasteriser."""
     finish_fraction: float = 0.15
-    """Opaque finish: the last fraction of the budget it takes (densification events become prunes in it)."""
+    """Opaque finish: the last fraction of the budget it takes (densification events become relocations in it)."""
     finish_sigma: float = 0.02
     """Opaque finish: window sharpness sigma reached at the threshold."""
     finish_threshold_at: float = 0.5
@@ -80,6 +80,8 @@ class TriangleMCMCConfig:
     """Opaque finish: triangles below this opacity are pruned at the threshold."""
     finish_push: str = "binary"
     """Opaque finish: binary (opacities pushed towards {0, 1} around the threshold) | up (a floor rising to 1)."""
+    finish_relocate: bool = True
+    """Opaque finish: move transparent and hidden triangles to high-error regions instead of pruning them."""
 
 
 class TriangleMCMC(Strategy):
@@ -157,13 +159,19 @@ class TriangleMCMC(Strategy):
             self.reduce_statistics()
         if kind == "densify" and self.finish is not None and self.finish.progress(fraction) >= 0.0:
             kind = "prune"  # no clones (which halve opacities) once the opaque finish has begun
+        if self.finish is not None:
+            self.finish.observe(scene, step)
         if kind == "densify":
             self.densify_and_prune(ctx, fraction)
+        elif kind == "prune" and self.finish is not None and self.finish.relocates(fraction):
+            dead = self.dead_mask(scene.opacities().detach(), 1.0, size_rule=False)
+            self.finish.relocate(scene, ctx.optimizer, dead, self)
+            self.events += 1
+            self._reset_stats(scene.num_primitives(), scene.vertices.device)
         elif kind == "prune":
             self.prune(ctx)
-        if self.finish is not None:
-            self.finish.after_step(scene, ctx.optimizer, fraction)
-            self._ensure_size(scene.num_primitives(), scene.vertices.device)
+        if self.finish is not None and self.finish.after_step(scene, ctx.optimizer, fraction, strategy=self):
+            self._reset_stats(scene.num_primitives(), scene.vertices.device)
 
     def reduce_statistics(self, *, for_checkpoint: bool = False) -> None:
         """Data parallel: combine the ranks' statistics (a collective: every rank calls it at the same step).
@@ -336,7 +344,9 @@ class TriangleMCMC(Strategy):
             self.last_event_period, self.last_event_step = (int(v) for v in tensors["last_event"])
         self.generator.set_state(tensors["generator"].to(torch.uint8))
         if self.finish is not None and "finish.done" in tensors:
-            self.finish.load_state_tensors({"done": tensors["finish.done"]})
+            self.finish.load_state_tensors(
+                {k[len("finish.") :]: v for k, v in tensors.items() if k.startswith("finish.")}
+            )
 
 
 def _finish(config: TriangleMCMCConfig) -> OpaqueFinish | None:
@@ -347,7 +357,8 @@ def _finish(config: TriangleMCMCConfig) -> OpaqueFinish | None:
         raise ValueError(f"strategy.finish must be 'none' or 'opaque', got {config.finish!r}")
     return OpaqueFinish(OpaqueFinishConfig(fraction=config.finish_fraction, sigma_end=config.finish_sigma,
                                            threshold_at=config.finish_threshold_at,
-                                           threshold=config.finish_threshold, push=config.finish_push))  # fmt: skip
+                                           threshold=config.finish_threshold, push=config.finish_push,
+                                           relocate=config.finish_relocate))  # fmt: skip
 
 
 def subdivide(tri: Float[Tensor, "M 3 3"]) -> Float[Tensor, "M 4 3 3"]:
