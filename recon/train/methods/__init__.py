@@ -31,7 +31,9 @@ class Method:
         strategy_config_cls: the strategy's config dataclass.
         scene_cls: the Scene class (``from_dataset`` / ``empty`` constructors).
         make_strategy: builds the strategy from the run config and the number of training views.
-        write_native: writes the representation's own file format (with every attribute) or is None.
+        write_native: ``write_native(scene, folder)`` writes the representation's own files (every attribute)
+            into the existing folder ``folder`` and returns the main one (``recon export --format native``);
+            None when the method has none.
     """
 
     name: str
