@@ -328,11 +328,8 @@ class SuperquadricScene(Scene):
         """Opaque alive blocks (α > ``opaque_threshold``) and the reduced ground (spec 11) in the normalised frame,
         vertex colours sampled from the textures (``recon.core.Mesh`` holds no textures; the textured OBJ/GLB and
         ``primitives.json`` come from :func:`recon.scenes.superquadrics.export.export_blocks`)."""
-        blocks = self.blocks().detached()
         blocks = self.export_block_set()
         parts = scene_parts(blocks, cfg=self.config, T_world_canon=self.T_world_canon, full=False)
-        if not self.config.ground:
-            parts = [p for p in parts if p.name != "ground"]
         vertices, faces, colors, offset = [], [], [], 0
         for part in parts:
             image = torch.from_numpy(part.image).double() / 255.0
