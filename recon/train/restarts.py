@@ -7,6 +7,9 @@ paper's "random" row). Both picks and every run's final loss go to ``RUN_DIR/res
 
 The training itself is a callable ``train_one(seed, run_dir) -> None`` (the CLI passes one that runs
 ``recon train`` with ``--seed`` and ``--run-dir``), so this module has no CLI or trainer dependency.
+
+``recon eval RUN`` and ``recon export RUN`` on such a parent act on the run that ``restarts.json`` selected
+(:func:`resolve_restarts_parent`) and say which on standard error.
 """
 
 import json
@@ -23,6 +26,7 @@ from recon.core.errors import ReconError
 __all__ = [
     "RestartRun",
     "final_training_loss",
+    "resolve_restarts_parent",
     "restarts_main",
     "run_restarts",
     "select_restart",
@@ -122,6 +126,40 @@ def run_restarts(
         runs.append(RestartRun(s, str(sub.relative_to(root)), final_training_loss(sub)))
     path = write_restarts_json(root / RESTARTS_JSON, runs, selection=selection, seed=seed)
     return root / json.loads(path.read_text())["selected"]
+
+
+def resolve_restarts_parent(run_dir: str | Path) -> tuple[Path, str | None]:
+    """The run a command on ``run_dir`` acts on, and a note saying so when it is not ``run_dir`` itself.
+
+    A folder holding ``restarts.json`` (written by :func:`run_restarts`) is a restarts parent: the run it acts on
+    is the one recorded as ``selected`` (under ``run_dir/restarts/``). Any other folder is returned as is.
+
+    Raises:
+        ReconError: ``restarts.json`` is unreadable, of another schema, or its selected run is missing or lies
+            outside ``run_dir``.
+    """
+    root = Path(run_dir)
+    path = root / RESTARTS_JSON
+    if not path.is_file():
+        return root, None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReconError(f"{path}: not a readable restarts record ({exc})") from exc
+    if (
+        not isinstance(data, dict)
+        or data.get("schema") != SCHEMA
+        or not isinstance(data.get("selected"), str)
+    ):
+        raise ReconError(f"{path}: expected schema {SCHEMA!r} with a 'selected' run folder")
+    selected = root / data["selected"]
+    if not selected.resolve().is_relative_to(root.resolve()) or not (selected / "config.yaml").is_file():
+        raise ReconError(f"{path}: the selected run {selected} is not a run folder inside {root}")
+    rule = {"auto": "auto: lowest final training loss", "random": "random: drawn with the base seed"}
+    selection = str(data.get("selection", "unrecorded"))
+    note = (f"{root} is a restarts parent ({len(data.get('runs') or [])} runs): acting on the selected run "
+            f"{selected} (selection {rule.get(selection, selection)})")  # fmt: skip
+    return selected, note
 
 
 def _pop_option(argv: list[str], flag: str) -> tuple[str | None, list[str]]:

@@ -92,6 +92,42 @@ def test_default_output_goes_to_the_run_exports(run_dir, elsewhere, capsys):
         export_cli.main([str(run_dir), "--format", "3dgs-ply"])
 
 
+def test_native_format_writes_the_methods_own_file(run_dir, elsewhere, capsys):
+    """--format native: triangles' write_native (every triangle, splat PLY, normalised frame) into a folder."""
+    from recon.export.splat_ply import scene_from_splat_ply
+    from recon.train.run_io import open_run_config
+    from recon.train.trainer import load_scene
+
+    folder = elsewhere / "native"
+    written = _export([str(run_dir), "--format", "native", "--output", str(folder)], capsys)
+    assert written == [folder / "splats_normalized.ply"] and [p.name for p in folder.iterdir()] == [
+        written[0].name
+    ]
+    run, method, cfg = open_run_config(run_dir)
+    scene, _ = load_scene(method, cfg, run)
+    reloaded = scene_from_splat_ply(written[0])
+    assert reloaded.num_primitives() == scene.num_primitives() > 0
+    with pytest.raises(ReconError, match=r"not empty; pass --force"):
+        export_cli.main([str(run_dir), "--format", "native", "--output", str(folder)])
+    assert (
+        _export([str(run_dir), "--format", "native", "--output", str(folder), "--force"], capsys) == written
+    )
+
+
+def test_native_format_of_a_method_without_one_names_the_formats_it_offers(run_dir, elsewhere):
+    from dataclasses import replace
+
+    from recon.train.run_io import open_run_config
+
+    run, method, cfg = open_run_config(run_dir)
+    args = export_cli.ExportArgs(str(run_dir), format="native")
+    with pytest.raises(
+        ReconError, match=r"method 'triangles' has no native format; it offers --format ply, obj"
+    ):
+        export_cli.export_native(args, run, replace(method, write_native=None), cfg)
+    assert not (run_dir / "exports" / "native").exists()
+
+
 def test_dataset_found_from_the_run_folder_without_dataset_json(run_dir, tmp_path, monkeypatch):
     copy = run_dir.parent / "copy"
     shutil.copytree(run_dir, copy)

@@ -14,6 +14,7 @@ from recon.cli import render as render_cli
 from recon.cli import train as train_cli
 from recon.cli.view import scene_render_fn
 from recon.config import load_config_yaml
+from recon.core.errors import ReconError
 from recon.datasets import load_dataset
 from recon.metrics.image import lpips_unavailable_reason
 from recon.runs import RunDir
@@ -79,16 +80,25 @@ def test_train_resume_eval_render_export(data, tmp_path, capsys):
         len(trimesh.load(str(path), process=False, force="mesh").faces) >= 128
     )  # at least the reduced ground
 
+    # recon export --format native: Method.write_native into RUN/exports/native (primitives.json first)
+    assert export_cli.main([str(run_dir), "--format", "native"]) == 0
+    written = [Path(line) for line in capsys.readouterr().out.strip().splitlines()]
+    native = run_dir / "exports" / "native"
+    assert written[0] == native / "primitives.json" and sorted(written) == sorted(native.iterdir())
+    names = {p.name for p in written}
+    assert {"mesh.obj", "mesh.mtl", "mesh.glb", "mesh_full.obj", "mesh_full.mtl", "mesh_full.glb"} <= names
+    assert any(p.suffix == ".png" for p in written)  # one texture per part
+    with pytest.raises(ReconError, match=r"native.*not empty.*--force"):
+        export_cli.main([str(run_dir), "--format", "native"])
+    with pytest.raises(ReconError, match=r"--frame, --texture and --mesh surface do not apply"):
+        export_cli.main([str(run_dir), "--format", "native", "--frame", "normalized", "--force"])
     method = get_method("superquadrics")
     cfg = load_config_yaml(method.config_cls, run_dir / "config.yaml")
     scene, step = load_scene(method, cfg, RunDir(run_dir))
-    primitives = method.write_native(scene, tmp_path / "native")
-    prims = load_primitives(primitives)
+    prims = load_primitives(written[0])
     assert len(prims.block_index) == scene.num_opaque() and step == 35
     normalization = load_dataset(data).normalization  # original -> normalised
     torch.testing.assert_close(normalization @ prims.T_world_canon, scene.T_world_canon)
-    for name in ("mesh.obj", "mesh.glb", "mesh_full.obj", "mesh_full.glb"):
-        assert (tmp_path / "native" / name).is_file(), name
 
     # the viewer's render callback (recon view / --viewer) on a test camera of the dataset
     camera = load_dataset(data).camera("test", 0)
@@ -97,3 +107,32 @@ def test_train_resume_eval_render_export(data, tmp_path, capsys):
         assert (
             out.rgb.shape == (1, 32, 32, 3) and out.depth is not None and bool(torch.isfinite(out.rgb).all())
         )
+
+
+def test_eval_and_export_of_a_restarts_parent_act_on_the_selected_run(data, tmp_path, capsys):
+    """``recon eval RUN`` / ``recon export RUN`` on the parent of ``--restarts 2`` use the run restarts.json
+    selected, say which on stderr, and follow the record when it selects the other run."""
+    parent = tmp_path / "restarts_run"
+    argv = ["superquadrics", "--data", str(data), "--steps", "4", "--run-dir", str(parent), "--restarts", "2",
+            "--no-final-eval", *TINY]  # fmt: skip
+    assert train_cli.main(argv) == 0
+    record = json.loads((parent / "restarts.json").read_text())
+    selected = parent / record["selected"]
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(selected)
+
+    assert eval_cli.main([str(parent), "--max-images", "1", "--no-geometry", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert f"acting on the selected run {selected}" in captured.err and "auto" in captured.err
+    assert json.loads(captured.out)["num_images"] == 1
+    assert (selected / "eval.json").is_file() and not (parent / "eval.json").exists()
+
+    other = next(r["run_dir"] for r in record["runs"] if r["run_dir"] != record["selected"])
+    (parent / "restarts.json").write_text(json.dumps(record | {"selected": other}))
+    assert export_cli.main([str(parent), "--format", "glb"]) == 0
+    captured = capsys.readouterr()
+    assert Path(captured.out.strip().splitlines()[0]).parent == parent / other / "exports"
+    assert f"acting on the selected run {parent / other}" in captured.err
+
+    (parent / "restarts.json").write_text(json.dumps(record | {"selected": "../elsewhere"}))
+    with pytest.raises(ReconError, match=r"restarts\.json: the selected run .* is not a run folder inside"):
+        export_cli.main([str(parent), "--format", "glb"])

@@ -12,6 +12,7 @@ the same spherical map, so the textures stay valid. Textures are written unpadde
 """
 
 import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -239,7 +240,8 @@ def scene_parts(
     level: int | None = None,
 ) -> list[TexturedPart]:
     """Textured parts of ``mesh`` (``full=False``: opaque blocks + reduced ground) or ``mesh_full`` (all blocks,
-    full ground, background), in the dataset world frame or the canonical frame.
+    full ground, background), in the dataset world frame or the canonical frame. Without ``cfg.ground`` (a scene
+    rendered without its ground) neither has a ground.
 
     Args:
         blocks: the trained parameters.
@@ -256,10 +258,10 @@ def scene_parts(
     level = cfg.export_tessellation_level if level is None else level  # still None: as trained
     if full:
         keep = torch.ones(len(b), dtype=torch.bool, device=b.alpha_logits.device)
-        parts = [_background_part(b, cfg), _ground_part(b, cfg, cfg.z_far)]
+        parts = [_background_part(b, cfg), *([_ground_part(b, cfg, cfg.z_far)] if cfg.ground else [])]
     else:
         keep = opaque_mask(b.alpha_logits, opaque_threshold=cfg.opaque_threshold)
-        parts = [_ground_part(b, cfg, cfg.export_ground_extent)]
+        parts = [_ground_part(b, cfg, cfg.export_ground_extent)] if cfg.ground else []
     parts += _block_parts(b, keep, block_template(cfg, level=level))
     if frame == "world":
         T = T_world_canon.detach().double().cpu()
@@ -300,8 +302,39 @@ def write_textured_obj(parts: list[TexturedPart], path: str | Path) -> Path:
     return path
 
 
+UNLIT = (
+    "KHR_materials_unlit"  # glTF extension: colour = base colour (texture), no lighting (spec 4: ambient 1)
+)
+
+
+def _unlit_glb(glb: bytes) -> bytes:
+    """The GLB ``glb`` with every material made unlit (``KHR_materials_unlit``, listed in ``extensionsUsed``), its
+    base colour factor white (trimesh writes 0.4 grey, which multiplies the texture) and its PBR fallback
+    non-metallic and fully rough, as recon's other GLBs (docs/export.md): the blocks are textured without lighting,
+    and a lit PBR material renders black in a viewer that adds no lights.
+
+    Layout (glTF 2.0, "Binary glTF Layout"): 12-byte header, a JSON chunk padded with spaces to 4 bytes, then the
+    binary chunk, which is copied unchanged."""
+    magic, version, _ = struct.unpack_from("<4sII", glb, 0)
+    json_length, json_type = struct.unpack_from("<I4s", glb, 12)
+    if magic != b"glTF" or version != 2 or json_type != b"JSON":
+        raise ValueError("glb must be a binary glTF 2.0 file starting with its JSON chunk")
+    doc = json.loads(glb[20 : 20 + json_length])
+    for material in doc.get("materials", []):
+        pbr = material.setdefault("pbrMetallicRoughness", {})
+        pbr.update(baseColorFactor=[1.0, 1.0, 1.0, 1.0], metallicFactor=0.0, roughnessFactor=1.0)
+        material.setdefault("extensions", {})[UNLIT] = {}
+    doc["extensionsUsed"] = sorted({*doc.get("extensionsUsed", []), UNLIT})
+    text = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 4)
+    rest = glb[20 + json_length :]
+    header = struct.pack("<4sII", b"glTF", 2, 12 + 8 + len(text) + len(rest))
+    return header + struct.pack("<I4s", len(text), b"JSON") + text + rest
+
+
 def write_glb(parts: list[TexturedPart], path: str | Path) -> Path:
-    """Write a binary glTF with one textured mesh per part (trimesh ``TextureVisuals`` + PIL images)."""
+    """Write a binary glTF with one textured, unlit mesh per part (trimesh ``TextureVisuals`` + PIL images, then
+    :func:`_unlit_glb`)."""
     import trimesh
     from PIL import Image
 
@@ -312,7 +345,7 @@ def write_glb(parts: list[TexturedPart], path: str | Path) -> Path:
         visual = trimesh.visual.TextureVisuals(uv=part.uv.numpy(), image=Image.fromarray(part.image))
         mesh = trimesh.Trimesh(part.vertices.numpy(), part.faces.numpy(), visual=visual, process=False)
         scene.add_geometry(mesh, geom_name=part.name, node_name=part.name)
-    path.write_bytes(scene.export(file_type="glb"))
+    path.write_bytes(_unlit_glb(scene.export(file_type="glb")))
     return path
 
 

@@ -1,7 +1,8 @@
 """``SuperquadricScene``: the blocks world rendered through ``recon.renderers.raster`` (spec superquadrics.md).
 
 Rendering (spec 6, the reference's decoupled renderer): the background sphere and the ground go through a hard
-pass (K = 1, no blur) into the environment colour; the blocks through a soft layered pass (K = ``faces_per_pixel``,
+pass (K = 1, no blur) into the environment colour, with barycentrics *not* detached so that the ground pose (spec 1:
+learnable) gets gradients through its texture lookups; the blocks through a soft layered pass (K = ``faces_per_pixel``,
 blur from the stage's σ converted to px² for the image size) with per-face opacity = the block's α̂ (coarse) or 1
 (fine, opaque blocks only); textures are sampled at the clipped barycentrics (detached, as the DBW recipe) with the
 padded atlas UVs; ``composite`` picks "over" (``C_fg + (1 − m) C_env``) or "reference" (``C_fg m + (1 − m) C_env``).
@@ -199,8 +200,9 @@ class SuperquadricScene(Scene):
             RenderOutput with rgb (C, H, W, 3), alpha = block coverage (C, H, W, 1) and depth (camera z of the
             front block layer where a block covers the pixel centre, else of the environment).
 
-        Differentiable w.r.t. every parameter: block geometry through the soft coverage (barycentrics are
-        detached), α through the layer alphas (coarse stages), textures through the lookups.
+        Differentiable w.r.t. every parameter: block geometry through the soft coverage (the blocks' barycentrics
+        are detached), α through the layer alphas (coarse stages), textures through the lookups, the ground pose
+        through its texture lookups (the environment pass keeps its barycentrics' gradient).
         """
         device = self.alpha_logits.device
         camera = camera.to(device=device, dtype=torch.float32)
@@ -224,15 +226,21 @@ class SuperquadricScene(Scene):
     def _render_environment(
         self, camera: Camera, stage: Stage, const: dict, backend
     ) -> tuple[Tensor, Tensor]:
-        """Hard pass (K = 1) of the background sphere and the ground into (C, H, W, 3) colour and depth."""
+        """Hard pass (K = 1) of the background sphere and the ground into (C, H, W, 3) colour and depth.
+
+        Differentiable w.r.t. the background and ground textures and the ground pose (through the barycentrics of
+        the texture lookups); the depth is detached."""
         verts, faces, uvs = [const["bkg_v"]], [const["bkg_f"]], [const["bkg_uv"]]
         if self.config.ground:
             ground = posed_ground_vertices(const["ground_v"], self.ground_rot6d, self.ground_translation)
             verts.append(ground)
             faces.append(const["ground_f"] + const["bkg_v"].shape[0])
             uvs.append(const["ground_uv"])
-        frags = rasterize(self._to_world(torch.cat(verts)), torch.cat(faces), camera, layers=1, detach_bary=True,
-                          backend=backend)  # fmt: skip
+        # Barycentrics keep their gradient here (unlike the blocks' pass): a hard pass has no coverage gradient,
+        # so the texture lookups are the only path from the image to the ground pose (rot6d, translation).
+        frags = rasterize(
+            self._to_world(torch.cat(verts)), torch.cat(faces), camera, layers=1, backend=backend
+        )
         uv = interpolate(torch.cat(uvs), frags, backend=backend)
         textures = self._textures(
             torch.stack([self.background_texture_logits, self.ground_texture_logits]), stage
@@ -320,11 +328,8 @@ class SuperquadricScene(Scene):
         """Opaque alive blocks (α > ``opaque_threshold``) and the reduced ground (spec 11) in the normalised frame,
         vertex colours sampled from the textures (``recon.core.Mesh`` holds no textures; the textured OBJ/GLB and
         ``primitives.json`` come from :func:`recon.scenes.superquadrics.export.export_blocks`)."""
-        blocks = self.blocks().detached()
         blocks = self.export_block_set()
         parts = scene_parts(blocks, cfg=self.config, T_world_canon=self.T_world_canon, full=False)
-        if not self.config.ground:
-            parts = [p for p in parts if p.name != "ground"]
         vertices, faces, colors, offset = [], [], [], 0
         for part in parts:
             image = torch.from_numpy(part.image).double() / 255.0

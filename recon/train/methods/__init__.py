@@ -35,7 +35,9 @@ class Method:
         strategy_config_cls: the strategy's config dataclass.
         scene_cls: the Scene class (``from_dataset`` / ``empty`` constructors).
         make_strategy: builds the strategy from the run config and the number of training views.
-        write_native: writes the representation's own file format (with every attribute) or is None.
+        write_native: ``write_native(scene, folder)`` writes the representation's own files (every attribute)
+            into the existing folder ``folder`` and returns the main one (``recon export --format native``);
+            None when the method has none.
         capacity: the rules that pick its capacity limits from a time budget (``recon.train.capacity``).
         adapt_to_dataset: resolves the config's dataset-dependent (``auto``) settings from the loaded dataset
             before training, returning the config and a one-line note of what it chose; idempotent (a resumed

@@ -19,11 +19,13 @@ background (the dataset's: no forced colour for opaque captures) need no setting
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
 from recon.datasets.base import camera_centers
 from recon.export.splat_ply import write_splat_ply
+from recon.scenes.base import Scene
 from recon.scenes.scene_type import detect_scene_type
 from recon.scenes.triangles import TriangleSceneConfig, TriangleSplatScene
 from recon.train.capacity import TRIANGLE_CAP
@@ -79,7 +81,15 @@ def adapt_to_dataset(cfg: TrainConfig, dataset) -> tuple[TrainConfig, str]:
     return out, note
 
 
+def write_native(scene: Scene, folder: Path) -> Path:
+    """Every triangle with all its attributes as recon's splat PLY ``folder/splats_normalized.ply``, in the
+    normalised training frame (``recon export --format native``; ``--format splat-ply`` offers other frames)."""
+    if not isinstance(scene, TriangleSplatScene):
+        raise TypeError(f"write_native needs a TriangleSplatScene, got {type(scene).__name__}")
+    return write_splat_ply(scene, Path(folder) / "splats_normalized.ply")
+
+
 METHOD = Method(
     "triangles", TrianglesTrainConfig, TriangleSceneConfig, TriangleMCMCConfig, TriangleSplatScene, _strategy,
-    write_splat_ply, capacity=(TRIANGLE_CAP,), adapt_to_dataset=adapt_to_dataset,
+    write_native, capacity=(TRIANGLE_CAP,), adapt_to_dataset=adapt_to_dataset,
 )  # fmt: skip

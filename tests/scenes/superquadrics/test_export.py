@@ -91,6 +91,14 @@ def test_scene_parts_contents():
     assert [p.name for p in mesh] == ["ground", "block_00", "block_02"]
     full = scene_parts(blocks, cfg=CFG, T_world_canon=torch.eye(4), frame="canonical", full=True)
     assert [p.name for p in full] == ["background", "ground"] + [f"block_{j:02d}" for j in range(4)]
+    no_ground = replace(CFG, ground=False)  # a scene trained without its ground exports none
+    assert [p.name for p in scene_parts(blocks, cfg=no_ground, T_world_canon=torch.eye(4))] == [
+        "block_00",
+        "block_02",
+    ]
+    assert "ground" not in [
+        p.name for p in scene_parts(blocks, cfg=no_ground, T_world_canon=torch.eye(4), full=True)
+    ]
     ground, full_ground = mesh[0], full[1]
     assert float(ground.vertices[:, [0, 2]].abs().max()) == pytest.approx(3.0, abs=1e-5)  # reduced ±3
     assert float(full_ground.vertices[:, [0, 2]].abs().max()) == pytest.approx(10.0, abs=1e-5)

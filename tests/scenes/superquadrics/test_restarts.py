@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from recon.core.errors import ReconError
-from recon.train.restarts import RestartRun, final_training_loss, restarts_main, run_restarts, select_restart
+from recon.train.restarts import (
+    RestartRun,
+    final_training_loss,
+    resolve_restarts_parent,
+    restarts_main,
+    run_restarts,
+    select_restart,
+)
 
 LOSSES = {3: 0.30, 4: 0.12, 5: float("nan"), 6: 0.20}  # seed -> final loss written by the fake trainer
 
@@ -75,3 +82,21 @@ def test_restarts_main_runs_each_seed_through_the_train_command(tmp_path, capsys
         restarts_main(["superquadrics", "--restarts", "x", "--run-dir", "r"], train_main)
     with pytest.raises(ReconError, match="failed"):
         restarts_main(["m", "--restarts=1", "--run-dir", str(tmp_path / "f")], lambda argv: 1)
+
+
+def test_resolve_restarts_parent(tmp_path):
+    """A plain folder is itself; a parent resolves to its selected run with a note; broken records are errors."""
+    assert resolve_restarts_parent(tmp_path) == (tmp_path, None)
+    run_restarts(_fake_train, tmp_path, restarts=2, seed=3)
+    with pytest.raises(ReconError, match=r"seed_4 is not a run folder"):  # no config.yaml: it never trained
+        resolve_restarts_parent(tmp_path)
+    (tmp_path / "restarts" / "seed_4" / "config.yaml").write_text("method: superquadrics\n")
+    run, note = resolve_restarts_parent(tmp_path)
+    assert run == tmp_path / "restarts" / "seed_4"
+    assert note is not None and "(2 runs)" in note and "selection auto: lowest final training loss" in note
+    (tmp_path / "restarts.json").write_text("{not json")
+    with pytest.raises(ReconError, match=r"restarts\.json: not a readable restarts record"):
+        resolve_restarts_parent(tmp_path)
+    (tmp_path / "restarts.json").write_text(json.dumps({"schema": "other/1", "selected": "restarts/seed_4"}))
+    with pytest.raises(ReconError, match=r"expected schema 'recon.restarts/1'"):
+        resolve_restarts_parent(tmp_path)
