@@ -119,7 +119,7 @@ def write_ply(mesh: Mesh, normals: Tensor, path: Path, *, alpha: bool = False) -
     nrm = normals.detach().float().cpu().numpy()
     for k, c in enumerate(("x", "y", "z")):
         vert[c], vert[f"n{c}"] = xyz[:, k], nrm[:, k]
-    if colored:
+    if mesh.vertex_colors is not None:
         rgba = _rgba(mesh.vertex_colors, mesh.face_alpha if alpha else None)
         for k, c in enumerate(("red", "green", "blue", *(("alpha",) if alpha else ()))):
             vert[c] = rgba[:, k]

@@ -90,6 +90,10 @@ class FieldScene(Scene):
     aabb: Float[Tensor, "2 3"]
     config: FieldSceneConfig
 
+    # Buffers (registered in __init__), declared so that static type checkers know they are tensors.
+    aabb: Tensor
+    step: Tensor
+
     def __init__(self, config: FieldSceneConfig, scene_box: Float[Tensor, "2 3"]) -> None:
         super().__init__()
         self.config = config
@@ -101,7 +105,8 @@ class FieldScene(Scene):
     @classmethod
     def from_dataset(cls, config, dataset, *, generator: torch.Generator):
         """A new field covering ``dataset.scene_box`` (as a cube)."""
-        return cls(config, dataset.scene_box, generator=generator)
+        # Every concrete field scene (nerf, neus) takes ``generator``; the abstract base does not.
+        return cls(config, dataset.scene_box, generator=generator)  # pyright: ignore[reportCallIssue]
 
     @classmethod
     def empty(cls, config):
@@ -172,7 +177,7 @@ def median_depth(samples: PackedSamples, weights: Tensor, transmittance: Tensor)
     return out
 
 
-def stratified_generator(step: Tensor) -> torch.Generator:
+def stratified_generator(step: int | Tensor) -> torch.Generator:
     """The RNG of one training step's stratified sample offsets: a function of the step only, so a resumed run
     draws exactly the offsets of the uninterrupted one."""
     return torch.Generator().manual_seed(

@@ -79,7 +79,8 @@ def hull_corner_sdf(
             f"the visual hull at resolution {resolution} is {'empty' if not inside.any() else 'the whole box'}: "
             "check the masks and the scene box"
         )
-    outside_dist = distance_transform_edt(~inside)  # outside points: distance to the nearest inside corner
-    inside_dist = distance_transform_edt(inside)
+    # outside points: distance to the nearest inside corner (np.asarray: scipy annotates a union of return forms)
+    outside_dist = np.asarray(distance_transform_edt(~inside))
+    inside_dist = np.asarray(distance_transform_edt(inside))
     sdf = np.where(inside, -(inside_dist - HALF_VOXEL), outside_dist - HALF_VOXEL)
     return torch.from_numpy(np.clip(sdf, -clip, clip)).float()

@@ -10,7 +10,7 @@ from recon.train.strategy import Strategy
 
 def occupancy_strategy(cfg: TrainConfig, num_views: int) -> Strategy:
     """The occupancy-grid strategy of the ray-marched fields (nerf and neus)."""
-    return OccupancyStrategy(cfg.strategy, seed=cfg.seed)
+    return OccupancyStrategy(cfg.strategy, seed=cfg.seed)  # pyright: ignore[reportAttributeAccessIssue]  # every method's TrainConfig subclass has it
 
 
 METHOD = Method("nerf", NerfTrainConfig, NerfSceneConfig, OccupancyConfig, NerfScene, occupancy_strategy)
