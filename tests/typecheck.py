@@ -20,13 +20,17 @@ What is not checked, and why (keep these lists short; every entry has a reason):
 """
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 
 import jaxtyping
 import pytest
 
+ExceptionTypes = type[Exception] | tuple[type[Exception], ...]
+
 PACKAGE = "recon"
-TYPECHECKER = "beartype.beartype"
+# PEP 484 numeric tower: an int is accepted where a float is annotated (as pyright and PEP 484 do).
+TYPECHECKER = "beartype.beartype(conf=beartype.BeartypeConf(is_pep484_tower=True))"
 # Module names (exact) and name suffixes that the hook leaves alone; see the module docstring.
 EXCLUDED_MODULES = frozenset({"recon.cli._doctor_kernels"})
 EXCLUDED_SUFFIXES = ("warp_kernels",)
@@ -59,11 +63,22 @@ def typecheck_disabled() -> Iterator[None]:
         jaxtyping.config.update("jaxtyping_disable", previous)
 
 
-def assert_rejected(call: Callable[[], object], *, match: str, error: type[Exception] = ValueError) -> None:
-    """``call()`` fails clearly both ways: with the runtime checks on, by our ``error`` or by the checker's
-    ``TypeCheckError`` (whichever comes first), and with them off (production) by our ``error``; each message
-    must match ``match`` (the argument's name). For the shape-validation tests of api boundaries."""
-    with pytest.raises((error, jaxtyping.TypeCheckError), match=match):
+def assert_rejected(
+    call: Callable[[], object], *, match: str, argument: str | None = None, error: ExceptionTypes = ValueError
+) -> None:
+    """``call()`` fails clearly both ways, for the shape/type-validation tests of api boundaries:
+
+    - with the runtime checks on (as in this suite), by our ``error`` matching ``match``, or by the checker's
+      ``TypeCheckError`` when it comes first, which must name the parameter ``argument`` (default: the first
+      word of ``match``, as in "faces must have shape (F, 3)");
+    - with them off (as in production), by our ``error`` matching ``match``.
+    """
+    with pytest.raises((error, jaxtyping.TypeCheckError)) as caught:
         call()
+    if isinstance(caught.value, jaxtyping.TypeCheckError):
+        name = argument or re.match(r"\w+", match).group()
+        assert f"parameter '{name}'" in str(caught.value), str(caught.value)
+    else:
+        caught.match(match)
     with typecheck_disabled(), pytest.raises(error, match=match):
         call()

@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 import tyro
 
+from recon.core.shapes import Backend
 from recon.export.service import DatasetFrame, ExportFormat, ExportRequest, default_output, export_scene
 from recon.train.run_io import open_run_config
 from recon.train.trainer import load_scene
@@ -94,7 +95,7 @@ def run_dataset_frame(run, cfg) -> DatasetFrame | None:
     )
 
 
-def request_from_args(args: ExportArgs, exports_dir: Path, backend: str = "auto") -> ExportRequest:
+def request_from_args(args: ExportArgs, exports_dir: Path, backend: Backend = "auto") -> ExportRequest:
     mesh = "native" if args.mesh == "soup" else args.mesh
     out = Path(args.output) if args.output else default_output(exports_dir, args.format, mesh, args.frame,
                                                                args.texture)  # fmt: skip

@@ -58,7 +58,7 @@ def scales_from_log(
     return torch.exp(log_scales) + scale_min
 
 
-def signed_pow(f: Float[Tensor, "*batch"], eps: Float[Tensor, "*batch"]) -> Float[Tensor, "*batch"]:
+def signed_pow(f: Float[Tensor, "*#batch"], eps: Float[Tensor, "*#batch"]) -> Float[Tensor, "..."]:
     """Signed power ``f^ε := sign(f)·|f|^ε`` with the exponent gradient ``sign(f)|f|^ε ln|f|``, 0 at ``f = 0``.
 
     .. math:: \\partial_\\varepsilon\\, \\mathrm{sign}(f)|f|^\\varepsilon = \\mathrm{sign}(f)|f|^\\varepsilon \\ln|f|
