@@ -21,7 +21,7 @@ from recon.core import Mesh
 DEFAULT_SAMPLES = 100_000  # surface samples per mesh: mean NN spacing ~ 0.3% of a unit object's size
 DEFAULT_SEED = 0  # samples are drawn from a fixed seed unless a generator is passed (reproducible metrics)
 
-Geometry = Mesh | Float[Tensor, "P 3"]
+Geometry = Mesh | Float[Tensor, "_points 3"]  # "_": pred and gt may hold different point counts
 
 
 def sample_surface(mesh: Mesh, n: int, *, generator: torch.Generator | None = None) -> Float[Tensor, "n 3"]:

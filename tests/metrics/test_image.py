@@ -12,6 +12,7 @@ from torchmetrics.functional.image import (
 
 from recon.metrics import image as image_metrics
 from recon.metrics import lpips, lpips_unavailable_reason, ms_ssim, psnr, ssim
+from tests.typecheck import assert_rejected
 
 SSIM_TOL = 1e-4  # brief: matches torchmetrics within 1e-4 (ours runs in float64, torchmetrics in float32)
 
@@ -78,8 +79,9 @@ def test_ms_ssim_rejects_small_images(gen) -> None:
 
 
 def test_shape_errors() -> None:
-    with pytest.raises(ValueError, match="same shape"):
-        psnr(torch.zeros(4, 4, 3), torch.zeros(4, 5, 3))
+    assert_rejected(
+        lambda: psnr(torch.zeros(4, 4, 3), torch.zeros(4, 5, 3)), match="same shape", argument="ref"
+    )
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         ssim(torch.zeros(4, 4), torch.zeros(4, 4))
 

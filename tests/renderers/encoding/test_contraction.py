@@ -5,6 +5,7 @@ import torch
 
 from recon.renderers.encoding.contraction import contract_to_unisphere, uncontract_from_unisphere
 from tests.tolerances import assert_close as _assert_close
+from tests.typecheck import assert_rejected
 
 BOX = torch.tensor([[-2.0, -1.0, 0.0], [2.0, 3.0, 4.0]], dtype=torch.float64)
 CENTER = 0.5 * (BOX[0] + BOX[1])
@@ -99,8 +100,7 @@ def test_jacobian_finite_and_gradcheck(norm, gen):
 
 
 def test_bad_inputs_name_the_argument():
-    with pytest.raises(ValueError, match="aabb"):
-        contract_to_unisphere(torch.zeros(4, 3), torch.zeros(3))
+    assert_rejected(lambda: contract_to_unisphere(torch.zeros(4, 3), torch.zeros(3)), match="aabb")
     with pytest.raises(ValueError, match="norm"):
         contract_to_unisphere(torch.zeros(4, 3), BOX.float(), norm="l1")
     with pytest.raises(ValueError, match="u must"):

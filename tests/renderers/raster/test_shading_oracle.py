@@ -10,6 +10,7 @@ from recon.renderers.raster import shading_api as shading
 from recon.renderers.raster.types import Fragments
 from tests.renderers.raster._shading_scenes import brute_rasterize, camera, random_mesh
 from tests.tolerances import assert_close, tol
+from tests.typecheck import assert_rejected
 
 ORACLE = tol("shading_oracle", torch.float32)
 
@@ -226,8 +227,7 @@ def test_validation_names_the_argument():
         shading.soft_composite(frags, torch.ones(1, 1, 1, 2, 3), sigma=1.0)
     with pytest.raises(ValueError, match="sigma"):
         shading.soft_composite(frags, colors, sigma=-1.0)
-    with pytest.raises(ValueError, match="mode"):
-        shading.soft_composite(frags, colors, sigma=1.0, mode="add")  # type: ignore[arg-type]
+    assert_rejected(lambda: shading.soft_composite(frags, colors, sigma=1.0, mode="add"), match="mode")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="background"):
         shading.soft_composite(frags, colors, sigma=1.0, background=torch.ones(4))
     with pytest.raises(ValueError, match="opacities"):
