@@ -53,13 +53,25 @@ def test_runtime_hook_selection():
     assert not should_check("torch.nn")
 
 
+def _config_for(tree: pathlib.Path) -> pathlib.Path:
+    """pyrightconfig.json pointed at the tree ``tree`` (a private copy: concurrent runs never share a tree)."""
+    config = json.loads((ROOT / "pyrightconfig.json").read_text())
+    config["include"] = [str(tree / "recon")]
+    config["exclude"] = [p.replace("build/pyright/", f"{tree}/") for p in config["exclude"]]
+    config["executionEnvironments"] = [{"root": str(tree)}]
+    config["venvPath"] = str(ROOT)
+    path = tree / "pyrightconfig.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
 @pytest.mark.slow
-def test_pyright_basic_passes():
+def test_pyright_basic_passes(tmp_path):
     if importlib.util.find_spec("pyright") is None:
         pytest.skip("pyright is not installed (pip install -e '.[dev]' installs it; scripts/setup.sh does)")
-    pyright_tree.build()
+    pyright_tree.build(ROOT, tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "pyright", "--outputjson", "-p", str(ROOT / "pyrightconfig.json")],
+        [sys.executable, "-m", "pyright", "--outputjson", "-p", str(_config_for(tmp_path))],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 
 from recon.core import Camera
@@ -105,5 +104,4 @@ def test_override_and_bad_inputs(gen):
     assert forced == SceneTypeDecision("forward", "set by the config (scene_type='forward')")
     assert resolve_scene_type("auto", cams, None).kind == "bounded"
     assert_rejected(lambda: resolve_scene_type("ndc", cams, None), match="scene_type", argument="setting")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="points"):
-        detect_scene_type(cams, torch.zeros(10, 2))
+    assert_rejected(lambda: detect_scene_type(cams, torch.zeros(10, 2)), match="points")
