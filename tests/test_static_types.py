@@ -57,7 +57,6 @@ def _config_for(tree: pathlib.Path) -> pathlib.Path:
     """pyrightconfig.json pointed at the tree ``tree`` (a private copy: concurrent runs never share a tree)."""
     config = json.loads((ROOT / "pyrightconfig.json").read_text())
     config["include"] = [str(tree / "recon")]
-    config["exclude"] = [p.replace("build/pyright/", f"{tree}/") for p in config["exclude"]]
     config["executionEnvironments"] = [{"root": str(tree)}]
     config["venvPath"] = str(ROOT)
     path = tree / "pyrightconfig.json"
