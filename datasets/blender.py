@@ -31,7 +31,7 @@ def _mesh_box(path: Path) -> Tensor:
     import trimesh  # lazy: heavy import, only for datasets with a ground-truth mesh
 
     try:
-        mesh = trimesh.load(path, force="mesh", process=False)
+        mesh = trimesh.load_mesh(path, process=False)
         bounds = np.asarray(mesh.bounds, dtype=np.float64)
     except Exception as exc:  # trimesh raises many exception types for a bad file
         raise DatasetError(

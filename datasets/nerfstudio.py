@@ -111,10 +111,10 @@ def json_intrinsics(
         fx = _focal_from_angle("camera_angle_x", frame, top, w, source)
     if fy is None:
         fy = _focal_from_angle("camera_angle_y", frame, top, h, source)
-    if fx is None and fy is None:
+    fx, fy = (fy, fy) if fx is None else (fx, fx if fy is None else fy)  # one given: square pixels
+    if fx is None or fy is None:
         raise DatasetError(f"{source}: no focal length; expected fl_x/fl_y or camera_angle_x")
-    fx = float(fy if fx is None else fx)
-    fy = float(fx if fy is None else fy)
+    fx, fy = float(fx), float(fy)
     cx = float(_number("cx", frame, top, source, w / 2.0))  # type: ignore[arg-type]
     cy = float(_number("cy", frame, top, source, h / 2.0))  # type: ignore[arg-type]
     if not all(math.isfinite(v) for v in (fx, fy, cx, cy)) or fx <= 0 or fy <= 0:

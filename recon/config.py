@@ -206,7 +206,7 @@ def _describe(tp: Any) -> str:
         return "a mapping"
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return "one of " + ", ".join(repr(m.value) for m in tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return f"a mapping ({tp.__name__})"
     if isinstance(tp, type) and issubclass(tp, PurePath):
         return "a path (string)"
@@ -472,7 +472,7 @@ def _convert(value: Any, tp: Any, path: str, current: Any, source: str | None) -
             if type(value) is type(allowed) and value == allowed:
                 return allowed
         raise ConfigError(f"{where}: expected {_describe(tp)}, got {_got(value)}")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         base = current if isinstance(current, tp) else None

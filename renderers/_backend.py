@@ -20,7 +20,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from types import ModuleType
-from typing import get_args
+from typing import Literal, get_args
 
 import torch
 
@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 BACKENDS: tuple[str, ...] = get_args(Backend)
+ResolvedBackend = Literal["torch", "warp"]  # what an "auto" request resolves to
 WARP_DEVICE_TYPES = ("cpu", "cuda")  # device types Warp kernels run on (bundled LLVM / NVRTC)
 WARP_FLOAT_DTYPE = (
     torch.float32
@@ -72,7 +73,7 @@ class BackendDecision:
     """
 
     requested: str
-    backend: str
+    backend: ResolvedBackend
     reason: str | None = None
 
     def describe(self) -> str:
@@ -94,7 +95,8 @@ def get_warp() -> ModuleType:
             try:
                 import warp as wp
 
-                wp.config.quiet = True  # Warp < 1.10 greeting switch
+                # Warp < 1.10 greeting switch (absent from newer Warp's config module, hence the ignore)
+                wp.config.quiet = True  # pyright: ignore[reportAttributeAccessIssue]
                 if hasattr(wp, "LOG_WARNING"):
                     wp.config.log_level = wp.LOG_WARNING  # Warp >= 1.10: no greeting, keep warnings
                 wp.init()
@@ -186,7 +188,7 @@ def decide_backend(backend: str, *tensors: torch.Tensor, op: str) -> BackendDeci
     return decision
 
 
-def torch_only(backend: str, *, op: str, reason: str) -> str:
+def torch_only(backend: str, *, op: str, reason: str) -> Literal["torch"]:
     """Record that op ``op`` runs on the torch reference for ``reason`` (a capability the Warp kernel lacks, e.g.
     double backward) and return ``"torch"``; a warp request (explicit or implied by "auto") gets the WARNING,
     once per op per run.
@@ -204,7 +206,7 @@ def torch_only(backend: str, *, op: str, reason: str) -> str:
     return "torch"
 
 
-def resolve_backend(backend: str, *tensors: torch.Tensor, op: str) -> str:
+def resolve_backend(backend: str, *tensors: torch.Tensor, op: str) -> ResolvedBackend:
     """``decide_backend(...).backend``: ``"torch"`` or ``"warp"`` (see :func:`decide_backend`)."""
     return decide_backend(backend, *tensors, op=op).backend
 

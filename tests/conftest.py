@@ -20,6 +20,15 @@ if "tests" not in sys.modules:
     sys.modules["tests"] = _module
     _spec.loader.exec_module(_module)
 
+# Runtime shape and type checks (docs/reliability.md, "Type checks"): every function and dataclass of recon is
+# checked by beartype against its jaxtyping annotations while the tests run. The hook must be installed before
+# the first `import recon...`, hence here, at the top of the root conftest. RECON_TYPECHECK=0 turns it off (to
+# profile, or to time the suite without it).
+if os.environ.get("RECON_TYPECHECK", "1") != "0":
+    from tests.typecheck import install_typecheck_hook
+
+    install_typecheck_hook()
+
 # Tests run as 2 xdist workers on 2 cores: one torch thread per worker avoids oversubscription, under which small
 # torch ops ran 10-20x slower on our CI machine (measured by the renderer benchmarks).
 torch.set_num_threads(int(os.environ.get("RECON_TEST_TORCH_THREADS", "1")))

@@ -24,6 +24,7 @@ from recon.config import (
     save_config_yaml,
 )
 from recon.core.errors import ReconError
+from tests.typecheck import assert_rejected
 
 
 class Mode(enum.Enum):
@@ -241,8 +242,12 @@ def test_yaml_reader_is_strict_and_reads_exponents(tmp_path):
 def test_top_level_must_be_mapping(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("- 1\n- 2\n")
-    with pytest.raises(ConfigError, match="expected a mapping of config keys"):
-        load_config_yaml(Train, path)
+    assert_rejected(
+        lambda: load_config_yaml(Train, path),
+        match="expected a mapping of config keys",
+        argument="data",
+        error=ConfigError,
+    )
 
 
 def test_load_preset_from_package_data(tmp_path, monkeypatch):

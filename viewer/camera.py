@@ -9,6 +9,7 @@ point at the image centre.
 
 import math
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -18,8 +19,8 @@ from recon.core.transforms import invert_T, make_T, quat_to_rotmat, rotmat_to_qu
 
 
 def viser_to_camera(
-    wxyz: Float[Tensor, "4"] | tuple[float, ...],
-    position: Float[Tensor, "3"] | tuple[float, ...],
+    wxyz: Float[Tensor, "4"] | Float[np.ndarray, "4"] | tuple[float, ...],
+    position: Float[Tensor, "3"] | Float[np.ndarray, "3"] | tuple[float, ...],
     *,
     fov_y: float,
     width: int,

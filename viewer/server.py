@@ -415,7 +415,7 @@ class ViewerServer:
         target = eye + (distance if distance > 1e-6 else 1.0) * forward
         self._server.scene.set_up_direction(up)
         self._server.initial_camera.position = position
-        self._server.initial_camera.look_at = tuple(float(v) for v in target)
+        self._server.initial_camera.look_at = _xyz(target)
         self._server.initial_camera.up = up
         self._server.initial_camera.fov = fov_y
         self._hidden_frustum = 0
@@ -431,8 +431,8 @@ class ViewerServer:
         centre, radius = (lo + hi) / 2, max(float((hi - lo).norm()) / 2, 1e-6)
         direction = torch.tensor([1.0, 1.0, 0.7], dtype=torch.float64)  # an oblique view from above (+z up)
         eye = centre + GEOMETRY_VIEW_DISTANCE * radius * direction / direction.norm()
-        self._server.initial_camera.position = tuple(float(v) for v in eye)
-        self._server.initial_camera.look_at = tuple(float(v) for v in centre)
+        self._server.initial_camera.position = _xyz(eye)
+        self._server.initial_camera.look_at = _xyz(centre)
 
     def _build_view_gui(self, geometry: Mapping[str, Geometry] | Sequence[Geometry] | None) -> None:
         gui = self._server.gui
@@ -662,3 +662,9 @@ class ViewerServer:
             if stats is not None:
                 with contextlib.suppress(RuntimeError):  # server shutting down
                     self.update_stats(stats)
+
+
+def _xyz(point: torch.Tensor) -> tuple[float, float, float]:
+    """A (3,) tensor as the plain 3-tuple viser's camera settings take."""
+    x, y, z = (float(v) for v in point)
+    return x, y, z

@@ -97,6 +97,8 @@ def _video_frames(path: Path) -> tuple[int, Iterator[np.ndarray]]:
         raise DatasetError(
             f"cannot read video {path}: expected a video file ffmpeg can decode ({exc})"
         ) from exc
+    if count is None:
+        raise DatasetError(f"cannot read video {path}: ffmpeg could not count its frames")
     width, height = meta["size"]
 
     def frames() -> Iterator[np.ndarray]:

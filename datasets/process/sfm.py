@@ -332,7 +332,9 @@ def _write_copies(images: Path, tick: Callable[[], None]) -> tuple[int, int]:
             for n in DOWNSCALE_FACTORS:
                 folder = images.parent / f"images_{n}"
                 folder.mkdir(exist_ok=True)
-                small = im.resize((max(1, round(im.width / n)), max(1, round(im.height / n))), Image.BOX)
+                small = im.resize(
+                    (max(1, round(im.width / n)), max(1, round(im.height / n))), Image.Resampling.BOX
+                )
                 small.save(
                     folder / path.name,
                     **({"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}),

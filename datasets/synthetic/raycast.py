@@ -134,8 +134,8 @@ class Caster:
         self.face_normals = n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-300)
         self.scene = o3d.t.geometry.RaycastingScene()
         mesh = o3d.t.geometry.TriangleMesh()
-        mesh.vertex.positions = o3d.core.Tensor(self.vertices.astype(np.float32))
-        mesh.triangle.indices = o3d.core.Tensor(self.faces.astype(np.int32))
+        mesh.vertex.positions = o3d.core.Tensor(self.vertices.astype(np.float32))  # pyright: ignore[reportCallIssue]  # open3d's stubs omit the ndarray constructor
+        mesh.triangle.indices = o3d.core.Tensor(self.faces.astype(np.int32))  # pyright: ignore[reportCallIssue]  # open3d's stubs omit the ndarray constructor
         self.scene.add_triangles(mesh)
 
     def albedo(self, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
@@ -154,6 +154,7 @@ class Caster:
             elif part.face_colors is not None:
                 out[sel] = part.face_colors[face[sel] - self.face_offsets[k]]
             else:
+                assert part.albedo is not None  # Part: a part without colour arrays has an albedo function
                 out[sel] = part.albedo(points[sel])
         return out
 
@@ -179,7 +180,8 @@ class Caster:
         face = np.empty(len(rays), np.int64)
         bary = np.empty((len(rays), 2), np.float32)
         for start in range(0, len(rays), RAYS_PER_BATCH):
-            out = self.scene.cast_rays(self._o3d.core.Tensor(rays[start : start + RAYS_PER_BATCH]))
+            batch = self._o3d.core.Tensor(rays[start : start + RAYS_PER_BATCH])  # pyright: ignore[reportCallIssue]  # open3d's stubs omit the ndarray constructor
+            out = self.scene.cast_rays(batch)
             t_hit[start : start + RAYS_PER_BATCH] = out["t_hit"].numpy()
             face[start : start + RAYS_PER_BATCH] = out["primitive_ids"].numpy().astype(np.int64)
             bary[start : start + RAYS_PER_BATCH] = out["primitive_uvs"].numpy()

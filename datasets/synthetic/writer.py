@@ -3,11 +3,12 @@
 import json
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import trimesh
 from PIL import Image
+from trimesh.exchange.ply import export_ply
 
 from recon.core.errors import ReconError
 from recon.datasets.synthetic.raycast import (
@@ -92,7 +93,7 @@ def _write_gt_mesh(parts: list[Part], path: Path) -> None:
     colors = np.concatenate([p.albedo_at_vertices() for p in parts])
     rgba = np.concatenate([np.round(np.clip(colors, 0, 1) * 255), np.full((len(colors), 1), 255)], 1)
     mesh = trimesh.Trimesh(vertices, faces, vertex_colors=rgba.astype(np.uint8), process=False)
-    path.write_bytes(trimesh.exchange.ply.export_ply(mesh, encoding="binary"))
+    path.write_bytes(export_ply(mesh, encoding="binary"))
 
 
 def _write(
@@ -153,7 +154,7 @@ def _load_mesh(mesh_path: Path) -> trimesh.Trimesh:
     if not mesh_path.is_file():
         raise ReconError(f"mesh file {mesh_path} does not exist (expected an OBJ/PLY/GLB/STL/OFF mesh file)")
     try:
-        mesh = trimesh.load(mesh_path, force="mesh")
+        mesh = trimesh.load_mesh(mesh_path)
     except Exception as exc:  # trimesh raises many types for bad files; report them all as bad input
         raise ReconError(f"mesh file {mesh_path} could not be read as a triangle mesh: {exc}") from exc
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
@@ -163,7 +164,7 @@ def _load_mesh(mesh_path: Path) -> trimesh.Trimesh:
 
 def _mesh_colors(mesh: trimesh.Trimesh) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(vertex_colors, face_colors) in [0, 1] from the file's colours or texture (sampled at vertices)."""
-    visual = mesh.visual
+    visual: Any = mesh.visual  # trimesh visuals are told apart by ``.kind`` (duck typing), not by class
     if visual.kind == "texture":
         try:
             visual = visual.to_color()

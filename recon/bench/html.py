@@ -125,10 +125,11 @@ def _read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
             pass
     import trimesh
 
-    mesh = trimesh.load(str(path), force="mesh", process=False)
+    mesh = trimesh.load_mesh(str(path), process=False)
     colors = None
-    if getattr(mesh.visual, "kind", None) == "vertex":
-        colors = np.ascontiguousarray(np.asarray(mesh.visual.vertex_colors)[:, :3], dtype=np.uint8)
+    visual: Any = mesh.visual  # trimesh visuals are told apart by ``.kind`` (duck typing), not by class
+    if getattr(visual, "kind", None) == "vertex":
+        colors = np.ascontiguousarray(np.asarray(visual.vertex_colors)[:, :3], dtype=np.uint8)
     return np.asarray(mesh.vertices), np.asarray(mesh.faces, dtype=np.uint32), colors
 
 

@@ -73,7 +73,8 @@ def _mesh_render_metrics(ev: dict[str, Any], run: MethodRun) -> dict[str, Any]:
     if not run.eval_mesh_flag:
         reason = "this recon eval has no --mesh flag (mesh-based evaluation has not landed)"
         return {"mesh_psnr": None, "mesh_seconds_per_image": None, "mesh_psnr_unavailable_reason": reason}
-    mesh = ev.get("mesh") if isinstance(ev.get("mesh"), dict) else {}  # recon eval --mesh's record
+    record = ev.get("mesh")
+    mesh: dict[str, Any] = record if isinstance(record, dict) else {}  # recon eval --mesh's record
     psnr = mesh.get("psnr")
     out = {"mesh_psnr": psnr, "mesh_seconds_per_image": mesh.get("seconds_per_image")}
     if psnr is None:
@@ -98,7 +99,7 @@ def _mesh_stats(export: Path | None, gt_mesh: Path | None) -> dict[str, Any]:
     from recon.core import Mesh
     from recon.metrics import mesh_metrics
 
-    loaded = trimesh.load(str(export), force="mesh", process=False)
+    loaded = trimesh.load_mesh(str(export), process=False)
     out: dict[str, Any] = {"mesh_file": str(export), "mesh_bytes": export.stat().st_size,
                            "mesh_vertices": len(loaded.vertices), "mesh_faces": len(loaded.faces)}  # fmt: skip
     if gt_mesh is None:
@@ -106,7 +107,7 @@ def _mesh_stats(export: Path | None, gt_mesh: Path | None) -> dict[str, Any]:
                       "geometry_unavailable_reason": "the dataset has no ground-truth mesh"}  # fmt: skip
     if len(loaded.faces) == 0:
         return out | {"chamfer_l1": None, "fscores": None, "geometry_unavailable_reason": "empty mesh"}
-    gt = trimesh.load(str(gt_mesh), force="mesh", process=False)
+    gt = trimesh.load_mesh(str(gt_mesh), process=False)
 
     def mesh(m):
         return Mesh(vertices=torch.as_tensor(m.vertices, dtype=torch.float32),

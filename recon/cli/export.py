@@ -21,6 +21,7 @@ import torch
 import tyro
 
 from recon.core.errors import ReconError
+from recon.core.shapes import Backend
 from recon.export.service import DatasetFrame, ExportFormat, ExportRequest, default_output, export_scene
 from recon.train.restarts import resolve_restarts_parent
 from recon.train.run_io import open_run_config
@@ -104,7 +105,7 @@ def run_dataset_frame(run, cfg) -> DatasetFrame | None:
     )
 
 
-def request_from_args(args: ExportArgs, exports_dir: Path, backend: str = "auto") -> ExportRequest:
+def request_from_args(args: ExportArgs, exports_dir: Path, backend: Backend = "auto") -> ExportRequest:
     if args.format == "native":
         raise ReconError("--format native is written by the method's write_native, not by the export service")
     mesh = "native" if args.mesh == "soup" else args.mesh

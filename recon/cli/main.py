@@ -144,7 +144,9 @@ def _run(name: str, args: list[str]) -> int:
     if not callable(command_main):
         raise RuntimeError(f"module {module.__name__} has no main(argv) function")
     code = command_main(args)
-    return 0 if code is None else int(code)
+    if code is not None and not isinstance(code, int):
+        raise RuntimeError(f"{module.__name__}.main returned {code!r}, expected an exit code (int or None)")
+    return 0 if code is None else code
 
 
 def _system_exit_code(exc: SystemExit) -> int:

@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import tyro
 import yaml
@@ -148,7 +149,7 @@ def _overlay(cfg, loaded: _LoadedConfig):
     return replace(out, load_config=loaded.source)
 
 
-def _preset(method, preset: str, device) -> tuple[str, object]:
+def _preset(method, preset: str, device) -> tuple[str, Any]:
     """(preset name or absolute file path, the config it gives) for ``--preset NAME|PATH.yaml``.
 
     A preset file holds overrides of the method's own preset (as ``configs/<method>_cpu.yaml`` does).

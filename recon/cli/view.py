@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import tyro
@@ -227,13 +228,13 @@ def _load(path: Path, *, keep_texture: bool) -> tuple[Mesh, MeshTexture | None]:
     import trimesh
 
     try:
-        loaded = trimesh.load(str(path), force="mesh", process=False)
+        loaded = trimesh.load_mesh(str(path), process=False)
     except Exception as exc:  # trimesh raises many types for unreadable files; report one clear error
         raise ReconError(f"{path}: not a readable mesh file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
         raise ReconError(f"{path}: expected a triangle mesh with at least one face")
     vertex_colors = face_colors = texture = None
-    visual = loaded.visual
+    visual: Any = loaded.visual  # trimesh visuals are told apart by ``.kind`` (duck typing), not by class
     if getattr(visual, "kind", None) == "texture":
         texture = _texture(visual, len(loaded.vertices)) if keep_texture else None
         visual = visual.to_color() if texture is None else None

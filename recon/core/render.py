@@ -12,7 +12,7 @@ and strategies check their needs against it once, before training starts (:func:
 
 from dataclasses import dataclass, fields, replace
 
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from recon.core.errors import ReconError
@@ -37,13 +37,13 @@ class PrimitiveStats:
 
     Attributes:
         max_blending: (C, N) largest blending weight ``alpha_i T_i`` of primitive ``i`` over the pixels of camera c.
-        radius_px: (C, N) screen-space radius of the primitive's footprint in pixels (0 if not visible).
+        radius_px: (C, N) int32 screen-space radius of the primitive's footprint in whole pixels (0 if not visible).
         inradius_px: (C, N) screen-space inradius (for triangles) in pixels (0 if not visible).
         visible: (C, N) whether the primitive touched at least one tile/pixel of camera c.
     """
 
     max_blending: Float[Tensor, "C N"]
-    radius_px: Float[Tensor, "C N"]
+    radius_px: Int[Tensor, "C N"]
     inradius_px: Float[Tensor, "C N"]
     visible: Bool[Tensor, "C N"]
 

@@ -33,8 +33,8 @@ def invert_T(T: Float[Tensor, "*batch 4 4"]) -> Float[Tensor, "*batch 4 4"]:
 
 
 def apply_T(
-    T: Float[Tensor, "*batch 4 4"], points: Float[Tensor, "*batch N 3"]
-) -> Float[Tensor, "*batch N 3"]:
+    T: Float[Tensor, "*#batch 4 4"], points: Float[Tensor, "*#batch N 3"]
+) -> Float[Tensor, "... N 3"]:
     """Apply (batched) affine transforms to points: ``x' = R x + t`` (R may include a scale)."""
     return points @ T[..., :3, :3].transpose(-1, -2) + T[..., None, :3, 3]
 

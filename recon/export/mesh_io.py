@@ -69,6 +69,16 @@ def _rgba(colors: Tensor, alpha: Tensor | None = None) -> np.ndarray:
     return np.concatenate([rgb, a], axis=1)
 
 
+def _vertex_alpha(mesh: Mesh) -> Tensor | None:
+    """``face_alpha`` carried to the vertices of each face (exact for unshared faces, where each vertex has one
+    face; a shared vertex takes one of its faces' values)."""
+    if mesh.face_alpha is None:
+        return None
+    alpha = mesh.face_alpha.new_ones(mesh.num_vertices)
+    alpha[mesh.faces.long().reshape(-1)] = mesh.face_alpha.repeat_interleave(3, dim=0)
+    return alpha
+
+
 def unshare_faces(mesh: Mesh) -> Mesh:
     """Each face gets three own vertices; face colours (and alpha) become the colours of those vertices."""
     faces = mesh.faces.long()
@@ -79,8 +89,7 @@ def unshare_faces(mesh: Mesh) -> Mesh:
         colors = mesh.face_colors.repeat_interleave(3, dim=0)
     elif mesh.vertex_colors is not None:
         colors = mesh.vertex_colors[faces].reshape(-1, 3)
-    alpha = None if mesh.face_alpha is None else mesh.face_alpha.repeat_interleave(3, dim=0)
-    return Mesh(vertices=vertices, faces=new_faces, vertex_colors=colors, face_alpha=alpha)
+    return Mesh(vertices=vertices, faces=new_faces, vertex_colors=colors, face_alpha=mesh.face_alpha)
 
 
 def vertex_normals(mesh: Mesh) -> Float[Tensor, "V 3"]:
@@ -119,8 +128,8 @@ def write_ply(mesh: Mesh, normals: Tensor, path: Path, *, alpha: bool = False) -
     nrm = normals.detach().float().cpu().numpy()
     for k, c in enumerate(("x", "y", "z")):
         vert[c], vert[f"n{c}"] = xyz[:, k], nrm[:, k]
-    if colored:
-        rgba = _rgba(mesh.vertex_colors, mesh.face_alpha if alpha else None)
+    if mesh.vertex_colors is not None:
+        rgba = _rgba(mesh.vertex_colors, _vertex_alpha(mesh) if alpha else None)
         for k, c in enumerate(("red", "green", "blue", *(("alpha",) if alpha else ()))):
             vert[c] = rgba[:, k]
     face = np.zeros(mesh.num_faces, dtype=np.dtype([("count", "u1"), ("vertex_indices", "<i4", (3,))]))

@@ -14,6 +14,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from recon.core import Camera, Mesh, ReconError
+from recon.core.shapes import Backend
 from recon.export.mesh_io import write_mesh
 from recon.export.splat_formats import (
     CameraRecord,
@@ -65,7 +66,7 @@ class ExportRequest:
     face_alpha: bool = False
     resolution: int = TSDF_RESOLUTION
     texture_size: int = TEXTURE_SIZE
-    backend: str = "auto"
+    backend: Backend = "auto"
 
     def files(self) -> list[Path]:
         """Every file this request writes."""

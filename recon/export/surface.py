@@ -13,6 +13,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from recon.core import Camera, Mesh, ReconError, RenderOutput
+from recon.core.shapes import Backend
 from recon.scenes.base import RenderOptions, Scene
 
 _log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def _integrate(volume, camera: Camera, depth: Tensor, color: Tensor | None, dept
     rgb = color if color is not None else torch.full((*depth.shape[:2], 3), 0.5)
     rgb8 = np.ascontiguousarray((rgb.detach().clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy())
     rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
-        o3d.geometry.Image(rgb8), o3d.geometry.Image(depth_np), depth_scale=1.0, depth_trunc=depth_max,
+        o3d.geometry.Image(rgb8), o3d.geometry.Image(depth_np), depth_scale=1.0, depth_trunc=depth_max,  # pyright: ignore[reportCallIssue, reportArgumentType]  # open3d's stubs omit the ndarray constructor
         convert_rgb_to_intensity=False,
     )  # fmt: skip
     volume.integrate(rgbd, intrinsic, np.ascontiguousarray(camera.T_cam_world[0].double().cpu().numpy()))
@@ -156,7 +157,7 @@ def surface_maps(out: RenderOutput, camera: Camera) -> tuple[Tensor, Tensor, Ten
 
 
 def render_surface_maps(
-    scene: Scene, cams: Camera, *, backend: str = "auto"
+    scene: Scene, cams: Camera, *, backend: Backend = "auto"
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``surface_maps`` of every camera of ``cams``, concatenated along the first axis."""
     device = next(iter(scene.parameters()), torch.empty(0)).device  # render where the scene lives
@@ -178,7 +179,7 @@ def fuse_surface(
     scene: Scene,
     dataset,
     *,
-    backend: str = "auto",
+    backend: Backend = "auto",
     resolution: int = TSDF_RESOLUTION,
     max_views: int = MAX_FUSION_VIEWS,
 ) -> Mesh:
@@ -192,7 +193,7 @@ def fuse_surface_from_cameras(
     scene: Scene,
     cameras: Camera,
     *,
-    backend: str = "auto",
+    backend: Backend = "auto",
     resolution: int = TSDF_RESOLUTION,
     max_views: int = MAX_FUSION_VIEWS,
 ) -> Mesh:
@@ -216,6 +217,7 @@ def fuse_surface_from_cameras(
         if boundary_edge_count(mesh) == 0:
             return recolor(mesh, cams, (depths, alphas, colors))
     _log.info("fused surface keeps boundary edges at every resolution tried; returning the finest")
+    assert first is not None  # the loop above runs at least once
     return recolor(first, cams, (depths, alphas, colors))
 
 

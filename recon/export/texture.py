@@ -16,6 +16,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from recon.core import Camera, Mesh, ReconError
+from recon.core.shapes import Backend
 from recon.export.mesh_io import Texture
 from recon.export.surface import project_colors, render_surface_maps, spread_views
 
@@ -97,7 +98,7 @@ def bake_texture(
     cameras: Camera,
     *,
     size: int = 1024,
-    backend: str = "auto",
+    backend: Backend = "auto",
     max_views: int = MAX_BAKE_VIEWS,
 ) -> tuple[Mesh, Texture]:
     """Unwrap ``mesh`` (normalised frame) and bake the colour ``scene`` renders from ``cameras`` into a texture.

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from jaxtyping import Float, Int
-from scipy.spatial import cKDTree
+from scipy.spatial import cKDTree  # pyright: ignore[reportAttributeAccessIssue]  # compiled module: invisible to pyright
 from torch import Tensor
 
 from recon.core import Mesh
@@ -21,7 +21,7 @@ from recon.core import Mesh
 DEFAULT_SAMPLES = 100_000  # surface samples per mesh: mean NN spacing ~ 0.3% of a unit object's size
 DEFAULT_SEED = 0  # samples are drawn from a fixed seed unless a generator is passed (reproducible metrics)
 
-Geometry = Mesh | Float[Tensor, "P 3"]
+Geometry = Mesh | Float[Tensor, "_points 3"]  # "_": pred and gt may hold different point counts
 
 
 def sample_surface(mesh: Mesh, n: int, *, generator: torch.Generator | None = None) -> Float[Tensor, "n 3"]:
@@ -265,11 +265,12 @@ def surface_distance(
         center = 0.5 * (used.min(0).values + used.max(0).values)
     center = center.detach().to("cpu", torch.float64)
     scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(
-        o3d.core.Tensor((vertices - center).float().numpy()),
-        o3d.core.Tensor(faces[kept].numpy().astype(np.uint32)),
-    )
-    result = scene.compute_closest_points(o3d.core.Tensor((query - center).float().numpy()))
+    # The ignores: open3d's stubs omit the ndarray constructor of o3d.core.Tensor.
+    vertices_o3d = o3d.core.Tensor((vertices - center).float().numpy())  # pyright: ignore[reportCallIssue]
+    faces_o3d = o3d.core.Tensor(faces[kept].numpy().astype(np.uint32))  # pyright: ignore[reportCallIssue]
+    scene.add_triangles(vertices_o3d, faces_o3d)
+    query_o3d = o3d.core.Tensor((query - center).float().numpy())  # pyright: ignore[reportCallIssue]
+    result = scene.compute_closest_points(query_o3d)
     closest = torch.from_numpy(result["points"].numpy()).double() + center
     face = kept[torch.from_numpy(result["primitive_ids"].numpy().astype(np.int64))]
     normals = _unit_face_normals(vertices, faces)[face]

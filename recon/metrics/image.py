@@ -254,8 +254,8 @@ def lpips_unavailable_reason() -> str | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _lpips_model():
-    import lpips as lpips_package  # optional dependency, imported only once its weights are known to be local
+def _lpips_model() -> torch.nn.Module:
+    import lpips as lpips_package  # pyright: ignore[reportMissingImports]  # optional dependency, imported only once its weights are known to be local
 
     model = lpips_package.LPIPS(net=LPIPS_NET, pretrained=True, verbose=False)
     return model.eval()

@@ -108,7 +108,8 @@ class StepContext:
         step: index of the current step (0-based).
         max_steps: step budget of the run (schedules are fractions of it).
         camera: the training camera(s) of this step.
-        image: (C, H, W, 3) target images composited over ``background``.
+        image: (C, H, W, 3) target images or, for ray batches, (C, R, 3) target colours, composited over
+            ``background``.
         background: (3,) background used for the target and the render.
         render: the render of this step (None before rendering).
         view_indices: (C,) indices of the training views of this step.
@@ -126,7 +127,7 @@ class StepContext:
     step: int
     max_steps: int
     camera: Camera
-    image: Float[Tensor, "C H W 3"]
+    image: Float[Tensor, "C H W 3"] | Float[Tensor, "C R 3"]
     background: Float[Tensor, "3"]
     render: RenderOutput | None = None
     view_indices: Tensor | None = None

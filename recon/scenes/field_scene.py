@@ -97,6 +97,10 @@ class FieldScene(Scene):
     aabb: Float[Tensor, "2 3"]
     config: FieldSceneConfig
 
+    # Buffers (registered in __init__), declared so that static type checkers know they are tensors.
+    aabb: Tensor
+    step: Tensor
+
     def __init__(self, config: FieldSceneConfig, scene_box: Float[Tensor, "2 3"]) -> None:
         super().__init__()
         self.config = config
@@ -108,7 +112,8 @@ class FieldScene(Scene):
     @classmethod
     def from_dataset(cls, config, dataset, *, generator: torch.Generator):
         """A new field covering ``dataset.scene_box`` (as a cube)."""
-        return cls(config, dataset.scene_box, generator=generator)
+        # Every concrete field scene (nerf, neus) takes ``generator``; the abstract base does not.
+        return cls(config, dataset.scene_box, generator=generator)  # pyright: ignore[reportCallIssue]
 
     @classmethod
     def empty(cls, config):
@@ -208,7 +213,7 @@ class RayJitter:
     generator: torch.Generator
 
 
-def stratified_generator(step: int) -> torch.Generator:
+def stratified_generator(step: int | Tensor) -> torch.Generator:
     """The RNG of one training step's per-chunk stratified draws (proposal sampling): a function of the step
     only, so a resumed run draws exactly the offsets of the uninterrupted one."""
     return torch.Generator().manual_seed(STRATIFIED_SEED + int(step))

@@ -91,6 +91,9 @@ class _HashGridField(nn.Module):
 
     aabb: Float[Tensor, "2 3"]
 
+    # Buffers (registered in __init__), declared so that static type checkers know they are tensors.
+    aabb: Tensor
+
     def __init__(
         self, aabb: Float[Tensor, "2 3"], *, grid: HashGridConfig, generator: torch.Generator | None
     ) -> None:

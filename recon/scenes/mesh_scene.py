@@ -14,6 +14,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from recon.core import Camera, Mesh, RenderOutput
+from recon.core.shapes import Backend
 from recon.scenes.base import RenderOptions
 
 UNCOLOURED_ALBEDO = 0.8  # grey of meshes without colours, shaded with a headlight so their shape shows
@@ -96,7 +97,7 @@ class MeshRenderer:
         return RenderOutput(rgb=rgba[..., :3], alpha=rgba[..., 3:].clamp(0.0, 1.0), depth=depth, normals=normals,
                             producer="MeshRenderer")  # fmt: skip
 
-    def _colour(self, frags, camera: Camera, backend: str) -> Tensor:
+    def _colour(self, frags, camera: Camera, backend: Backend) -> Tensor:
         from recon.renderers.raster import interpolate, sample_texture
 
         if self.texture is not None:

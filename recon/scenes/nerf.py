@@ -151,6 +151,10 @@ class NerfScene(FieldScene):
     capabilities = RenderCapabilities(depth=True, depth_median=True, pixel_subsets=True)
     proposal: ProposalNetworks | None
 
+    # Buffers (registered in __init__), declared so that static type checkers know they are tensors.
+    scene_kind: Tensor
+    scene_type_reason: Tensor
+
     def __init__(
         self,
         config: NerfSceneConfig,

@@ -13,6 +13,7 @@ up to infinity, is contracted; NDC would need the near plane of the data and can
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from jaxtyping import Float
@@ -63,6 +64,9 @@ class ProposalDensityField(nn.Module):
     """
 
     aabb: Float[Tensor, "2 3"]
+
+    # Buffers (registered in __init__), declared so that static type checkers know they are tensors.
+    aabb: Tensor
 
     def __init__(
         self, aabb: Float[Tensor, "2 3"], *, grid: HashGridConfig, hidden_dim: int = 64,
@@ -142,12 +146,13 @@ class ProposalNetworks(nn.Module):
         """Final intervals of the rays ``origins + t directions`` (unit directions); ``anneal`` is the exponent
         of the proposal weights when resampling (``recon.renderers.volume.proposal.proposal_sampling``)."""
         cfg = self.config
-        aabb = self.fields[0].aabb  # the stored box (restored by checkpoint loading)
+        fields = cast(list[ProposalDensityField], list(self.fields))  # nn.ModuleList items are typed Module
+        aabb = fields[0].aabb  # the stored box (restored by checkpoint loading)
         half_size = (0.5 * (aabb[1, 0] - aabb[0, 0])).to(origins)
         near = torch.ones_like(origins[:, 0]) * (cfg.near * half_size)
         far = torch.ones_like(origins[:, 0]) * (cfg.far * half_size)
         return proposal_sampling(
-            [self._density_fn(f, origins, directions, backend) for f in self.fields],
+            [self._density_fn(f, origins, directions, backend) for f in fields],
             num_proposal_samples=cfg.proposal_samples, num_samples=cfg.num_samples, near=near, far=far,
             spacing=cfg.spacing, stratified=stratified, generator=generator, requires_grad=requires_grad,
             anneal=anneal, backend=backend,

@@ -8,6 +8,7 @@ with masks or a known background colour).
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +132,9 @@ class NeusScene(FieldScene):
         depth=True, normals=True, depth_median=True, eikonal=True, pixel_subsets=True
     )
 
+    # Buffers (registered in __init__), declared so that static type checkers know they are tensors.
+    cos_anneal_ratio: Tensor
+
     def __init__(
         self,
         config: NeusSceneConfig,
@@ -208,7 +212,7 @@ class NeusScene(FieldScene):
             background=options.background, backend=backend,
         )  # fmt: skip
         eikonal = (out.gradients.norm(dim=-1) - 1.0) ** 2
-        packed = dict(ray_indices=ri, n_rays=n_rays)
+        packed: dict[str, Any] = dict(ray_indices=ri, n_rays=n_rays)
         extra = (
             {"depth_median": median_depth(samples, comp.weights, comp.transmittance)}
             if options.median_depth

@@ -46,7 +46,7 @@ def fibonacci_triangle_directions(dtype=torch.float32) -> Float[Tensor, "3 3"]:
 
 def mean_sq_knn_distance(points: Float[Tensor, "P 3"], k: int = KNN_NEIGHBOURS) -> Float[Tensor, " P"]:
     """Mean squared distance of each point to its ``k`` nearest other points (clamped at 1e-7)."""
-    from scipy.spatial import cKDTree
+    from scipy.spatial import cKDTree  # pyright: ignore[reportAttributeAccessIssue]  # compiled module: invisible to pyright
 
     pts = points.detach().cpu().double().numpy()
     if len(pts) <= 1:

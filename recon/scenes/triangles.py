@@ -91,6 +91,10 @@ class TriangleSplatScene(Scene):
         depth=True, normals=True, depth_median=True, distortion=True, stats=True
     )
 
+    # Buffers (registered in __init__), declared so that static type checkers know they are tensors.
+    active_sh_degree: Tensor
+    init_source: str  # where the initial points came from (set by from_dataset)
+
     def __init__(
         self, config: TriangleSceneConfig, vertices: Float[Tensor, "N 3 3"], colors: Float[Tensor, "N 3"]
     ):

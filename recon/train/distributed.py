@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 from datetime import timedelta
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -167,15 +167,16 @@ def allreduce_gradients(params: list[Tensor], *, bucket_bytes: int = BUCKET_BYTE
             p.grad = torch.zeros_like(p)
     pending = []
     for bucket in _buckets(active, bucket_bytes):
-        flat = torch.cat([p.grad.reshape(-1) for p in bucket])
+        flat = torch.cat([_grad(p).reshape(-1) for p in bucket])
         pending.append((bucket, flat, dist.all_reduce(flat, async_op=True)))
     for bucket, flat, handle in pending:
         handle.wait()
         flat.div_(world)
         offset = 0
         for p in bucket:
-            n = p.grad.numel()
-            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            grad = _grad(p)
+            n = grad.numel()
+            grad.copy_(flat[offset : offset + n].view_as(grad))
             offset += n
 
 
@@ -190,14 +191,21 @@ def _check_sizes(total: int, *, most: int, fewest: int) -> None:
         )
 
 
+def _grad(p: Tensor) -> Tensor:
+    """``p.grad`` of an active parameter (the caller gave every active parameter a gradient)."""
+    assert p.grad is not None
+    return p.grad
+
+
 def _buckets(params: list[Tensor], bucket_bytes: int) -> list[list[Tensor]]:
     """Parameters grouped by (device, dtype), in order, each group cut into buckets of at most ``bucket_bytes``
     (a larger parameter is a bucket of its own)."""
     groups: dict[tuple, list[list[Tensor]]] = {}
     sizes: dict[tuple, int] = {}
     for p in params:
-        key = (p.grad.device, p.grad.dtype)
-        nbytes = p.grad.numel() * p.grad.element_size()
+        grad = _grad(p)
+        key = (grad.device, grad.dtype)
+        nbytes = grad.numel() * grad.element_size()
         if key not in groups or sizes[key] + nbytes > bucket_bytes:
             groups.setdefault(key, []).append([])
             sizes[key] = 0
@@ -228,7 +236,7 @@ def broadcast_tensors_(tensors: list[Tensor], src: int = 0) -> None:
             dist.broadcast(t.data, src=src)
 
 
-def broadcast_object(obj, src: int = 0):
+def broadcast_object(obj: Any, src: int = 0) -> Any:
     """Rank ``src``'s picklable ``obj`` on every rank (small objects only: a path, a decision)."""
     if world_size() == 1:
         return obj

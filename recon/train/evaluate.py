@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from recon.core import Camera, Mesh, ReconError, RenderOutput
+from recon.core.shapes import Backend
 from recon.scenes.base import RenderOptions, Scene
 
 FSCORE_THRESHOLD_FRACTION = 0.01  # F-score threshold as a fraction of the ground-truth bounding-box diagonal
@@ -48,7 +49,7 @@ def render_metrics(
     *,
     split: str = "test",
     max_images: int = 0,
-    backend: str = "auto",
+    backend: Backend = "auto",
     save_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Render ``split`` (the first ``max_images`` views, or all if 0) and return mean PSNR/SSIM/LPIPS.
@@ -68,7 +69,7 @@ def score_renders(
     *,
     split: str,
     indices: list[int],
-    backend: str,
+    backend: Backend,
     device: torch.device,
     save_dir: Path | None = None,
 ) -> dict[str, Any]:
@@ -112,7 +113,7 @@ def mesh_metrics_record(
     *,
     split: str,
     indices: list[int],
-    backend: str,
+    backend: Backend,
     device: torch.device,
     made_by: str,
     save_dir: Path | None = None,
@@ -137,7 +138,7 @@ def mesh_metrics_record(
     }
 
 
-def quick_metrics(scene: Scene, views, *, indices: list[int], backend: str) -> dict[str, float]:
+def quick_metrics(scene: Scene, views, *, indices: list[int], backend: Backend) -> dict[str, float]:
     """Mean PSNR/SSIM (``recon.metrics``, as the final evaluation) over preloaded views
     (``recon.train.data.TrainViews``); used during training."""
     metrics = _metrics()
@@ -160,7 +161,7 @@ def geometry_metrics(pred_mesh, gt_mesh_path: Path) -> dict[str, Any]:
     from recon.core import Mesh
 
     metrics = _metrics()
-    gt = trimesh.load(str(gt_mesh_path), force="mesh", process=False)
+    gt = trimesh.load_mesh(str(gt_mesh_path), process=False)
     gt_mesh = Mesh(
         vertices=torch.as_tensor(gt.vertices, dtype=torch.float32),
         faces=torch.as_tensor(gt.faces, dtype=torch.long),
@@ -180,7 +181,7 @@ def geometry_metrics(pred_mesh, gt_mesh_path: Path) -> dict[str, Any]:
     }
 
 
-def protocol(dataset, *, split: str, resolution: list[int], backend: str, device: str) -> dict[str, Any]:
+def protocol(dataset, *, split: str, resolution: list[int], backend: Backend, device: str) -> dict[str, Any]:
     """The evaluation protocol record of eval.json.
 
     ``backend`` is what ran, per renderer op family (``recon.renderers._backend.backend_report`` after the

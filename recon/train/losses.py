@@ -35,9 +35,12 @@ class LossConfig:
 
 
 def photometric_loss(
-    rgb: Float[Tensor, "B H W 3"], target: Float[Tensor, "B H W 3"], config: LossConfig
+    rgb: Float[Tensor, "B H W 3"] | Float[Tensor, "B R 3"],
+    target: Float[Tensor, "B H W 3"] | Float[Tensor, "B R 3"],
+    config: LossConfig,
 ) -> dict[str, Tensor]:
-    """``(1 - λ) L1 + λ (1 - SSIM)`` (spec §8), as named weighted terms."""
+    """``(1 - λ) L1 + λ (1 - SSIM)`` (spec §8), as named weighted terms; images ``(B, H, W, 3)`` or ray batches
+    ``(B, R, 3)`` (no SSIM term: rays are no image)."""
     diff = rgb - target
     data = (diff * diff).mean() if config.l2 else diff.abs().mean()
     terms = {"l2" if config.l2 else "l1": (1.0 - config.ssim_weight) * data}

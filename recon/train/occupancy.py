@@ -12,7 +12,7 @@ The strategy talks to the scene through a typed protocol, ``OccupancyScene`` (ch
 """
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -77,10 +77,11 @@ class OccupancyStrategy(Strategy):
             )
 
     def before_backward(self, ctx: StrategyContext) -> None:
-        self.update(ctx.scene, ctx.step.step)
+        # check_scene verified the OccupancyScene protocol; the casts tell static type checkers.
+        self.update(cast(OccupancyScene, ctx.scene), ctx.step.step)
 
     def after_backward(self, ctx: StrategyContext) -> None:
-        ctx.scene.set_step(ctx.step.step + 1, ctx.step.fraction)
+        cast(OccupancyScene, ctx.scene).set_step(ctx.step.step + 1, ctx.step.fraction)
 
     def update(self, scene: OccupancyScene, step: int) -> bool:
         """Update ``scene.occupancy_grid`` at training step ``step`` when the schedule says so; returns whether."""

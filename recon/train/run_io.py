@@ -133,7 +133,7 @@ def evaluate_run(
         from recon.export.surface import fuse_surface
 
         try:
-            mesh = fuse_surface(scene, dataset, backend=cfg.backend)
+            fused = fuse_surface(scene, dataset, backend=cfg.backend)
         except ReconError as exc:  # an (early) scene with no opaque surface: geometry is reported as missing
             result |= {
                 "chamfer": None,
@@ -143,7 +143,7 @@ def evaluate_run(
             }
         else:
             S_inv = torch.linalg.inv(dataset.normalization.double()).float()
-            result |= geometry_metrics(mesh.transformed(S_inv), Path(gt))
+            result |= geometry_metrics(fused.transformed(S_inv), Path(gt))
     if mesh:
         mesh_dir = run.renders_dir / f"eval_{split}_mesh" if save_renders else None
         result["mesh"] = _mesh_eval(scene, method, dataset, cfg, split=split, max_images=max_images,

@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -95,7 +95,7 @@ class _Interrupts:
 
     critical: bool = False
     signal: int | None = None
-    previous: dict[int, object] = field(default_factory=dict)
+    previous: dict[int, Any] = field(default_factory=dict)  # what signal.signal returned, per signal
 
 
 class Trainer:
@@ -131,7 +131,7 @@ class Trainer:
         if scene is None and method.init_scene is not None:
             scene = method.init_scene(cfg, dataset, self.generator)
         elif scene is None:
-            scene = method.scene_cls.from_dataset(cfg.scene, dataset, generator=self.generator)
+            scene = method.scene_cls.from_dataset(cfg.scene, dataset, generator=self.generator)  # pyright: ignore[reportAttributeAccessIssue]  # every method's TrainConfig subclass has it
         self.scene = scene.to(device)
         self.optimizer = ParamOptimizer(self.scene.param_groups())
         self.strategy = method.make_strategy(cfg, len(self.views))
@@ -168,6 +168,7 @@ class Trainer:
         fraction = self.progress()
         first_ray = 0  # index of this rank's first ray in the step's whole ray batch
         if cfg.batch == "rays":  # rays across the views, each over its own background (composited below)
+            assert isinstance(self.sampler, RayBatchSampler)  # chosen by cfg.batch in __init__
             rays = self.sampler.next()  # the whole step's rays (same on every rank) ...
             part = distributed.shard(len(rays.camera), self.rank, self.world)
             rays, first_ray = rays.shard(part), part.start * rays.pixels.shape[1]  # ... this rank's part
@@ -175,6 +176,7 @@ class Trainer:
             background, render_background = self.views.background, None
             view_indices, pass_start = rays.view_indices, False
         else:
+            assert isinstance(self.sampler, ViewSampler)  # chosen by cfg.batch in __init__
             indices, pass_start = self.sampler.next_views(cfg.views_per_rank * self.world)
             indices = indices[distributed.shard(len(indices), self.rank, self.world)]
             background = render_background = self._background()
@@ -456,7 +458,7 @@ class Trainer:
                 f"{run.path}: the checkpoint of step {meta['step']} was trained with other model or data settings "
                 f"than {run.config_path.name} now holds (was it edited?); resume with the settings it was trained with"
             )
-        scene = method.scene_cls.empty(cfg.scene)
+        scene = method.scene_cls.empty(cfg.scene)  # pyright: ignore[reportAttributeAccessIssue]  # every method's TrainConfig subclass has it
         scene.load_state_dict_resizing(_section(tensors, "scene"))
         trainer = cls(cfg, method, dataset, run, device=device, scene=scene)
         trainer.optimizer.load_state_tensors(_section(tensors, "optim"))
@@ -476,7 +478,7 @@ def load_scene(
 ) -> tuple[Scene, int]:
     """The scene of a run's newest checkpoint and its step (for eval, export, render)."""
     tensors, meta = run.load_checkpoint()
-    scene = method.scene_cls.empty(cfg.scene)
+    scene = method.scene_cls.empty(cfg.scene)  # pyright: ignore[reportAttributeAccessIssue]  # every method's TrainConfig subclass has it
     scene.load_state_dict_resizing(_section(tensors, "scene"))
     return scene.to(device).eval(), int(meta["step"])
 

@@ -8,12 +8,14 @@ fraction enters a new event period (``every_fraction``), at least ``min_every_st
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
 from recon.core import RenderCapabilities
+from recon.scenes.triangles import TriangleSplatScene
 from recon.train import distributed
 from recon.train.schedules import active_sh_degree
 from recon.train.strategy import Strategy, StrategyContext
@@ -131,7 +133,7 @@ class TriangleMCMC(Strategy):
 
     # --- hooks ---------------------------------------------------------------------------------------------
     def after_backward(self, ctx: StrategyContext) -> None:
-        scene, step = ctx.scene, ctx.step
+        scene, step = _triangles(ctx), ctx.step
         n = scene.num_primitives()
         self._ensure_size(n, scene.vertices.device)
         if step.pass_start:
@@ -222,7 +224,7 @@ class TriangleMCMC(Strategy):
     @torch.no_grad()
     def prune(self, ctx: StrategyContext) -> None:
         """Prune-only event after densification ends."""
-        scene = ctx.scene
+        scene = _triangles(ctx)
         dead = self.dead_mask(scene.opacities().detach(), 1.0, size_rule=False)
         if bool(dead.all()):
             dead = torch.zeros_like(dead)  # never remove every triangle: an empty scene cannot recover
@@ -233,7 +235,7 @@ class TriangleMCMC(Strategy):
     @torch.no_grad()
     def densify_and_prune(self, ctx: StrategyContext, fraction: float) -> None:
         """One densify/prune event: sample, split big, clone small, remove parents and dead rows."""
-        cfg, scene = self.config, ctx.scene
+        cfg, scene = self.config, _triangles(ctx)
         n = scene.num_primitives()
         opac = scene.opacities().detach()
         size_rule = fraction > 2 * cfg.every_fraction and self.counting == COUNTED
@@ -374,3 +376,8 @@ def subdivide(tri: Float[Tensor, "M 3 3"]) -> Float[Tensor, "M 4 3 3"]:
         ],
         dim=1,
     )
+
+
+def _triangles(ctx: StrategyContext) -> TriangleSplatScene:
+    """``ctx.scene`` as the triangle-splat scene it is (``check_scene``), for static type checkers."""
+    return cast(TriangleSplatScene, ctx.scene)

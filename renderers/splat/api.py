@@ -17,7 +17,7 @@ from torch import Tensor
 
 from recon.core.camera import Camera
 from recon.core.shapes import Backend
-from recon.renderers._backend import resolve_backend
+from recon.renderers._backend import ResolvedBackend, resolve_backend
 from recon.renderers.splat import binning, ref
 from recon.renderers.splat.project import project_triangles
 from recon.renderers.splat.types import (
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-def resolve_splat_backend(backend: Backend, *tensors: Tensor) -> str:
+def resolve_splat_backend(backend: Backend, *tensors: Tensor) -> ResolvedBackend:
     """``resolve_backend`` for the splat family (the float32 rule lives there).
 
     Raises:

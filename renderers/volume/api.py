@@ -298,6 +298,7 @@ def composite(
     if (sigmas is None) == (alphas is None):
         raise ValueError("composite needs exactly one of sigmas= or alphas=")
     field = sigmas if sigmas is not None else alphas
+    assert field is not None  # exactly one of them is given (checked above)
     (ts, te, fl), ri, n, batched = _as_packed(ray_indices, n_rays, t_starts, t_ends, field)
     lead = ts.shape[0]
     if colors.shape[: t_starts.ndim] != t_starts.shape or colors.ndim != t_starts.ndim + 1:

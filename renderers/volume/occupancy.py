@@ -1,6 +1,7 @@
 """Occupancy-grid estimator (Instant-NGP / nerfacc ``OccGridEstimator``): state, EMA update, sampling."""
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -37,6 +38,11 @@ class OccupancyGrid(nn.Module):
 
     occs: Float[Tensor, "L X X X"]
     binaries: Bool[Tensor, "L X X X"]
+
+    # Buffers (registered in __init__), declared so that static type checkers know they are tensors.
+    aabb: Tensor
+    occs: Tensor
+    binaries: Tensor
 
     def __init__(self, aabb: Float[Tensor, "2 3"], *, resolution: int = 128, levels: int = 1) -> None:
         super().__init__()
@@ -175,7 +181,9 @@ class OccupancyGrid(nn.Module):
         )
         if samples.n_samples == 0 or (sigma_fn is None and alpha_fn is None):
             return samples
-        common = dict(ray_indices=samples.ray_indices, n_rays=samples.n_rays, early_stop_eps=early_stop_eps)
+        common: dict[str, Any] = dict(
+            ray_indices=samples.ray_indices, n_rays=samples.n_rays, early_stop_eps=early_stop_eps
+        )
         if sigma_fn is not None:
             sigmas = sigma_fn(samples.t_starts, samples.t_ends, samples.ray_indices).reshape(-1)
             keep = api.render_visibility_from_density(

@@ -8,6 +8,7 @@ import torch
 from recon.core import Camera, ReconError  # noqa: F401  (ReconError re-export checked in test_errors)
 from recon.core.transforms import invert_T, look_at, make_T, random_rotations
 from tests.tolerances import assert_close, tol
+from tests.typecheck import assert_rejected
 
 
 def _random_cameras(n: int, gen: torch.Generator, dtype=torch.float64) -> Camera:
@@ -111,22 +112,25 @@ def test_invert_and_world_to_camera(gen):
 
 
 def test_camera_validates_shapes():
-    with pytest.raises(ValueError, match="T_cam_world"):
-        Camera(T_cam_world=torch.eye(4), K=torch.eye(3)[None], width=4, height=4)
-    with pytest.raises(ValueError, match="K"):
-        Camera(T_cam_world=torch.eye(4)[None], K=torch.eye(3), width=4, height=4)
-    with pytest.raises(ValueError, match="distortion"):
-        Camera(
+    assert_rejected(
+        lambda: Camera(T_cam_world=torch.eye(4), K=torch.eye(3)[None], width=4, height=4), match="T_cam_world"
+    )
+    assert_rejected(
+        lambda: Camera(T_cam_world=torch.eye(4)[None], K=torch.eye(3), width=4, height=4), match="K"
+    )
+    assert_rejected(
+        lambda: Camera(
             T_cam_world=torch.eye(4)[None],
             K=torch.eye(3)[None],
             width=4,
             height=4,
             camera_model="opencv",
             distortion=torch.zeros(1, 3),
-        )
+        ),
+        match="distortion",
+    )
     cam = Camera(T_cam_world=torch.eye(4)[None], K=torch.eye(3)[None], width=4, height=4)
-    with pytest.raises(ValueError, match="points"):
-        cam.project(torch.zeros(5, 3))
+    assert_rejected(lambda: cam.project(torch.zeros(5, 3)), match="points")
 
 
 def test_indexing_and_cat(gen):

@@ -10,6 +10,7 @@ from PIL import Image
 
 from recon.core.errors import ReconError
 from recon.datasets import DatasetError, load_dataset
+from tests.typecheck import assert_rejected
 
 W, H = 16, 12
 
@@ -250,5 +251,4 @@ def test_images_too_small_for_ssim(tmp_path, dw):
     ],
 )
 def test_bad_load_arguments(blender, kwargs, expected):
-    with pytest.raises(DatasetError, match=expected):
-        load_dataset(blender, **kwargs)
+    assert_rejected(lambda: load_dataset(blender, **kwargs), match=expected, error=DatasetError)

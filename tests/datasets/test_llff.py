@@ -9,6 +9,7 @@ from recon.datasets import DatasetError, dataset_info, detect_format, load_datas
 from recon.datasets.llff import llff_row_to_pose
 from tests.datasets.helpers import assert_every_nth_cameras
 from tests.tolerances import assert_close, tol
+from tests.typecheck import assert_rejected
 
 W, H = 16, 12
 
@@ -106,8 +107,11 @@ def test_test_every_is_configurable_and_recorded(tmp_path, dw):
     assert len(ds.splits["train"]) == 6 and "every 3rd image" in ds.split_rule
     assert "every 8th image" in load_dataset(tmp_path).split_rule
     for bad in (1, 0, 2.5, "8", True):
-        with pytest.raises(DatasetError, match=r"test_every must be a whole number >= 2"):
-            load_dataset(tmp_path, test_every=bad)
+        assert_rejected(
+            lambda bad=bad: load_dataset(tmp_path, test_every=bad),
+            match=r"test_every must be a whole number >= 2",
+            error=DatasetError,
+        )
 
 
 @pytest.mark.parametrize("folder", ["colmap_points", "sparse/0"])

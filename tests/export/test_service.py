@@ -14,6 +14,7 @@ from recon.core.transforms import apply_T
 from recon.export.gltf import accessor_array, read_glb
 from recon.export.service import DatasetFrame, ExportRequest, default_output, export_scene, fresh_path
 from recon.scenes.base import Scene
+from tests.typecheck import typecheck_disabled
 
 from .procedural import RADIUS, normalization, ring_frame, sphere_scene
 
@@ -147,7 +148,10 @@ def test_fresh_path(tmp_path):
      ("resolution", 4, "--resolution 4"), ("texture_size", 8, "--texture-size 8")],
 )  # fmt: skip
 def test_bad_requests_name_the_option(tmp_path, field, value, match):
-    request = ExportRequest(output=tmp_path / "x.ply", **{field: value})
+    # An invalid Literal is rejected by the runtime checker at construction; built unchecked (as in production),
+    # the request reaches export_scene's own check, which must name the option.
+    with typecheck_disabled():
+        request = ExportRequest(output=tmp_path / "x.ply", **{field: value})
     with pytest.raises(ReconError, match=match):
         export_scene(sphere_scene(1), ring_frame(), request)
     assert list(tmp_path.iterdir()) == []

@@ -12,6 +12,7 @@ from torchmetrics.functional.image import (
 
 from recon.metrics import image as image_metrics
 from recon.metrics import lpips, lpips_unavailable_reason, ms_ssim, psnr, ssim
+from tests.typecheck import assert_rejected
 
 SSIM_TOL = 1e-4  # brief: matches torchmetrics within 1e-4 (ours runs in float64, torchmetrics in float32)
 
@@ -78,10 +79,10 @@ def test_ms_ssim_rejects_small_images(gen) -> None:
 
 
 def test_shape_errors() -> None:
-    with pytest.raises(ValueError, match="same shape"):
-        psnr(torch.zeros(4, 4, 3), torch.zeros(4, 5, 3))
-    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
-        ssim(torch.zeros(4, 4), torch.zeros(4, 4))
+    assert_rejected(
+        lambda: psnr(torch.zeros(4, 4, 3), torch.zeros(4, 5, 3)), match="same shape", argument="ref"
+    )
+    assert_rejected(lambda: ssim(torch.zeros(4, 4), torch.zeros(4, 4)), match=r"\(H, W, 3\)", argument="img")
 
 
 def test_lpips_unavailable_here_returns_none_with_reason(gen) -> None:

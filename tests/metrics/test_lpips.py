@@ -8,6 +8,7 @@ import torch
 
 from recon.metrics import image as image_metrics
 from recon.train.evaluate import render_metrics
+from tests.typecheck import typecheck_disabled
 
 
 class RecordingDistance(torch.nn.Module):
@@ -96,13 +97,15 @@ def test_evaluation_reports_lpips_or_null_with_reason(monkeypatch):
     g = torch.Generator().manual_seed(3)
     targets = [torch.rand(8, 9, 3, generator=g) for _ in range(2)]
     scene, dataset = _FlatScene(8, 9), _dataset(targets)
+    # _FlatScene stands in for a Scene (render only): render_metrics runs without the runtime checks here.
+    unchecked_render_metrics = typecheck_disabled()(render_metrics)
     monkeypatch.setattr(image_metrics, "lpips_unavailable_reason", lambda: "no weights here")
     monkeypatch.setattr("recon.metrics.lpips_unavailable_reason", lambda: "no weights here")
-    m = render_metrics(scene, dataset, split="test", backend="torch")
+    m = unchecked_render_metrics(scene, dataset, split="test", backend="torch")
     assert m["lpips"] is None and m["lpips_unavailable_reason"] == "no weights here"
 
     monkeypatch.setattr(image_metrics, "lpips_unavailable_reason", lambda: None)
     monkeypatch.setattr(image_metrics, "_lpips_model", lambda: RecordingDistance())
-    m = render_metrics(scene, dataset, split="test", backend="torch")
+    m = unchecked_render_metrics(scene, dataset, split="test", backend="torch")
     expected = sum(2 * float((0.5 - t).abs().mean()) for t in targets) / 2  # images in [-1, 1]: twice the L1
     assert m["lpips"] == pytest.approx(expected, rel=1e-6) and m["lpips_unavailable_reason"] is None

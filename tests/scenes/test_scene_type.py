@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 
 from recon.core import Camera
@@ -13,6 +12,7 @@ from recon.scenes.scene_type import (
     foreground_box,
     resolve_scene_type,
 )
+from tests.typecheck import assert_rejected
 
 UP = torch.tensor([0.0, 0.0, 1.0])
 K = torch.tensor([[50.0, 0.0, 32.0], [0.0, 50.0, 32.0], [0.0, 0.0, 1.0]])
@@ -103,7 +103,5 @@ def test_override_and_bad_inputs(gen):
     forced = resolve_scene_type("forward", cams, None)
     assert forced == SceneTypeDecision("forward", "set by the config (scene_type='forward')")
     assert resolve_scene_type("auto", cams, None).kind == "bounded"
-    with pytest.raises(ValueError, match="scene_type"):
-        resolve_scene_type("ndc", cams, None)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="points"):
-        detect_scene_type(cams, torch.zeros(10, 2))
+    assert_rejected(lambda: resolve_scene_type("ndc", cams, None), match="scene_type", argument="setting")  # type: ignore[arg-type]
+    assert_rejected(lambda: detect_scene_type(cams, torch.zeros(10, 2)), match="points")

@@ -2,6 +2,7 @@
 
 import torch
 
+from recon.core import Camera
 from recon.renderers.encoding import HashGridConfig
 from recon.scenes.base import StepContext
 from recon.scenes.sparseflex import SparseFlexScene, SparseFlexSceneConfig
@@ -129,7 +130,9 @@ def test_strategy_schedule_is_a_function_of_the_budget_fraction():
         base_resolution=10,
     )
     strategy.check_scene(scene)
-    cam = None
+    cam = Camera(
+        T_cam_world=torch.eye(4)[None], K=torch.eye(3)[None], width=1, height=1
+    )  # not read by the strategy
 
     def run(step: int, steps: int = 8) -> None:
         ctx = StepContext(step, steps, cam, torch.zeros(1, 1, 1, 3), torch.zeros(3))

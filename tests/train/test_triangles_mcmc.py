@@ -4,6 +4,7 @@ import math
 
 import torch
 
+from recon.core import Camera
 from recon.scenes.base import StepContext
 from recon.scenes.triangles import TriangleSceneConfig, TriangleSplatScene
 from recon.train.param_optimizer import ParamOptimizer
@@ -29,7 +30,9 @@ def _stepped_optimizer(scene: TriangleSplatScene, gen: torch.Generator) -> Param
 
 
 def _ctx(scene, opt, step: int) -> StrategyContext:
-    cam = None
+    cam = Camera(
+        T_cam_world=torch.eye(4)[None], K=torch.eye(3)[None], width=1, height=1
+    )  # not read by the strategy
     sctx = StepContext(
         step=step, max_steps=30_000, camera=cam, image=torch.zeros(1, 1, 1, 3), background=torch.zeros(3)
     )

@@ -7,6 +7,7 @@ import torch
 from recon.core import RenderOutput
 from recon.viewer.colormaps import apply_colormap, depth_to_rgb, normals_to_rgb, output_to_image
 from recon.viewer.state import ViewState
+from tests.typecheck import assert_rejected
 
 # Reference colours from matplotlib's 256-entry tables (entries 0, 128 and 255), written out so the tests need no
 # matplotlib. Turbo is a polynomial fit with up to ~0.13 deviation at the dark ends of the table (see
@@ -37,8 +38,7 @@ def test_colormap_shape_and_clipping():
     assert out.shape == (3, 4, 3)
     assert out.min() >= 0.0 and out.max() <= 1.0
     np.testing.assert_allclose(out[0, 0], apply_colormap(np.array(0.0), "viridis"))  # clipped below
-    with pytest.raises(ValueError, match="colormap"):
-        apply_colormap(x, "jet")  # type: ignore[arg-type]
+    assert_rejected(lambda: apply_colormap(x, "jet"), match="colormap", argument="name")  # type: ignore[arg-type]
 
 
 def test_viridis_luminance_increases():

@@ -9,6 +9,7 @@ import pytest
 
 from recon.viewer.render_loop import IDLE_SECONDS, ClientRenderLoop
 from recon.viewer.state import ViewState
+from tests.typecheck import typecheck_disabled
 
 from .procedural import sphere_render_fn
 
@@ -51,13 +52,14 @@ def loop_factory():
     def make(render_fn, state=None, lock=None):
         client = FakeClient()
         records = []
-        loop = ClientRenderLoop(
-            client,
-            render_fn,
-            get_state=lambda: state or ViewState(),
-            lock=lock,
-            on_rendered=lambda _, r: records.append(r),
-        )
+        with typecheck_disabled():  # FakeClient stands in for a viser ClientHandle
+            loop = ClientRenderLoop(
+                client,
+                render_fn,
+                get_state=lambda: state or ViewState(),
+                lock=lock,
+                on_rendered=lambda _, r: records.append(r),
+            )
         loops.append(loop)
         return client, loop, records
 

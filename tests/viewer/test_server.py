@@ -11,6 +11,7 @@ import torch
 
 from recon.core import Mesh, ReconError
 from recon.viewer import PointCloud, TrainingStats, ViewerServer, is_loopback, read_camera_path
+from tests.typecheck import assert_rejected, typecheck_disabled
 
 from .procedural import orbit_cameras, sphere_render_fn
 
@@ -96,8 +97,7 @@ def test_view_state_controls(viewer):
     assert state == viewer.view_state
     assert (state.mode, state.background, state.max_resolution) == ("depth", (0.0, 0.0, 0.0), 256)
     assert viewer._mode_dropdown.value == "depth" and tuple(viewer._background_rgb.value) == (0, 0, 0)
-    with pytest.raises(ValueError, match="mode"):
-        viewer.set_view_state(mode="points")
+    assert_rejected(lambda: viewer.set_view_state(mode="points"), match="mode")
     assert set(viewer.control_ids()) == {"render_mode", "colormap", "max_resolution", "server_render"}
 
 
@@ -155,9 +155,10 @@ def test_save_camera_path(viewer, tmp_path):
             },
         )()
 
-    viewer.add_keyframe(FakeClient())  # type: ignore[arg-type]
-    FakeClient.camera.position = (0.5, 0.0, -3.0)
-    viewer.add_keyframe(FakeClient())  # type: ignore[arg-type]
+    with typecheck_disabled():  # FakeClient stands in for a viser ClientHandle
+        viewer.add_keyframe(FakeClient())  # type: ignore[arg-type]
+        FakeClient.camera.position = (0.5, 0.0, -3.0)
+        viewer.add_keyframe(FakeClient())  # type: ignore[arg-type]
     path = viewer.save_camera_path()
     assert path == tmp_path / "paths" / "camera_path.json"
     keyframes, fps = read_camera_path(path)
@@ -175,8 +176,12 @@ def test_geometry_and_frusta(viewer):
     viewer.set_geometry("soup", _soup())  # replaced during training
     viewer.set_geometry("new points", PointCloud(points=torch.rand(5, 3), colors=torch.rand(5, 3)))
     assert "new points" in viewer._geometry_boxes
-    with pytest.raises(TypeError, match="Mesh or a PointCloud"):
-        viewer.set_geometry("bad", torch.zeros(3))  # type: ignore[arg-type]
+    assert_rejected(
+        lambda: viewer.set_geometry("bad", torch.zeros(3)),  # type: ignore[arg-type]
+        match="Mesh or a PointCloud",
+        argument="geometry",
+        error=TypeError,
+    )
 
 
 def test_mesh_only_viewer():
@@ -217,10 +222,11 @@ def test_hidden_frustum_returns_when_the_view_leaves(viewer):
     loop.camera_moved = lambda: setattr(loop, "moves", loop.moves + 1)
     at_camera_0 = np.asarray(camera_to_viser(viewer._cameras[0].camera)[1])
     # The browser's default camera, reported before the initial view is applied, does not unhide it.
-    viewer._camera_moved(SimpleNamespace(position=np.array([3.0, 3.0, 3.0])), loop)
+    moved = typecheck_disabled()(viewer._camera_moved)  # namespaces stand in for viser's camera and the loop
+    moved(SimpleNamespace(position=np.array([3.0, 3.0, 3.0])), loop)
     assert viewer._hidden_frustum == 0
-    viewer._camera_moved(SimpleNamespace(position=at_camera_0), loop)
+    moved(SimpleNamespace(position=at_camera_0), loop)
     assert viewer._hidden_frustum == 0 and not viewer._frusta[0].visible
-    viewer._camera_moved(SimpleNamespace(position=at_camera_0 + 10 * viewer.frustum_scale), loop)
+    moved(SimpleNamespace(position=at_camera_0 + 10 * viewer.frustum_scale), loop)
     assert viewer._hidden_frustum is None and viewer._frusta[0].visible
     assert loop.moves == 3

@@ -5,6 +5,7 @@ import torch
 
 from recon.core import Camera
 from recon.viewer.state import CameraView, PointCloud, TrainingStats, ViewState
+from tests.typecheck import assert_rejected
 
 
 def test_view_state_defaults_and_scale():
@@ -28,8 +29,7 @@ def test_view_state_defaults_and_scale():
     ],
 )
 def test_view_state_validation(changes, message):
-    with pytest.raises(ValueError, match=message):
-        ViewState(**changes)
+    assert_rejected(lambda: ViewState(**changes), match=message)
 
 
 def _camera(count: int = 1) -> Camera:
@@ -45,16 +45,13 @@ def test_camera_view_validation():
     CameraView(camera=_camera(), image=torch.zeros(3, 4, 3), name="a.png")
     with pytest.raises(ValueError, match="one camera"):
         CameraView(camera=_camera(2))
-    with pytest.raises(ValueError, match="image"):
-        CameraView(camera=_camera(), image=torch.zeros(3, 4))
+    assert_rejected(lambda: CameraView(camera=_camera(), image=torch.zeros(3, 4)), match="image")
 
 
 def test_point_cloud_validation():
     PointCloud(points=torch.zeros(5, 3), colors=torch.ones(5, 3))
-    with pytest.raises(ValueError, match="points"):
-        PointCloud(points=torch.zeros(5, 2))
-    with pytest.raises(ValueError, match="colors"):
-        PointCloud(points=torch.zeros(5, 3), colors=torch.ones(4, 3))
+    assert_rejected(lambda: PointCloud(points=torch.zeros(5, 2)), match="points")
+    assert_rejected(lambda: PointCloud(points=torch.zeros(5, 3), colors=torch.ones(4, 3)), match="colors")
 
 
 def test_training_stats_optional_fields():

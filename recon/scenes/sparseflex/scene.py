@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from recon.core import Camera, Mesh, RenderCapabilities, RenderOutput
 from recon.core.errors import ReconError
+from recon.core.shapes import Backend
 from recon.renderers.encoding import HashGridConfig
 from recon.renderers.isosurface import (
     FlexiCubesOutput,
@@ -132,6 +133,12 @@ class SparseFlexScene(Scene):
     capabilities = RenderCapabilities(depth=True, normals=True, depth_median=True)
     """depth_median: one opaque layer, so the transmittance crosses 1/2 at the surface: it equals ``depth``."""
 
+    # Buffers (registered in __init__), declared so that static type checkers know they are tensors.
+    voxels: Tensor
+    resolution: Tensor
+    box_center: Tensor
+    box_size: Tensor
+
     def __init__(
         self,
         config: SparseFlexSceneConfig,
@@ -215,13 +222,15 @@ class SparseFlexScene(Scene):
         if cached is None or cached[0] != key:
             r = int(self.resolution)  # host read only when the voxel set changed
             grid = sparse_voxel_grid(self.voxels, r)
-            self._grid_cache = (key, grid, grid_edges(grid))
-        return self._grid_cache[1]
+            cached = self._grid_cache = (key, grid, grid_edges(grid))
+        return cached[1]
 
     def edges(self) -> Int[Tensor, "E 2"]:
         """(E, 2) unique grid edges of the active voxels (corner rows), for the sign-flip loss."""
         self.grid()
-        return self._grid_cache[2]
+        cached = self._grid_cache
+        assert cached is not None  # grid() has just set it
+        return cached[2]
 
     @torch.no_grad()
     def set_grid(self, grid: SparseVoxelGrid) -> None:
@@ -249,7 +258,7 @@ class SparseFlexScene(Scene):
         return (x_world - self.box_center.to(x_world.dtype)) / self.box_size.to(x_world.dtype) + 0.5
 
     def extract(
-        self, *, training: bool, backend: str = "auto", camera: Camera | None = None
+        self, *, training: bool, backend: Backend = "auto", camera: Camera | None = None
     ) -> FlexiCubesOutput:
         """The FlexiCubes mesh of the band in the unit box (``training``: centre vertex + 4-triangle fans).
 

@@ -337,15 +337,18 @@ def write_glb(parts: list[TexturedPart], path: str | Path) -> Path:
     :func:`_unlit_glb`)."""
     import trimesh
     from PIL import Image
+    from trimesh.visual import TextureVisuals
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     scene = trimesh.Scene()
     for part in parts:
-        visual = trimesh.visual.TextureVisuals(uv=part.uv.numpy(), image=Image.fromarray(part.image))
+        visual = TextureVisuals(uv=part.uv.numpy(), image=Image.fromarray(part.image))
         mesh = trimesh.Trimesh(part.vertices.numpy(), part.faces.numpy(), visual=visual, process=False)
         scene.add_geometry(mesh, geom_name=part.name, node_name=part.name)
-    path.write_bytes(_unlit_glb(scene.export(file_type="glb")))
+    glb = scene.export(file_type="glb")
+    assert isinstance(glb, bytes)  # trimesh returns the GLB as bytes (its annotation covers every format)
+    path.write_bytes(_unlit_glb(glb))
     return path
 
 
@@ -371,9 +374,8 @@ def export_blocks(
 ) -> ExportPaths:
     """Write ``primitives.json``, ``mesh.{obj,glb}`` and ``mesh_full.{obj,glb}`` (with MTL and PNGs) to ``out_dir``."""
     out = Path(out_dir)
-    common = dict(cfg=cfg, T_world_canon=T_world_canon, frame=frame, level=level)
-    mesh = scene_parts(blocks, full=False, **common)
-    mesh_full = scene_parts(blocks, full=True, **common)
+    mesh = scene_parts(blocks, full=False, cfg=cfg, T_world_canon=T_world_canon, frame=frame, level=level)
+    mesh_full = scene_parts(blocks, full=True, cfg=cfg, T_world_canon=T_world_canon, frame=frame, level=level)
     return ExportPaths(
         primitives=write_primitives(
             blocks,

@@ -38,7 +38,7 @@ TRIG_ZERO = (
 ROT6D_NORM_MIN = 1e-12  # guard of the normalisations in rot6d (a degenerate input has no rotation)
 
 
-def exponents_from_raw(raw: Float[Tensor, "*batch 2"]) -> Float[Tensor, "*batch 2"]:
+def exponents_from_raw(raw: Float[Tensor, "*batch"]) -> Float[Tensor, "*batch"]:
     """Shape exponents ``(ε1, ε2) = 1.8·sigmoid(raw) + 0.1 ∈ (0.1, 1.9)``; raw 0 gives the sphere (1, 1).
 
     Differentiable w.r.t. ``raw``.
@@ -46,7 +46,7 @@ def exponents_from_raw(raw: Float[Tensor, "*batch 2"]) -> Float[Tensor, "*batch 
     return EXPONENT_RANGE * torch.sigmoid(raw) + EXPONENT_MIN
 
 
-def raw_from_exponents(eps: Float[Tensor, "*batch 2"]) -> Float[Tensor, "*batch 2"]:
+def raw_from_exponents(eps: Float[Tensor, "*batch"]) -> Float[Tensor, "*batch"]:
     """Inverse of :func:`exponents_from_raw` (``eps`` must lie strictly inside (0.1, 1.9))."""
     return torch.logit((eps - EXPONENT_MIN) / EXPONENT_RANGE)
 
@@ -58,7 +58,7 @@ def scales_from_log(
     return torch.exp(log_scales) + scale_min
 
 
-def signed_pow(f: Float[Tensor, "*batch"], eps: Float[Tensor, "*batch"]) -> Float[Tensor, "*batch"]:
+def signed_pow(f: Float[Tensor, "*#batch"], eps: Float[Tensor, "*#batch"]) -> Float[Tensor, "..."]:
     """Signed power ``f^ε := sign(f)·|f|^ε`` with the exponent gradient ``sign(f)|f|^ε ln|f|``, 0 at ``f = 0``.
 
     .. math:: \\partial_\\varepsilon\\, \\mathrm{sign}(f)|f|^\\varepsilon = \\mathrm{sign}(f)|f|^\\varepsilon \\ln|f|

@@ -17,6 +17,7 @@ next step. All are buffers, so checkpoints resume exactly.
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -76,6 +77,24 @@ class SuperquadricScene(Scene):
     """
 
     capabilities = RenderCapabilities(depth=True)
+
+    # Parameters (GEOMETRY_FIELDS + TEXTURE_FIELDS, set by name in __init__) and buffers, declared so that static
+    # type checkers know they are tensors.
+    raw_exponents: Tensor
+    log_scales: Tensor
+    rot6d: Tensor
+    translations: Tensor
+    alpha_logits: Tensor
+    ground_rot6d: Tensor
+    ground_translation: Tensor
+    texture_logits: Tensor
+    ground_texture_logits: Tensor
+    background_texture_logits: Tensor
+    T_world_canon: Tensor
+    T_original_world: Tensor
+    stage_index: Tensor
+    alive: Tensor
+    opacity_noise: Tensor
 
     def __init__(
         self,
@@ -174,7 +193,7 @@ class SuperquadricScene(Scene):
                 [1.0, -1.0], dtype=torch.float64
             )  # atlas v = 1 is row 0; sample_texture: v = 0 is
             shift = torch.tensor([0.0, 1.0], dtype=torch.float64)
-            f32 = dict(device=device, dtype=torch.float32)
+            f32: dict[str, Any] = dict(device=device, dtype=torch.float32)
             self._constants[device] = {
                 "eta": self.template.eta.to(device), "omega": self.template.omega.to(device),
                 "faces": atlas.faces.to(device), "block_uv": (atlas.padded_uv()[atlas.faces_uv] * flip + shift).to(**f32),

@@ -22,7 +22,7 @@ from recon.train.strategy import Strategy, StrategyContext
 
 def occupancy_strategy(cfg: TrainConfig, num_views: int) -> Strategy:
     """The occupancy-grid strategy of the ray-marched fields over a box (neus, and nerf's bounded scenes)."""
-    return OccupancyStrategy(cfg.strategy, seed=cfg.seed)
+    return OccupancyStrategy(cfg.strategy, seed=cfg.seed)  # pyright: ignore[reportAttributeAccessIssue]  # every method's TrainConfig subclass has it
 
 
 def strategy_for_scene_type(kind: SceneKind, config: OccupancyConfig, *, seed: int) -> Strategy:

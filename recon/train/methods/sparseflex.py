@@ -38,6 +38,7 @@ class SparseFlexTrainConfig(TrainConfig):
 
 
 def _strategy(cfg: TrainConfig, num_views: int) -> Strategy:
+    assert isinstance(cfg, SparseFlexTrainConfig)  # the registry calls it with this method's config
     return SparseFlexStrategy(cfg.strategy, base_resolution=cfg.scene.resolution)
 
 

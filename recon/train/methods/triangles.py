@@ -41,6 +41,7 @@ EXTENT_MARGIN = 1.1  # 3DGS getNerfppNorm: radius = 1.1 x the largest camera dis
 
 
 def _strategy(cfg: TrainConfig, num_views: int) -> Strategy:
+    assert isinstance(cfg, TrianglesTrainConfig)  # the registry calls it with this method's config
     return TriangleMCMC(cfg.strategy, num_views=num_views, max_sh_degree=cfg.scene.sh_degree)
 
 

@@ -5,6 +5,7 @@ import torch
 
 from recon.renderers.encoding.contraction import contract_to_unisphere, uncontract_from_unisphere
 from tests.tolerances import assert_close as _assert_close
+from tests.typecheck import assert_rejected
 
 BOX = torch.tensor([[-2.0, -1.0, 0.0], [2.0, 3.0, 4.0]], dtype=torch.float64)
 CENTER = 0.5 * (BOX[0] + BOX[1])
@@ -99,9 +100,6 @@ def test_jacobian_finite_and_gradcheck(norm, gen):
 
 
 def test_bad_inputs_name_the_argument():
-    with pytest.raises(ValueError, match="aabb"):
-        contract_to_unisphere(torch.zeros(4, 3), torch.zeros(3))
-    with pytest.raises(ValueError, match="norm"):
-        contract_to_unisphere(torch.zeros(4, 3), BOX.float(), norm="l1")
-    with pytest.raises(ValueError, match="u must"):
-        uncontract_from_unisphere(torch.zeros(4, 2), BOX.float())
+    assert_rejected(lambda: contract_to_unisphere(torch.zeros(4, 3), torch.zeros(3)), match="aabb")
+    assert_rejected(lambda: contract_to_unisphere(torch.zeros(4, 3), BOX.float(), norm="l1"), match="norm")
+    assert_rejected(lambda: uncontract_from_unisphere(torch.zeros(4, 2), BOX.float()), match="u must")

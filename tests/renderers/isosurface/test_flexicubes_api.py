@@ -16,6 +16,7 @@ from recon.renderers.isosurface import (
     sparse_voxel_grid,
 )
 from recon.renderers.isosurface import flexicubes_ref as ref
+from tests.typecheck import assert_rejected
 
 RADIUS = 0.3
 
@@ -189,33 +190,36 @@ def test_sparse_voxel_grid_sorts_merges_and_shares_corners():
 
 def test_bad_inputs_name_the_argument():
     s = torch.zeros(5, 5, 5)
-    with pytest.raises(ValueError, match="s must have shape"):
-        flexicubes_dense(torch.zeros(5, 5, 4))
-    with pytest.raises(TypeError, match="s must be a floating"):
-        flexicubes_dense(torch.zeros(5, 5, 5, dtype=torch.int64))
-    with pytest.raises(ValueError, match="deform must have shape"):
-        flexicubes_dense(s, torch.zeros(5, 3))
-    with pytest.raises(ValueError, match="deform must have shape"):
-        flexicubes_dense(s, torch.zeros(5, 25, 3))  # right number of rows, wrong layout
-    with pytest.raises(ValueError, match="weights must have shape"):
-        flexicubes_dense(s, weights=torch.zeros(64, 20))
-    with pytest.raises(TypeError, match="weights must match s"):
-        flexicubes_dense(s, weights=torch.zeros(64, 21, dtype=torch.float64))
-    with pytest.raises(ValueError, match="box"):
-        flexicubes_dense(s, box=(1.0, -1.0))
-    with pytest.raises(ValueError, match="voxels must lie in"):
-        sparse_voxel_grid(torch.tensor([[0, 0, 4]]), 4)
-    with pytest.raises(TypeError, match="voxels must be an integer"):
-        sparse_voxel_grid(torch.zeros(1, 3), 4)
+    assert_rejected(lambda: flexicubes_dense(torch.zeros(5, 5, 4)), match="s must have shape")
+    assert_rejected(
+        lambda: flexicubes_dense(torch.zeros(5, 5, 5, dtype=torch.int64)),
+        match="s must be a floating",
+        error=TypeError,
+    )
+    assert_rejected(lambda: flexicubes_dense(s, torch.zeros(5, 3)), match="deform must have shape")
+    assert_rejected(
+        lambda: flexicubes_dense(s, torch.zeros(5, 25, 3)), match="deform must have shape"
+    )  # right number of rows, wrong layout
+    assert_rejected(lambda: flexicubes_dense(s, weights=torch.zeros(64, 20)), match="weights must have shape")
+    assert_rejected(
+        lambda: flexicubes_dense(s, weights=torch.zeros(64, 21, dtype=torch.float64)),
+        match="weights must match s",
+        error=TypeError,
+    )
+    assert_rejected(lambda: flexicubes_dense(s, box=(1.0, -1.0)), match="box")
+    assert_rejected(lambda: sparse_voxel_grid(torch.tensor([[0, 0, 4]]), 4), match="voxels must lie in")
+    assert_rejected(
+        lambda: sparse_voxel_grid(torch.zeros(1, 3), 4), match="voxels must be an integer", error=TypeError
+    )
     grid = sparse_voxel_grid(torch.tensor([[0, 0, 0]]), 4)
-    with pytest.raises(ValueError, match="s must have shape"):
-        flexicubes_sparse(grid, torch.zeros(7))
-    with pytest.raises(ValueError, match="chunks"):
-        flexicubes_sparse(grid, torch.zeros(8), chunks=0)
-    with pytest.raises(TypeError, match="grid must be a SparseVoxelGrid"):
-        flexicubes_sparse(grid.voxels, torch.zeros(8))
-    with pytest.raises(ValueError, match="values must have shape"):
-        merge_corner_values(grid, torch.zeros(1, 7))
+    assert_rejected(lambda: flexicubes_sparse(grid, torch.zeros(7)), match="s must have shape")
+    assert_rejected(lambda: flexicubes_sparse(grid, torch.zeros(8), chunks=0), match="chunks")
+    assert_rejected(
+        lambda: flexicubes_sparse(grid.voxels, torch.zeros(8)),
+        match="grid must be a SparseVoxelGrid",
+        error=TypeError,
+    )
+    assert_rejected(lambda: merge_corner_values(grid, torch.zeros(1, 7)), match="values must have shape")
 
 
 def test_random_fields_give_edge_manifold_meshes_thanks_to_the_ambiguity_fix(gen, monkeypatch):

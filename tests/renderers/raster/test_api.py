@@ -9,6 +9,7 @@ import torch
 from recon.renderers._backend import BackendError
 from recon.renderers.raster import Fragments, rasterize
 from tests.renderers.raster.helpers import lift, orbit_cameras, pixel_camera, torus
+from tests.typecheck import assert_rejected
 
 RIGHT = [(0.0, 0.0), (4.0, 0.0), (0.0, 4.0)]
 
@@ -43,8 +44,11 @@ def test_bad_input_names_the_argument(kwargs, error, match):
     args = dict(vertices=vertices, faces=faces, camera=pixel_camera(4, 4))
     args.update({k: v for k, v in kwargs.items() if k in args})
     options = {k: v for k, v in kwargs.items() if k not in args}
-    with pytest.raises(error, match=match):
-        rasterize(args["vertices"], args["faces"], args["camera"], **options)
+    assert_rejected(
+        lambda: rasterize(args["vertices"], args["faces"], args["camera"], **options),
+        match=match,
+        error=error,
+    )
 
 
 def test_float64_runs_the_reference_and_explicit_warp_refuses():

@@ -10,6 +10,7 @@ from recon.renderers.raster import shading_api as shading
 from recon.renderers.raster.types import Fragments
 from tests.renderers.raster._shading_scenes import brute_rasterize, camera, random_mesh
 from tests.tolerances import assert_close, tol
+from tests.typecheck import assert_rejected
 
 ORACLE = tol("shading_oracle", torch.float32)
 
@@ -222,28 +223,31 @@ def test_decoupled_composite_formulas():
 def test_validation_names_the_argument():
     frags = _one_pixel([0], [-1.0])
     colors = torch.ones(1, 1, 1, 1, 3)
-    with pytest.raises(ValueError, match="colors"):
-        shading.soft_composite(frags, torch.ones(1, 1, 1, 2, 3), sigma=1.0)
-    with pytest.raises(ValueError, match="sigma"):
-        shading.soft_composite(frags, colors, sigma=-1.0)
-    with pytest.raises(ValueError, match="mode"):
-        shading.soft_composite(frags, colors, sigma=1.0, mode="add")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="background"):
-        shading.soft_composite(frags, colors, sigma=1.0, background=torch.ones(4))
-    with pytest.raises(ValueError, match="opacities"):
-        shading.silhouette(frags, torch.ones(1, 1), sigma=1.0)
-    with pytest.raises(ValueError, match="faces"):
-        shading.interpolate(torch.ones(3, 2), frags)
-    with pytest.raises(ValueError, match="faces"):
-        shading.interpolate(torch.ones(3, 2), frags, torch.tensor([[0, 1, 5]]))
-    with pytest.raises(ValueError, match="uv"):
-        shading.sample_texture(
+    assert_rejected(
+        lambda: shading.soft_composite(frags, torch.ones(1, 1, 1, 2, 3), sigma=1.0), match="colors"
+    )
+    assert_rejected(lambda: shading.soft_composite(frags, colors, sigma=-1.0), match="sigma")
+    assert_rejected(lambda: shading.soft_composite(frags, colors, sigma=1.0, mode="add"), match="mode")  # type: ignore[arg-type]
+    assert_rejected(
+        lambda: shading.soft_composite(frags, colors, sigma=1.0, background=torch.ones(4)), match="background"
+    )
+    assert_rejected(lambda: shading.silhouette(frags, torch.ones(1, 1), sigma=1.0), match="opacities")
+    assert_rejected(lambda: shading.interpolate(torch.ones(3, 2), frags), match="faces")
+    assert_rejected(
+        lambda: shading.interpolate(torch.ones(3, 2), frags, torch.tensor([[0, 1, 5]])), match="faces"
+    )
+    assert_rejected(
+        lambda: shading.sample_texture(
             torch.ones(1, 2, 2, 1), torch.ones(1, 1, 1, 1, 3), frags, torch.zeros(1, dtype=torch.long)
-        )
-    with pytest.raises(ValueError, match="face_to_texture"):
-        shading.sample_texture(
+        ),
+        match="uv",
+    )
+    assert_rejected(
+        lambda: shading.sample_texture(
             torch.ones(1, 2, 2, 1), torch.ones(1, 1, 1, 1, 2), frags, torch.ones(1, dtype=torch.long)
-        )
+        ),
+        match="face_to_texture",
+    )
     with pytest.raises(ValueError, match="mip_level"):
         shading.sample_texture(
             torch.ones(1, 2, 2, 1),
@@ -252,14 +256,14 @@ def test_validation_names_the_argument():
             torch.zeros(1, dtype=torch.long),
             mip_level=-1,
         )
-    with pytest.raises(TypeError, match="fragments"):
-        shading.silhouette(object(), sigma=1.0)  # type: ignore[arg-type]
+    assert_rejected(lambda: shading.silhouette(object(), sigma=1.0), match="fragments", error=TypeError)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="camera"):
         shading.antialias(
             torch.ones(1, 1, 1, 3), frags, torch.ones(3, 3), torch.tensor([[0, 1, 2]]), camera(4, 4)
         )
-    with pytest.raises(ValueError, match="pix_to_face"):
-        shading.interpolate(torch.ones(1, 3, 2), _one_pixel([3], [-1.0]))
+    assert_rejected(
+        lambda: shading.interpolate(torch.ones(1, 3, 2), _one_pixel([3], [-1.0])), match="pix_to_face"
+    )
 
 
 def test_docstring_examples_run():

@@ -12,6 +12,7 @@ from recon.renderers.splat import eval_sh, project_triangles, rasterize_triangle
 from recon.renderers.splat.sh import SH_C0, rgb_to_sh
 from tests.renderers.splat.helpers import camera, lift, pixel_camera
 from tests.tolerances import assert_close, tol
+from tests.typecheck import assert_rejected
 
 
 def _args(n=2, dtype=torch.float32):
@@ -40,21 +41,29 @@ def _args(n=2, dtype=torch.float32):
 def test_validation_errors(index, bad, error, match):
     args = list(_args())
     args[index] = bad
-    with pytest.raises(error, match=match):
-        rasterize_triangles(*args, camera(16, 16), backend="torch")
+    assert_rejected(
+        lambda: rasterize_triangles(*args, camera(16, 16), backend="torch"), match=match, error=error
+    )
 
 
 def test_validation_background_camera_device():
-    with pytest.raises(ValueError, match="background must have shape"):
-        rasterize_triangles(*_args(), camera(16, 16), background=torch.zeros(4))
-    with pytest.raises(TypeError, match="camera must be a recon.core.Camera"):
-        rasterize_triangles(*_args(), "camera")  # type: ignore[arg-type]
+    assert_rejected(
+        lambda: rasterize_triangles(*_args(), camera(16, 16), background=torch.zeros(4)),
+        match="background must have shape",
+    )
+    assert_rejected(
+        lambda: rasterize_triangles(*_args(), "camera"),  # type: ignore[arg-type]
+        match="camera must be a recon.core.Camera",
+        error=TypeError,
+    )
     args = list(_args())
     args[1] = args[1].to("meta")
     with pytest.raises(ValueError, match="colors is on meta"):
         rasterize_triangles(*args, camera(16, 16))
-    with pytest.raises(ValueError, match="backend must be one of"):
-        rasterize_triangles(*_args(), camera(16, 16), backend="cuda")  # type: ignore[arg-type]
+    assert_rejected(
+        lambda: rasterize_triangles(*_args(), camera(16, 16), backend="cuda"),  # type: ignore[arg-type]
+        match="backend must be one of",
+    )
 
 
 def test_backend_resolution():
