@@ -154,6 +154,8 @@ class NerfScene(FieldScene):
     # Buffers (registered in __init__), declared so that static type checkers know they are tensors.
     scene_kind: Tensor
     scene_type_reason: Tensor
+    proposal_anneal: Tensor
+    proposal_update: Tensor
 
     def __init__(
         self,

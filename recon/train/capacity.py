@@ -328,8 +328,10 @@ def apply_capacity(
     if measure is None:
         from recon.train.trainer import Trainer
 
-        def measure(sized):
+        def _trainer_seconds(sized):
             return trainer_step_seconds(lambda: Trainer(sized, method, dataset, None, device=device))
+
+        measure = _trainer_seconds
 
     cameras = dataset.cameras("train")
     views = len(dataset.splits["train"])

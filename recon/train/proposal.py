@@ -102,8 +102,10 @@ class ProposalStrategy(Strategy):
         fraction = ctx.step.fraction
         update = self.steps_since_update > update_interval(fraction, self.config) + TIE_EPS
         self.steps_since_update = 1 if update else self.steps_since_update + 1
-        ctx.scene.set_step(ctx.step.step + 1, fraction)
-        ctx.scene.set_proposal_schedule(anneal=anneal_exponent(fraction, self.config), update=update)
+        scene = ctx.scene
+        assert isinstance(scene, ProposalScene)  # checked by check_scene before training
+        scene.set_step(ctx.step.step + 1, fraction)
+        scene.set_proposal_schedule(anneal=anneal_exponent(fraction, self.config), update=update)
 
     def state_tensors(self) -> dict[str, Tensor]:
         return {"steps_since_update": torch.tensor(self.steps_since_update, dtype=torch.int64)}

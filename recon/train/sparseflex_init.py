@@ -14,6 +14,7 @@ The band is the voxels with a sign change among their corners, dilated by ``scen
 """
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,7 +31,7 @@ FIELD_METHODS = ("nerf", "neus")
 """Methods whose runs ``--init-from`` accepts."""
 
 
-def _open_field_run(run_dir: str, dataset):
+def _open_field_run(run_dir: str, dataset) -> tuple[str, Any]:
     """(method name, scene) of the field run ``run_dir`` after checking its method and dataset fingerprint."""
     from recon.datasets import dataset_info
     from recon.train.run_io import open_run_config

@@ -50,9 +50,12 @@ def occupancy_corner_sdf(
     if not occ.any() or occ.all():
         state = "empty" if not occ.any() else "the whole box"
         raise ReconError(f"{what} at resolution {occ.shape[0] - 1} is {state}: no surface to start from")
-    sdf = np.where(
-        occ, -(distance_transform_edt(occ) - HALF_VOXEL), distance_transform_edt(~occ) - HALF_VOXEL
+    # np.asarray: scipy annotates a union of return forms
+    inside_dist, outside_dist = (
+        np.asarray(distance_transform_edt(occ)),
+        np.asarray(distance_transform_edt(~occ)),
     )
+    sdf = np.where(occ, -(inside_dist - HALF_VOXEL), outside_dist - HALF_VOXEL)
     return torch.from_numpy(np.clip(sdf, -clip, clip)).float()
 
 

@@ -292,8 +292,9 @@ class SparseFlexScene(Scene):
         """``box_size`` as a Python float (read from the buffer once per loaded or moved box)."""
         cached = getattr(self, "_box_size_host", None)
         if cached is None or cached[0] is not self.box_size:
-            self._box_size_host = (self.box_size, float(self.box_size))  # one host read per loaded box
-        return self._box_size_host[1]
+            cached = (self.box_size, float(self.box_size))  # one host read per loaded box
+            self._box_size_host = cached
+        return cached[1]
 
     # --- Scene interface ------------------------------------------------------------------------------------
     def param_groups(self) -> list[ParamGroup]:

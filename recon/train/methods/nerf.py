@@ -86,7 +86,7 @@ class SceneTypeStrategy(Strategy):
 
 
 def _strategy(cfg: TrainConfig, num_views: int) -> Strategy:
-    return SceneTypeStrategy(cfg.strategy, seed=cfg.seed)
+    return SceneTypeStrategy(cfg.strategy, seed=cfg.seed)  # pyright: ignore[reportAttributeAccessIssue]  # every method's TrainConfig subclass has it
 
 
 METHOD = Method("nerf", NerfTrainConfig, NerfSceneConfig, NerfStrategyConfig, NerfScene, _strategy)
