@@ -6,7 +6,7 @@ side channels: everything it needs is in the ``StrategyContext``.
 """
 
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -31,6 +31,7 @@ class StrategyContext:
     optimizer: ParamOptimizer
 
 
+@runtime_checkable
 class ViewCrop(Protocol):
     """A pixel window of each of the step's C views that is rendered and supervised instead of the full images."""
 

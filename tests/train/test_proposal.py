@@ -9,6 +9,7 @@ from recon.scenes.nerf import NerfScene, NerfSceneConfig
 from recon.train.param_optimizer import ParamOptimizer
 from recon.train.proposal import NerfStrategyConfig, ProposalStrategy, anneal_exponent, update_interval
 from recon.train.strategy import StrategyContext
+from tests.typecheck import typecheck_disabled
 
 TINY = NerfSceneConfig(
     grid_levels=2, grid_log2_size=8, grid_max_resolution=32, hidden_dim=8, proposal_samples=(8,), num_samples=4,
@@ -26,7 +27,8 @@ def _run(strategy: ProposalStrategy, scene: NerfScene, fractions: list[float]) -
     optimizer = ParamOptimizer(scene.param_groups())
     out = []
     for step, fraction in enumerate(fractions):
-        ctx = StepContext(step, len(fractions), None, None, None, progress=fraction)
+        with typecheck_disabled():  # a schedule-only context: no camera or images
+            ctx = StepContext(step, len(fractions), None, None, None, progress=fraction)
         strategy.after_backward(StrategyContext(ctx, scene, optimizer))
         out.append(scene.proposal_schedule())
     return out
@@ -99,7 +101,9 @@ def test_gated_steps_leave_the_proposal_fields_without_gradient():
     for update in (False, True):
         scene.set_proposal_schedule(anneal=1.0, update=update)
         out = scene.render(cams, _options(), pixels=pixels)
-        terms = scene.regularizers(StepContext(0, 1, cams, None, None))
+        with typecheck_disabled():  # the regularizers read no images
+            ctx = StepContext(0, 1, cams, None, None)
+        terms = scene.regularizers(ctx)
         loss = out.rgb.sum() + sum(terms.values())
         loss.backward()
         grads = [p.grad for p in scene.proposal.parameters()]

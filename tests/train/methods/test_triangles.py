@@ -18,6 +18,7 @@ from recon.train.data import TrainViews
 from recon.train.methods.triangles import L2_EXTENT, adapt_to_dataset, camera_extent
 from tests.tolerances import assert_close, tol
 from tests.train.methods.helpers import INTRINSICS, H, W, write_colmap
+from tests.typecheck import assert_rejected
 
 
 def test_each_view_renders_with_its_own_intrinsics(tmp_path):
@@ -76,8 +77,11 @@ def test_capture_override_and_explicit_flags_are_kept(tmp_path):
     assert forced.scene.capture == "object" and not forced.strategy.outdoor and not forced.loss.l2
     explicit = replace(base, scene=replace(base.scene, capture="object"), loss=replace(base.loss, l2=True))
     assert adapt_to_dataset(explicit, ds)[0].loss.l2
-    with pytest.raises(ValueError, match="scene.capture"):
-        adapt_to_dataset(replace(base, scene=replace(base.scene, capture="indoors")), ds)
+    assert_rejected(
+        lambda: adapt_to_dataset(replace(base, scene=replace(base.scene, capture="indoors")), ds),
+        match="scene.capture",
+        argument="capture",
+    )
 
 
 def test_train_cli_records_the_resolved_capture(tmp_path, capsys):
