@@ -236,6 +236,15 @@ def broadcast_tensors_(tensors: list[Tensor], src: int = 0) -> None:
             dist.broadcast(t.data, src=src)
 
 
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's picklable ``obj``, in rank order, on every rank (small objects only; ``[obj]`` alone)."""
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """Rank ``src``'s picklable ``obj`` on every rank (small objects only: a path, a decision)."""
     if world_size() == 1:

@@ -33,6 +33,7 @@ from recon.scenes.sparseflex import (
     subdivide,
 )
 from recon.scenes.sparseflex.frustum import CropWindow, choose_crop, voxel_spheres
+from recon.train import distributed
 from recon.train.param_optimizer import ParamOptimizer
 from recon.train.strategy import Strategy, StrategyContext
 
@@ -226,7 +227,25 @@ class SparseFlexStrategy(Strategy):
         due = int(fraction / self.config.band_every_fraction)
         if due > self.band_events or changed:  # a split band is 2 radii wide in fine voxels: trim it at once
             self.band_events = max(due, self.band_events)
+            if self.config.open_surfaces:
+                self.share_cameras()
             maintain_band(scene, ctx.optimizer, cameras=self._seen_cameras())
+
+    def share_cameras(self) -> None:
+        """Under data parallelism every rank records only the views it rendered; before a band update (on every
+        rank at the same step) the ranks pool them, so all prune the same voxels (a no-op in one process)."""
+        if distributed.world_size() == 1:
+            return
+        mine = {
+            view: (cam.T_cam_world.cpu(), cam.K.cpu(), cam.width, cam.height)
+            for view, cam in self.cameras.items()
+        }
+        device = next(iter(self.cameras.values())).T_cam_world.device if self.cameras else None
+        for seen in distributed.gather_objects(mine):
+            for view, (T, K, width, height) in seen.items():
+                if view not in self.cameras:
+                    dev = device if device is not None else T.device
+                    self.cameras[view] = Camera(T.to(dev), K.to(dev), width, height)
 
     def _seen_cameras(self) -> Camera | None:
         if not self.config.open_surfaces or not self.cameras:

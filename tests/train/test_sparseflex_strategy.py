@@ -183,3 +183,23 @@ def test_open_surfaces_prunes_voxels_no_camera_sees():
     restored.load_state_tensors(strategy.state_tensors())
     assert list(restored.cameras) == [3]
     torch.testing.assert_close(restored.cameras[3].T_cam_world, cam.T_cam_world)
+
+
+def test_open_surfaces_ranks_pool_their_cameras_before_a_band_update(monkeypatch):
+    """Under data parallelism each rank records only its own views; share_cameras pools them (here rank 0 saw
+    view 3 and the other rank view 5), so every rank prunes against the same cameras."""
+    from recon.core import Camera
+    from recon.train import distributed
+
+    K = torch.tensor([[[120.0, 0, 8], [0, 120.0, 8], [0, 0, 1]]])
+    mine = Camera(torch.eye(4)[None], K, 16, 16)
+    theirs = Camera(torch.eye(4)[None] * 2.0, K, 16, 16)
+    other = {5: (theirs.T_cam_world, theirs.K, 16, 16)}
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "gather_objects", lambda obj: [obj, other])
+    strategy = SparseFlexStrategy(SparseFlexStrategyConfig(open_surfaces=True), base_resolution=10)
+    strategy.cameras = {3: mine}
+    strategy.share_cameras()
+    assert sorted(strategy.cameras) == [3, 5]
+    torch.testing.assert_close(strategy.cameras[5].T_cam_world, theirs.T_cam_world)
+    torch.testing.assert_close(strategy.cameras[3].T_cam_world, mine.T_cam_world)  # its own views unchanged
