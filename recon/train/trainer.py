@@ -389,18 +389,30 @@ class Trainer:
             progress(self, values)
 
     def periodic_eval(self) -> dict[str, float]:
-        """PSNR/SSIM on a fixed, evenly spread subset of the test split, logged with the training time."""
-        if not self.eval_indices or self.rank != 0:
+        """PSNR/SSIM on a fixed, evenly spread subset of the test split, logged with the training time.
+
+        With W ranks (every rank calls it at the same step: the clock is rank 0's) each rank renders every W-th
+        view of the subset and the per-view sums are all-reduced, so the logged means are those of one process.
+        """
+        if not self.eval_indices:
             return {}
         if self.test_views is None:
             self.test_views = TrainViews(self.dataset, "test", device=self.device)
         start = time.perf_counter()
         self.scene.eval()  # deterministic sampling (ray-marched fields jitter their samples in training)
-        result = quick_metrics(
-            self.scene, self.test_views, indices=self.eval_indices, backend=self.cfg.backend
-        )
+        mine = self.eval_indices[self.rank :: self.world]
+        sums = [0.0, 0.0, float(len(mine))]
+        if mine:
+            part = quick_metrics(self.scene, self.test_views, indices=mine, backend=self.cfg.backend)
+            sums[:2] = [part["psnr"] * len(mine), part["ssim"] * len(mine)]
+        if self.world > 1:
+            total = torch.tensor(sums, dtype=torch.float64, device=self.device)
+            sums = distributed.all_reduce_(total, "sum").tolist()
+        result = {"psnr": sums[0] / sums[2], "ssim": sums[1] / sums[2]}
         self.scene.train()
         self.eval_seconds += time.perf_counter() - start
+        if self.rank != 0:
+            return result
         self.run.log_metrics(self.step, {
             "eval_psnr": result["psnr"], "eval_ssim": result["ssim"], "eval_images": len(self.eval_indices),
             "train_seconds": round(self.train_seconds, 3), "num_primitives": self.scene.num_primitives(),

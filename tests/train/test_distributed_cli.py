@@ -14,6 +14,9 @@ from recon.core import ReconError
 from recon.runs import RunDir
 
 TIMEOUT_S = 240
+EVAL_ATOL_DB = 1e-3
+"""The gathered periodic PSNR vs one process's ``recon eval`` of the same checkpoint: the same renders and metric,
+summed in another order."""
 TINY = ["--scene.random-init-points", "150", "--scene.max-init-points", "150", "--scene.hull-resolution", "24",
         "--strategy.min-every-steps", "3", "--no-progress", "--threads", "1", "--backend", "torch"]  # fmt: skip
 
@@ -42,7 +45,7 @@ def test_train_two_processes_checkpoint_resume_with_one_and_eval(data, tmp_path)
     run_dir = tmp_path / "run"
     done = _recon("train", "triangles", "--nproc", "2", "--data", str(data), "--steps", "8", "--run-dir",
                   str(run_dir), "--checkpoint-every", "4", "--log-every", "2", "--eval-every", "4", "--eval-images",
-                  "1", "--no-final-eval", *TINY)  # fmt: skip
+                  "2", "--no-final-eval", *TINY)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines() == [str(run_dir)]  # rank 0 alone prints the run directory
     run = RunDir(run_dir)
@@ -51,6 +54,15 @@ def test_train_two_processes_checkpoint_resume_with_one_and_eval(data, tmp_path)
     assert [rec["step"] for rec in records if "eval_psnr" in rec] == [4, 8]  # rank 0's periodic evaluations
     _, meta = run.load_checkpoint()
     assert meta["step"] == 8
+    # the step-8 evaluation was split over the ranks (one test view each) and gathered: it equals one process
+    # evaluating both views of the same checkpoint
+    done = _recon("eval", str(run_dir), "--max-images", "2", "--no-geometry", "--device", "cpu", "--output",
+                  str(tmp_path / "eval8.json"))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = json.loads((tmp_path / "eval8.json").read_text())
+    logged = next(rec for rec in records if rec.get("eval_psnr") is not None and rec["step"] == 8)
+    assert single["step"] == 8 and single["num_images"] == logged["eval_images"] == 2
+    assert abs(logged["eval_psnr"] - single["psnr"]) < EVAL_ATOL_DB
     # resume the 2-process run in 1 process (the sampler state is global: any number of ranks continues it)
     done = _recon(
         "train", "triangles", "--resume", "--run-dir", str(run_dir), "--steps", "10", "--no-final-eval"
