@@ -281,7 +281,8 @@ def main(argv: list[str]) -> int:
     if capacity and trainer.rank == 0:
         (run.path / "capacity.json").write_text(json.dumps([c.record() for c in capacity], indent=2) + "\n")
     result = _train(trainer, cfg)
-    distributed.shutdown()  # no collectives after training
+    images = _final_images_over_ranks(trainer, cfg, dataset, result)
+    distributed.shutdown()  # no collectives after this
     if trainer.rank != 0:
         distributed.exit_worker(0)  # rank 0 reports, evaluates and prints the run directory
     print(f"stopped after step {result.step} ({result.stopped}), {result.train_seconds / 60:.2f} training minutes"
@@ -292,7 +293,7 @@ def main(argv: list[str]) -> int:
         print(run.path)
         return 128 + (result.signal or signal.SIGINT)
     if cfg.final_eval and dataset.splits.get("test"):
-        ev = evaluate_run(run, method, cfg, device=device, dataset=dataset)
+        ev = evaluate_run(run, method, cfg, device=device, dataset=dataset, image_metrics=images)
         print(f"eval: psnr {ev['psnr']:.3f}  ssim {ev['ssim']:.4f} on {ev['num_images']} {ev['split']} views",
               file=sys.stderr)  # fmt: skip
     print(run.path)
@@ -314,6 +315,20 @@ def _capacity(method, cfg, dataset, device, argv: list[str]):
         for choice in choices:
             print(choice.line(), file=sys.stderr)
     return cfg, choices
+
+
+def _final_images_over_ranks(trainer: Trainer, cfg, dataset, result) -> dict | None:
+    """Under data parallelism, the final evaluation's image scores with the test views split over the ranks (a
+    collective; None in one process, after a signal, or without a final evaluation). Rank 0 then evaluates the
+    rest (geometry, mesh) alone."""
+    if distributed.world_size() == 1 or result.stopped == "interrupted":
+        return None
+    if not (cfg.final_eval and dataset.splits.get("test")):
+        return None
+    from recon.train.evaluate import render_metrics
+
+    trainer.scene.eval()  # deterministic sampling, as recon eval renders
+    return render_metrics(trainer.scene, dataset, split="test", backend=cfg.backend, ranks=True)
 
 
 def _start_ranks(method, cfg, dataset, device, run: RunDir | None) -> Trainer:

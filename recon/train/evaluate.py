@@ -51,15 +51,19 @@ def render_metrics(
     max_images: int = 0,
     backend: Backend = "auto",
     save_dir: Path | None = None,
+    ranks: bool = False,
 ) -> dict[str, Any]:
     """Render ``split`` (the first ``max_images`` views, or all if 0) and return mean PSNR/SSIM/LPIPS.
+
+    With ``ranks`` (a collective: every rank of a data-parallel job calls it) each rank renders every W-th view and
+    the per-view scores are gathered, so every rank returns the means over all the views.
 
     Returns:
         {"num_images", "psnr", "ssim", "lpips", "lpips_unavailable_reason", "seconds_per_image", "resolution"}.
     """
     device = next(scene.parameters()).device
     return score_renders(scene.render, dataset, split=split, indices=eval_indices(dataset, split, max_images),
-                         backend=backend, device=device, save_dir=save_dir)  # fmt: skip
+                         backend=backend, device=device, save_dir=save_dir, ranks=ranks)  # fmt: skip
 
 
 @torch.no_grad()
@@ -72,10 +76,17 @@ def score_renders(
     backend: Backend,
     device: torch.device,
     save_dir: Path | None = None,
+    ranks: bool = False,
 ) -> dict[str, Any]:
     """Mean PSNR/SSIM/LPIPS of ``render(camera, options)`` (a scene's or a mesh's) over the views ``indices`` of
-    ``split``, over the dataset's background; the layout of :func:`render_metrics`."""
+    ``split``, over the dataset's background; the layout of :func:`render_metrics` (``ranks``: split the views
+    over the ranks of a data-parallel job and gather the scores; a collective)."""
+    from recon.train import distributed
+
     metrics = _metrics()
+    all_indices = indices
+    if ranks:
+        indices = indices[distributed.rank() :: distributed.world_size()]
     background = dataset.background.to(device, torch.float32)
     options = RenderOptions(background=background, backend=backend, depth=False)
     psnrs, ssims, lpipses = [], [], []
@@ -95,6 +106,12 @@ def score_renders(
             lpipses.append(float(lp))
         if save_dir is not None:
             _save_png(save_dir / f"{split}_{i:04d}.png", rgb)
+    if ranks and distributed.world_size() > 1:
+        parts = distributed.gather_objects((psnrs, ssims, lpipses, render_seconds, width, height))
+        psnrs, ssims, lpipses = ([x for part in parts for x in part[k]] for k in range(3))
+        render_seconds = sum(part[3] for part in parts)
+        width, height = max(part[4] for part in parts), max(part[5] for part in parts)
+        indices = all_indices
     lpips_value = sum(lpipses) / len(lpipses) if lpipses and len(lpipses) == len(indices) else None
     return {
         "num_images": len(indices),

@@ -95,12 +95,15 @@ def evaluate_run(
     geometry: bool = True,
     mesh: bool = False,
     output: Path | None = None,
+    image_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the newest checkpoint of ``run`` on ``split``, write eval.json and return it (CLI.md layout).
 
     With ``mesh`` the run's native mesh (``recon.export.service.build_mesh``, as ``recon export`` writes it) is
     also rendered by the hard rasterizer at the same views and scored under ``"mesh"``. ``output`` is where
     eval.json goes (default RUN_DIR/eval.json); nothing else is written unless ``save_renders``.
+    ``image_metrics``: :func:`render_metrics` of the same checkpoint already computed (a data-parallel job's
+    final evaluation, split over its ranks); then the views are not rendered again.
     """
     device = device or torch.device("cpu")
     dataset = dataset if dataset is not None else load_run_dataset(cfg)
@@ -108,9 +111,12 @@ def evaluate_run(
     reset_backend_report()  # the protocol records what this evaluation's renders ran on
     save_dir = run.renders_dir / f"eval_{split}" if save_renders else None
     start = time.perf_counter()
-    m = render_metrics(
-        scene, dataset, split=split, max_images=max_images, backend=cfg.backend, save_dir=save_dir
-    )
+    if image_metrics is not None and not save_renders:
+        m = image_metrics
+    else:
+        m = render_metrics(
+            scene, dataset, split=split, max_images=max_images, backend=cfg.backend, save_dir=save_dir
+        )
     result: dict[str, Any] = {
         "method": method.name,
         "step": step,

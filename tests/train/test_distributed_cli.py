@@ -74,6 +74,21 @@ def test_train_two_processes_checkpoint_resume_with_one_and_eval(data, tmp_path)
     assert json.loads((run_dir / "eval.json").read_text())["step"] == 10
 
 
+def test_final_evaluation_split_over_two_ranks_equals_one_process(data, tmp_path):
+    run_dir = tmp_path / "run"
+    done = _recon("train", "triangles", "--nproc", "2", "--data", str(data), "--steps", "4", "--run-dir",
+                  str(run_dir), "--eval-every", "0", *TINY)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    split = json.loads((run_dir / "eval.json").read_text())
+    done = _recon(
+        "eval", str(run_dir), "--no-geometry", "--device", "cpu", "--output", str(tmp_path / "one.json")
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = json.loads((tmp_path / "one.json").read_text())
+    assert split["step"] == single["step"] == 4 and split["num_images"] == single["num_images"] == 2
+    assert abs(split["psnr"] - single["psnr"]) < EVAL_ATOL_DB and abs(split["ssim"] - single["ssim"]) < 1e-5
+
+
 def test_nproc_must_be_a_positive_integer(data, tmp_path):
     from recon.cli import train as train_cli
 
