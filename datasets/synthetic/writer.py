@@ -183,7 +183,7 @@ def _mesh_colors(mesh: trimesh.Trimesh) -> tuple[np.ndarray | None, np.ndarray |
 
 def write_mesh_scene(
     mesh_path: Path | str, output: Path, *, views: int = 100, test_views: int = 50, resolution: int = 200,
-    seed: int = 0, up_axis: Literal["y", "z"] = "y",
+    seed: int = 0, up_axis: Literal["y", "z"] = "y", upper_views: bool = False,
 ) -> Path:  # fmt: skip
     """Render any mesh file (OBJ, PLY, GLB, ...) like a built-in scene into a Blender-format folder.
 
@@ -192,13 +192,16 @@ def write_mesh_scene(
     ``R`` turning the file's ``up_axis`` into +z (y-up is the glTF rule and the common OBJ habit). The 4x4
     similarity is recorded as ``recon_synthetic.normalization`` (original -> written frame); gt_mesh.ply is
     written in the written (camera) frame. Colours come from the file's vertex/face colours or texture (sampled
-    at the vertices), else a procedural hue-and-checker texture. Cameras as for the "object" scene.
+    at the vertices), else a procedural hue-and-checker texture. Cameras as for the "object" scene; with
+    ``upper_views`` the training views see it only from above (elevations 10-75 degrees, as the "tabletop" scene),
+    so its underside is never observed (the open-surface case of sparseflex's ``open_surfaces``).
 
     Args:
         mesh_path: mesh file readable by trimesh.
         output: folder to write.
         views, test_views, resolution, seed: as in :func:`write_scene`.
         up_axis: the file's up axis.
+        upper_views: training cameras on the upper hemisphere only.
 
     Returns:
         The output folder.
@@ -225,9 +228,10 @@ def write_mesh_scene(
         albedo=rainbow_albedo(cell=MESH_TEXTURE_CELL), vertex_colors=vertex_colors, face_colors=face_colors,
     )  # fmt: skip
     meta = {"scene": f"mesh:{mesh_path.name}", "source_mesh": str(mesh_path), "up_axis": up_axis,
+            "training_views": "upper hemisphere" if upper_views else "all around",
             "normalization": S.tolist(), "colors": "vertex" if vertex_colors is not None else
             "face" if face_colors is not None else "procedural"}  # fmt: skip
     return _write(
         [part], output, views=views, test_views=test_views, resolution=resolution, seed=seed,
-        z_range=ALL_AROUND_Z, test_elevation=TEST_ELEVATION["object"], meta=meta,
+        z_range=UPPER_Z if upper_views else ALL_AROUND_Z, test_elevation=TEST_ELEVATION["object"], meta=meta,
     )  # fmt: skip

@@ -54,6 +54,8 @@ class Synth:
     """Mesh file (OBJ, PLY, GLB, ...) to render; only with NAME 'mesh'."""
     up_axis: Literal["y", "z"] = "y"
     """Up axis of the --mesh file (y-up is the glTF rule and the common OBJ habit)."""
+    upper_views: bool = False
+    """With 'mesh': training cameras only above the object (10-75 degrees), so its underside is never seen."""
     views: int = 100
     """Number of training views."""
     test_views: int = 50
@@ -129,10 +131,14 @@ def _run_synth(args: Synth) -> int:
     if args.name == MESH_SCENE:
         if args.mesh is None:
             raise ReconError("recon data synth mesh needs --mesh FILE (a mesh file to render)")
-        output = write_mesh_scene(args.mesh, args.output, up_axis=args.up_axis, **counts)
+        output = write_mesh_scene(
+            args.mesh, args.output, up_axis=args.up_axis, upper_views=args.upper_views, **counts
+        )
     else:
         if args.mesh is not None:
             raise ReconError(f"--mesh is only used with NAME 'mesh', not with {args.name!r}")
+        if args.upper_views:
+            raise ReconError(f"--upper-views is only used with NAME 'mesh', not with {args.name!r}")
         if args.name not in SCENES:
             expected = ", ".join([*SCENES, MESH_SCENE])
             raise ReconError(f"unknown synthetic scene {args.name!r}; expected one of: {expected}")

@@ -218,6 +218,25 @@ def test_mesh_scene_uses_vertex_colors(tmp_path) -> None:
     assert hit.any() and not rgba[hit][:, 1:3].any() and rgba[hit][:, 0].min() > 0
 
 
+def test_mesh_scene_upper_views_never_see_the_underside(tmp_path) -> None:
+    """``upper_views``: every training camera sits 10-75 degrees above the object's centre (so its underside is
+    never observed); the default spreads them all around, below the centre too."""
+    trimesh.creation.icosphere(subdivisions=1).export(tmp_path / "ball.ply")
+
+    def elevations(out: Path) -> np.ndarray:
+        frames = json.loads((out / "transforms_train.json").read_text())["frames"]
+        centres = np.array([np.asarray(f["transform_matrix"])[:3, 3] for f in frames])
+        return np.degrees(np.arcsin(centres[:, 2] / np.linalg.norm(centres, axis=1)))
+
+    upper = write_mesh_scene(tmp_path / "ball.ply", tmp_path / "u", views=12, test_views=0, resolution=8,
+                             upper_views=True)  # fmt: skip
+    around = write_mesh_scene(tmp_path / "ball.ply", tmp_path / "a", views=12, test_views=0, resolution=8)
+    assert elevations(upper).min() > 9.0 and elevations(upper).max() < 76.0
+    assert elevations(around).min() < 0.0  # the default also looks from below
+    meta = json.loads((upper / "transforms_train.json").read_text())["recon_synthetic"]
+    assert meta["training_views"] == "upper hemisphere"
+
+
 def test_mesh_scene_samples_texture(tmp_path) -> None:
     """A textured GLB (left half of the texture red, right half blue) renders in red and blue only."""
     mesh = trimesh.creation.icosphere(subdivisions=3)
