@@ -74,7 +74,7 @@ def test_synth_dispatch_arguments(monkeypatch, tmp_path, capsys):
     assert calls[-1] == (
         mesh,
         tmp_path,
-        {"views": 100, "test_views": 50, "resolution": 200, "seed": 0, "up_axis": "z"},
+        {"views": 100, "test_views": 50, "resolution": 200, "seed": 0, "up_axis": "z", "upper_views": False},
     )
     assert capsys.readouterr().out.splitlines() == [str(tmp_path), str(tmp_path)]
     with pytest.raises(data_cli.ReconError, match="--mesh is only used with NAME 'mesh'"):
