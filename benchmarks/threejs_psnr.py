@@ -21,6 +21,7 @@ import http.server
 import io
 import json
 import shutil
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -30,18 +31,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 THREEJS = REPO / "tests" / "export" / "threejs"
-CHROMIUM = "/usr/bin/chromium"
-# headless in a container (no sandbox), WebGL through SwiftShader (no GPU), no network access of its own
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-extensions",
-]
+sys.path.insert(0, str(REPO))  # the browser settings of the test suite's Chromium pages, shared
+from tests.viewer.browser_utils import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
 BATCH = 8  # views per page call: bounds the PNG data URLs held at once (800 px views are ~1 MB each)
 PAGE_TIMEOUT_MS = (
     600_000  # software WebGL draws ~10^5 triangles at 800 px in seconds per view on a loaded CPU

@@ -27,3 +27,13 @@ def run_recon(*args: str, cwd=None) -> subprocess.CompletedProcess:
 def recon_cli():
     """The :func:`run_recon` function."""
     return run_recon
+
+
+@pytest.fixture(scope="module")
+def object_data(tmp_path_factory):
+    """The built-in "object" scene, small (8 training views, 2 test views, 32 px), once per test module."""
+    from recon.datasets.synthetic import write_scene
+
+    return write_scene(
+        "object", tmp_path_factory.mktemp("data") / "object", views=8, test_views=2, resolution=32
+    )

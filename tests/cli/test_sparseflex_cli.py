@@ -9,8 +9,8 @@ import trimesh
 from recon.cli import eval as eval_cli
 from recon.cli import export as export_cli
 from recon.cli import render as render_cli
-from recon.cli import train as train_cli
 from recon.scenes.base import ExportOptions
+from tests.cli.cli_helpers import train_in_process
 
 TINY = ["--scene.resolution", "12", "--scene.color-grid.levels", "4", "--scene.color-grid.log2-hashmap-size", "10",
         "--scene.color-grid.max-resolution", "32", "--scene.color-hidden-dim", "16", "--strategy.max-resolution",
@@ -18,18 +18,11 @@ TINY = ["--scene.resolution", "12", "--scene.color-grid.levels", "4", "--scene.c
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    from recon.datasets.synthetic import write_scene
-
-    return write_scene(
-        "object", tmp_path_factory.mktemp("data") / "object", views=8, test_views=2, resolution=32
-    )
+def data(object_data) -> Path:
+    return object_data
 
 
-def _train(argv, capsys) -> tuple[int, str]:
-    code = train_cli.main(argv)
-    out = capsys.readouterr().out.strip().splitlines()
-    return code, out[-1] if out else ""
+_train = train_in_process
 
 
 def test_train_resume_eval_export_render(data, tmp_path, capsys):

@@ -13,24 +13,18 @@ from recon.cli import export as export_cli
 from recon.cli import render as render_cli
 from recon.cli import train as train_cli
 from recon.core import NotAvailableYet, ReconError
+from tests.cli.cli_helpers import train_in_process
 
 TINY = ["--scene.random-init-points", "150", "--scene.max-init-points", "150", "--scene.hull-resolution", "24",
         "--strategy.min-every-steps", "10", "--no-progress", "--threads", "1"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    from recon.datasets.synthetic import write_scene
-
-    return write_scene(
-        "object", tmp_path_factory.mktemp("data") / "object", views=8, test_views=2, resolution=32
-    )
+def data(object_data) -> Path:
+    return object_data
 
 
-def _train(argv, capsys) -> tuple[int, str]:
-    code = train_cli.main(argv)
-    out = capsys.readouterr().out.strip().splitlines()
-    return code, out[-1] if out else ""
+_train = train_in_process
 
 
 def test_train_eval_export_render(data, tmp_path, capsys):
