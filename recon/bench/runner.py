@@ -244,7 +244,7 @@ def run_method(method: str, s: BenchSettings, *, resume: bool, mesh_flag: bool) 
     if mesh_flag:
         eval_argv.append("--mesh")
     export_argv = _recon("export", str(result.run_dir), "--format", "glb", "--mesh", "native", "--frame", "original",
-                         "--force", "--device", export_device, "--output", str(result.export_path),
+                         "--objects-only", "--force", "--device", export_device, "--output", str(result.export_path),
                          *s.export_args.get(method, []))  # fmt: skip
     for name, argv in (
         ("train", _train_argv(method, s, continue_run)),

@@ -23,6 +23,7 @@ import tyro
 from recon.core.errors import ReconError
 from recon.core.shapes import Backend
 from recon.export.service import DatasetFrame, ExportFormat, ExportRequest, default_output, export_scene
+from recon.scenes.base import ExportOptions
 from recon.train.restarts import resolve_restarts_parent
 from recon.train.run_io import open_run_config
 from recon.train.trainer import load_scene
@@ -60,6 +61,10 @@ class ExportArgs:
     """Native mesh and splat formats: drop triangles below this opacity."""
     all_triangles: bool = False
     """Keep every triangle regardless of opacity."""
+    objects_only: bool = False
+    """Native mesh: keep only the reconstructed objects, without the parts that model the environment (the
+    superquadrics ground square); no effect on the other methods. Use it to compare with an object's
+    ground-truth mesh."""
     face_alpha: bool = False
     """PLY meshes: write the opacity as the vertex alpha (otherwise no alpha)."""
     resolution: int = 128
@@ -113,6 +118,7 @@ def request_from_args(args: ExportArgs, exports_dir: Path, backend: Backend = "a
                                                                args.texture)  # fmt: skip
     return ExportRequest(output=out, format=args.format, mesh=mesh, frame=args.frame, force=args.force,
                          texture=args.texture, min_opacity=0.0 if args.all_triangles else args.min_opacity,
+                         objects_only=args.objects_only,
                          face_alpha=args.face_alpha, resolution=args.resolution, texture_size=args.texture_size,
                          backend=backend)  # fmt: skip
 
@@ -141,7 +147,7 @@ def export_native(args: ExportArgs, run, method, cfg) -> list[Path]:
     scene, _ = load_scene(method, cfg, run, device=torch.device(args.device))
     folder.mkdir(parents=True, exist_ok=True)
     started_ns = time.time_ns() // 10**9 * 10**9  # whole seconds: coarse file-system clocks
-    main = Path(method.write_native(scene, folder))
+    main = Path(method.write_native(scene, folder, ExportOptions(objects_only=args.objects_only)))
     written = sorted(p for p in folder.rglob("*") if p.is_file() and p.stat().st_mtime_ns >= started_ns)
     return [main, *(p for p in written if p != main)]
 

@@ -50,6 +50,7 @@ class ExportRequest:
         force: overwrite existing files.
         texture: bake the colour into a UV atlas (mesh formats obj/glb).
         min_opacity: native mesh and splat formats: drop primitives below this opacity (0 keeps all).
+        objects_only: native mesh: drop environment parts (the superquadrics ground; ``ExportOptions``).
         face_alpha: PLY meshes: write the opacity as vertex alpha.
         resolution: surface: TSDF voxels along the longest side of the object.
         texture_size: texels along each side of the baked atlas.
@@ -63,6 +64,7 @@ class ExportRequest:
     force: bool = False
     texture: bool = False
     min_opacity: float = 0.5
+    objects_only: bool = False
     face_alpha: bool = False
     resolution: int = TSDF_RESOLUTION
     texture_size: int = TEXTURE_SIZE
@@ -170,7 +172,9 @@ def build_mesh(scene, frame: DatasetFrame | None, request: ExportRequest) -> Mes
 
     if request.mesh == "native":
         with torch.no_grad():
-            mesh = scene.export_mesh(ExportOptions(min_opacity=request.min_opacity))
+            mesh = scene.export_mesh(
+                ExportOptions(min_opacity=request.min_opacity, objects_only=request.objects_only)
+            )
     else:
         from recon.export.surface import fuse_surface_from_cameras
 

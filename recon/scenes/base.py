@@ -169,9 +169,13 @@ class ExportOptions:
 
     Attributes:
         min_opacity: primitives below this opacity are dropped (0 keeps all).
+        objects_only: drop the parts of the scene that model its environment rather than its objects (the
+            superquadrics ground square); no effect on representations without such parts. Geometry metrics
+            against an object's ground-truth mesh use it.
     """
 
     min_opacity: float = 0.5
+    objects_only: bool = False
 
 
 class Scene(nn.Module):

@@ -155,3 +155,22 @@ def test_bad_requests_name_the_option(tmp_path, field, value, match):
     with pytest.raises(ReconError, match=match):
         export_scene(sphere_scene(1), ring_frame(), request)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_objects_only_reaches_the_scene(tmp_path):
+    """``ExportRequest.objects_only`` (``recon export --objects-only``) is passed to ``Scene.export_mesh``; the
+    triangle soup has no environment parts, so its mesh is the same."""
+    seen = []
+    scene = sphere_scene(1)
+    export_mesh = scene.export_mesh
+
+    def recording(options):
+        seen.append(options.objects_only)
+        return export_mesh(options)
+
+    scene.export_mesh = recording
+    for flag in (False, True):
+        out = tmp_path / f"objects_{flag}.ply"
+        export_scene(scene, None, ExportRequest(output=out, frame="normalized", objects_only=flag))
+        assert len(trimesh.load(out, process=False).faces) == 80
+    assert seen == [False, True]

@@ -371,10 +371,14 @@ def export_blocks(
     T_world_canon: Float[Tensor, "4 4"],
     frame: ExportFrame = "world",
     level: int | None = None,
+    ground: bool = True,
 ) -> ExportPaths:
-    """Write ``primitives.json``, ``mesh.{obj,glb}`` and ``mesh_full.{obj,glb}`` (with MTL and PNGs) to ``out_dir``."""
+    """Write ``primitives.json``, ``mesh.{obj,glb}`` and ``mesh_full.{obj,glb}`` (with MTL and PNGs) to ``out_dir``;
+    ``ground=False`` leaves the reduced ground out of ``mesh`` (the opaque blocks alone)."""
     out = Path(out_dir)
     mesh = scene_parts(blocks, full=False, cfg=cfg, T_world_canon=T_world_canon, frame=frame, level=level)
+    if not ground:
+        mesh = [part for part in mesh if part.name != "ground"]
     mesh_full = scene_parts(blocks, full=True, cfg=cfg, T_world_canon=T_world_canon, frame=frame, level=level)
     return ExportPaths(
         primitives=write_primitives(

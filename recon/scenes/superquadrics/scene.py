@@ -346,9 +346,16 @@ class SuperquadricScene(Scene):
     def export_mesh(self, options: ExportOptions) -> Mesh:
         """Opaque alive blocks (α > ``opaque_threshold``) and the reduced ground (spec 11) in the normalised frame,
         vertex colours sampled from the textures (``recon.core.Mesh`` holds no textures; the textured OBJ/GLB and
-        ``primitives.json`` come from :func:`recon.scenes.superquadrics.export.export_blocks`)."""
+        ``primitives.json`` come from :func:`recon.scenes.superquadrics.export.export_blocks`). With
+        ``options.objects_only`` the ground is left out: only the blocks."""
         blocks = self.export_block_set()
         parts = scene_parts(blocks, cfg=self.config, T_world_canon=self.T_world_canon, full=False)
+        if options.objects_only:
+            parts = [p for p in parts if p.name != "ground"]
+        if not parts:
+            return Mesh(
+                torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long), vertex_colors=torch.zeros(0, 3)
+            )
         vertices, faces, colors, offset = [], [], [], 0
         for part in parts:
             image = torch.from_numpy(part.image).double() / 255.0

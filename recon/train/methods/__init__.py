@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from recon.core.errors import NotAvailableYet, ReconError
-from recon.scenes.base import Scene
+from recon.scenes.base import ExportOptions, Scene
 from recon.train.capacity import CapacityRule
 from recon.train.config import TrainConfig
 from recon.train.strategy import Strategy
@@ -35,9 +35,10 @@ class Method:
         strategy_config_cls: the strategy's config dataclass.
         scene_cls: the Scene class (``from_dataset`` / ``empty`` constructors).
         make_strategy: builds the strategy from the run config and the number of training views.
-        write_native: ``write_native(scene, folder)`` writes the representation's own files (every attribute)
-            into the existing folder ``folder`` and returns the main one (``recon export --format native``);
-            None when the method has none.
+        write_native: ``write_native(scene, folder, options)`` writes the representation's own files (every
+            attribute) into the existing folder ``folder`` and returns the main one (``recon export --format
+            native``; ``options``: the ``ExportOptions`` of the flags that apply, e.g. ``--objects-only``); None
+            when the method has none.
         capacity: the rules that pick its capacity limits from a time budget (``recon.train.capacity``).
         adapt_to_dataset: resolves the config's dataset-dependent (``auto``) settings from the loaded dataset
             before training, returning the config and a one-line note of what it chose; idempotent (a resumed
@@ -53,7 +54,7 @@ class Method:
     strategy_config_cls: type
     scene_cls: type[Scene]
     make_strategy: Callable[[TrainConfig, int], Strategy]
-    write_native: Callable[[Scene, Path], Path] | None = None
+    write_native: Callable[[Scene, Path, ExportOptions], Path] | None = None
     capacity: tuple[CapacityRule, ...] = ()
     adapt_to_dataset: Callable[[TrainConfig, Any], tuple[TrainConfig, str]] | None = None
     init_scene: Callable[[TrainConfig, Any, torch.Generator], Scene] | None = None

@@ -9,7 +9,7 @@ world frame.
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recon.scenes.base import Scene
+from recon.scenes.base import ExportOptions, Scene
 from recon.scenes.superquadrics.config import SuperquadricsConfig
 from recon.scenes.superquadrics.export import export_blocks
 from recon.scenes.superquadrics.scene import SuperquadricScene
@@ -37,14 +37,17 @@ def _strategy(cfg: TrainConfig, num_views: int) -> Strategy:
     return SuperquadricsCurriculum(seed=cfg.seed)
 
 
-def write_native(scene: Scene, path: Path) -> Path:
+def write_native(scene: Scene, path: Path, options: ExportOptions | None = None) -> Path:
     """Write ``primitives.json``, ``mesh.{obj,glb}`` and ``mesh_full.{obj,glb}`` into the folder ``path`` in the
     dataset's original world frame (``T_world_canon`` of primitives.json maps canonical -> original world);
-    returns the path of ``primitives.json``."""
+    returns the path of ``primitives.json``. ``mesh`` holds the opaque blocks and the reduced ground, or the
+    blocks alone with ``options.objects_only`` (``recon export --format native --objects-only``)."""
     if not isinstance(scene, SuperquadricScene):
         raise TypeError(f"write_native needs a SuperquadricScene, got {type(scene).__name__}")
     T_original_canon = scene.T_original_world @ scene.T_world_canon
-    paths = export_blocks(scene.export_block_set(), path, cfg=scene.config, T_world_canon=T_original_canon)
+    objects_only = options is not None and options.objects_only
+    paths = export_blocks(scene.export_block_set(), path, cfg=scene.config, T_world_canon=T_original_canon,
+                          ground=not objects_only)  # fmt: skip
     return paths.primitives
 
 

@@ -25,7 +25,7 @@ import torch
 
 from recon.datasets.base import camera_centers
 from recon.export.splat_ply import write_splat_ply
-from recon.scenes.base import Scene
+from recon.scenes.base import ExportOptions, Scene
 from recon.scenes.scene_type import detect_scene_type
 from recon.scenes.triangles import TriangleSceneConfig, TriangleSplatScene
 from recon.train.capacity import TRIANGLE_CAP
@@ -82,9 +82,10 @@ def adapt_to_dataset(cfg: TrainConfig, dataset) -> tuple[TrainConfig, str]:
     return out, note
 
 
-def write_native(scene: Scene, folder: Path) -> Path:
+def write_native(scene: Scene, folder: Path, options: ExportOptions | None = None) -> Path:
     """Every triangle with all its attributes as recon's splat PLY ``folder/splats_normalized.ply``, in the
-    normalised training frame (``recon export --format native``; ``--format splat-ply`` offers other frames)."""
+    normalised training frame (``recon export --format native``; ``--format splat-ply`` offers other frames).
+    ``options`` change nothing: a triangle soup has no environment parts, and every triangle is kept."""
     if not isinstance(scene, TriangleSplatScene):
         raise TypeError(f"write_native needs a TriangleSplatScene, got {type(scene).__name__}")
     return write_splat_ply(scene, Path(folder) / "splats_normalized.ply")

@@ -165,6 +165,18 @@ def test_open3d_reads_the_textured_obj(tmp_path):
     assert len(full.triangles) == 320 + 128 + 4 * 80 and len(full.textures) == 6
 
 
+def test_export_without_ground_keeps_the_full_scene(tmp_path):
+    """ground=False (``--objects-only``): mesh.* holds the opaque blocks alone; mesh_full is unchanged."""
+    trimesh = pytest.importorskip("trimesh")
+    paths = export_blocks(
+        _blocks(), tmp_path, cfg=CFG, T_world_canon=torch.eye(4, dtype=torch.float64), ground=False
+    )
+    mesh = trimesh.load(paths.mesh_glb)
+    assert sorted(mesh.geometry) == ["block_00", "block_02"]
+    assert "ground" not in paths.mesh_obj.with_suffix(".mtl").read_text()
+    assert len(trimesh.load(paths.mesh_full_glb).geometry) == 6
+
+
 def test_uv_sphere_blocks_export_and_round_trip(tmp_path):
     from recon.scenes.superquadrics.template import block_template
 

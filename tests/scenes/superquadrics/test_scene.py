@@ -131,6 +131,23 @@ def test_export_mesh_in_normalised_frame():
     assert float(mesh.vertices[:, 0].min()) <= lo + 1e-4  # the ground reaches further; the block is inside
 
 
+def test_export_mesh_objects_only_leaves_out_the_ground():
+    """--objects-only (recon bench's geometry export): the two boxes alone, every vertex on a block."""
+    gt = ground_truth_scene(CFG)
+    scene = SuperquadricScene(CFG, gt.blocks().detached(), torch.eye(4, dtype=torch.float64))
+    scene.load_state_dict_resizing(gt.state_dict())
+    n_block_faces = scene.template.atlas.faces.shape[0]
+    full = scene.export_mesh(ExportOptions())
+    blocks = scene.export_mesh(ExportOptions(objects_only=True))
+    assert full.faces.shape[0] == 2 * n_block_faces + 128
+    assert blocks.faces.shape[0] == 2 * n_block_faces
+    assert int(blocks.faces.max()) < blocks.vertices.shape[0]
+    canon = gt.blocks().detached().vertices(scene.template.eta.float(), scene.template.omega.float())
+    lo, hi = canon.reshape(-1, 3).min(0).values, canon.reshape(-1, 3).max(0).values
+    assert bool(((blocks.vertices >= lo - 1e-4) & (blocks.vertices <= hi + 1e-4)).all())
+    assert float((full.vertices - full.vertices.mean(0)).abs().max()) > float(hi.abs().max()) + 1.0  # ground
+
+
 def test_short_fit_two_boxes():
     """A 600-step CPU fit of 4 random blocks to two boxes: silhouette IoU and PSNR rise, parsimony leaves 1-2
     opaque blocks (margins: measured IoU 0.16 -> 0.51 and PSNR 14.0 -> 21.9 dB; this short fit merges the two
