@@ -37,7 +37,14 @@ from recon.train import distributed
 from recon.train.param_optimizer import ParamOptimizer
 from recon.train.strategy import Strategy, StrategyContext
 
-__all__ = ["SparseFlexStrategy", "SparseFlexStrategyConfig", "maintain_band", "seen_voxels", "subdivide_band"]
+__all__ = [
+    "SparseFlexStrategy",
+    "SparseFlexStrategyConfig",
+    "maintain_band",
+    "observed_voxels",
+    "seen_voxels",
+    "subdivide_band",
+]
 
 VOXEL_SPHERE = (
     0.5 * 3**0.5
@@ -65,8 +72,13 @@ class SparseFlexStrategyConfig:
     crop_min_size: int = 32
     """Shorter side of the smallest crop in pixels (a crop never gets smaller, even above ``crop_visibility``)."""
     open_surfaces: bool = False
-    """Prune band voxels that no training camera seen so far covers (spec section 4.4): the surface may stay open
+    """Prune band voxels that no training camera seen so far observes (spec section 4.4): the surface may stay open
     where the views do not reach. The cameras are those of the training steps (all views after one pass)."""
+    occlusion_depth_side: int = 128
+    """open_surfaces: a voxel counts as observed only where it is not hidden behind the current surface in every
+    view (``observed_voxels``), tested against depth maps of this many pixels along their longer side; 0: in a
+    frustum is enough (the surface then stays closed where the views see it only from behind, e.g. the underside
+    of an object photographed from above)."""
 
 
 def _apply(
@@ -86,6 +98,11 @@ def _apply(
 def seen_voxels(scene: SparseFlexScene, voxels: Tensor, cameras: Camera) -> Tensor:
     """(K,) bool: the voxel's bounding sphere (radius ``sqrt(3)/2 h``) reaches the image of at least one camera,
     in front of it (conservative: a voxel partly in frame counts as seen)."""
+    return _in_frame(scene, voxels, cameras).any(0)
+
+
+def _in_frame(scene: SparseFlexScene, voxels: Tensor, cameras: Camera) -> Tensor:
+    """(C, K) bool: ``seen_voxels`` per camera."""
     h = 1.0 / scene.grid().resolution
     centres = scene.to_world((voxels.to(scene.s.dtype) + 0.5) * h - 0.5)
     radius = VOXEL_SPHERE * h * float(scene.box_size)
@@ -95,19 +112,79 @@ def seen_voxels(scene: SparseFlexScene, voxels: Tensor, cameras: Camera) -> Tens
     focal = cameras.K[:, 0, 0].to(centres)[:, None]
     margin = focal * radius / z.clamp_min(radius)  # projected radius in pixels
     w = torch.tensor([cameras.width, cameras.height], dtype=centres.dtype, device=centres.device)
-    inside = (uv > -margin[..., None]).all(-1) & (uv < w + margin[..., None]).all(-1) & (z > -radius)
-    return inside.any(0)
+    return (uv > -margin[..., None]).all(-1) & (uv < w + margin[..., None]).all(-1) & (z > -radius)
+
+
+OCCLUSION_CAMERA_CHUNK = 8
+"""Depth maps rasterised at once by ``observed_voxels`` (bounds its memory: chunk x voxels projections)."""
+
+
+def observed_voxels(
+    scene: SparseFlexScene, voxels: Tensor, cameras: Camera, *, depth_side: int = 128
+) -> Tensor:
+    """(K,) bool: ``seen_voxels`` and, in the same camera, not hidden behind the current surface.
+
+    The current inference-mode surface is rasterised into every camera at ``depth_side`` pixels along the longer
+    side (nearest-face depth; +inf where no face covers a pixel), and each depth map is max-filtered over 3x3
+    pixels (conservative: a voxel next to a silhouette counts as observed). A voxel is hidden in a camera when the
+    near side of its bounding sphere lies deeper than that depth plus the band's thickness
+    (``band_radius + 1`` voxel diagonals), so the band on both sides of every visible surface is kept, and what
+    only lies behind it (the far side of an object, a cavity no view looks into) is not. An empty surface
+    observes nothing beyond the frustum test.
+    """
+    if depth_side <= 0:
+        return seen_voxels(scene, voxels, cameras)
+    kept = scene.rendered_rows, scene.rendered_voxels  # extract() records them for the step's crop bookkeeping
+    with torch.no_grad():
+        extraction = scene.extract(training=False)
+    scene.rendered_rows, scene.rendered_voxels = kept
+    if extraction.faces.shape[0] == 0:
+        return seen_voxels(scene, voxels, cameras)
+    from recon.renderers.raster import rasterize
+
+    vertices = scene.to_world(extraction.vertices)
+    h = 1.0 / scene.grid().resolution
+    radius = VOXEL_SPHERE * h * float(scene.box_size)
+    tolerance = max(scene.config.band_radius, 1) * 2.0 * radius
+    centres = scene.to_world((voxels.to(scene.s.dtype) + 0.5) * h - 0.5)
+    factor = max(1.0, max(cameras.width, cameras.height) / depth_side)
+    observed = torch.zeros(voxels.shape[0], dtype=torch.bool, device=voxels.device)
+    for start in range(0, len(cameras), OCCLUSION_CAMERA_CHUNK):
+        full = cameras[start : start + OCCLUSION_CAMERA_CHUNK].to(
+            device=vertices.device, dtype=vertices.dtype
+        )
+        cams = full.scaled(factor)
+        with torch.no_grad():
+            frags = rasterize(vertices, extraction.faces, cams, layers=1)
+        depth = torch.where(frags.pix_to_face[..., 0] >= 0, frags.depth[..., 0], torch.inf)
+        depth = torch.nn.functional.max_pool2d(depth[:, None], 3, stride=1, padding=1)[:, 0]  # (C, h, w)
+        uv, z = cams.project(centres[None].expand(len(cams), -1, -1))  # (C, K, 2), (C, K)
+        col = uv[..., 0].floor().clamp(0, cams.width - 1).long()
+        row = uv[..., 1].floor().clamp(0, cams.height - 1).long()
+        surface = depth.flatten(1).gather(1, row * cams.width + col)  # (C, K)
+        visible = _in_frame(scene, voxels, full) & (z - radius <= surface + tolerance)
+        observed |= visible.any(0)
+    return observed
 
 
 def maintain_band(
-    scene: SparseFlexScene, optimizer: ParamOptimizer, *, cameras: Camera | None = None
+    scene: SparseFlexScene,
+    optimizer: ParamOptimizer,
+    *,
+    cameras: Camera | None = None,
+    occlusion_depth_side: int = 0,
 ) -> SparseVoxelGrid:
     """Rebuild the band around the current surface (spec section 4.2); with ``cameras``, voxels none of them sees
-    are pruned too (``open_surfaces``, spec section 4.4). Returns the new grid (also set on the scene)."""
+    are pruned too (``open_surfaces``, spec section 4.4): outside every frustum, or with ``occlusion_depth_side``
+    also hidden behind the current surface in every view (``observed_voxels``). Returns the new grid (also set
+    on the scene)."""
     grid = scene.grid()
     voxels = band_voxels(grid, scene.s, scene.config.band_radius)
     if cameras is not None and voxels.shape[0] > 0:
-        voxels = voxels[seen_voxels(scene, voxels, cameras)]
+        if occlusion_depth_side > 0:
+            voxels = voxels[observed_voxels(scene, voxels, cameras, depth_side=occlusion_depth_side)]
+        else:
+            voxels = voxels[seen_voxels(scene, voxels, cameras)]
     if voxels.shape[0] == 0:  # no surface left: keep the band as it is rather than delete everything
         return grid
     rm = remap(grid, scene.s, voxels)
@@ -229,7 +306,8 @@ class SparseFlexStrategy(Strategy):
             self.band_events = max(due, self.band_events)
             if self.config.open_surfaces:
                 self.share_cameras()
-            maintain_band(scene, ctx.optimizer, cameras=self._seen_cameras())
+            maintain_band(scene, ctx.optimizer, cameras=self._seen_cameras(),
+                          occlusion_depth_side=self.config.occlusion_depth_side)  # fmt: skip
 
     def share_cameras(self) -> None:
         """Under data parallelism every rank records only the views it rendered; before a band update (on every
