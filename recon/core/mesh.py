@@ -2,8 +2,9 @@
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from recon.core.transforms import apply_T
@@ -62,3 +63,41 @@ class Mesh:
     def transformed(self, S: Float[Tensor, "4 4"]) -> "Mesh":
         """The mesh under an affine map (e.g. the inverse of a dataset's normalising similarity)."""
         return replace(self, vertices=apply_T(S.to(self.vertices), self.vertices))
+
+    def without_small_components(self, min_fraction: float) -> "Mesh":
+        """The mesh without the connected components (faces sharing a vertex) that have fewer faces than
+        ``min_fraction`` of the largest one (floaters), and without the vertices no kept face uses; colours and
+        alphas follow their vertices and faces. ``min_fraction <= 0`` keeps everything."""
+        keep = large_components(self.faces, self.num_vertices, min_fraction=min_fraction)
+        if bool(keep.all()):
+            return self
+        faces = self.faces[keep]
+        used = torch.zeros(self.num_vertices, dtype=torch.bool, device=faces.device)
+        used[faces.reshape(-1)] = True
+        new_index = torch.cumsum(used.long(), 0) - 1
+        return Mesh(
+            vertices=self.vertices[used], faces=new_index[faces],
+            vertex_colors=None if self.vertex_colors is None else self.vertex_colors[used],
+            face_colors=None if self.face_colors is None else self.face_colors[keep],
+            face_alpha=None if self.face_alpha is None else self.face_alpha[keep],
+        )  # fmt: skip
+
+
+def large_components(
+    faces: Int[Tensor, "F 3"], num_vertices: int, *, min_fraction: float
+) -> Bool[Tensor, " F"]:
+    """(F,) bool: the face belongs to a component with at least ``min_fraction`` of the largest one's faces."""
+    if faces.shape[0] == 0 or min_fraction <= 0:
+        return torch.ones(faces.shape[0], dtype=torch.bool, device=faces.device)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    f = faces.detach().cpu().numpy()
+    rows = np.concatenate([f[:, 0], f[:, 1]])
+    cols = np.concatenate([f[:, 1], f[:, 2]])
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(num_vertices, num_vertices))
+    _, labels = connected_components(graph, directed=False)
+    face_label = labels[f[:, 0]]
+    sizes = np.bincount(face_label)
+    keep = sizes[face_label] >= min_fraction * sizes.max()
+    return torch.from_numpy(keep).to(faces.device)

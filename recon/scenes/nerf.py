@@ -107,6 +107,9 @@ class NerfSceneConfig(HashGridSceneConfig):
     """Marching-cubes grid resolution of ``export_mesh``."""
     mesh_density: float = 0.0
     """Density level of the exported surface (0: 0.01 / render_step_size, spec §6)."""
+    mesh_min_component: float = 0.01
+    """``export_mesh`` drops connected components with fewer faces than this fraction of the largest one (the
+    density floaters a level set picks up; 0 keeps all)."""
     scene_type: SceneTypeSetting = "auto"
     """auto: detect bounded / unbounded / forward from the cameras and SfM points (recon.scenes.scene_type);
     bounded: occupancy grid over the box; unbounded or forward: contracted field with proposal sampling."""
@@ -363,7 +366,8 @@ class NerfScene(FieldScene):
         the ``linf`` contraction), so the surface of the region of interest is exported and the background is not.
 
         Vertex colours are the field's colour seen along ``-n`` (looking at the surface from outside). Density
-        meshes are rough (spec §6); the level is ``mesh_density`` or ``0.01 / render_step_size``.
+        meshes are rough (spec §6); the level is ``mesh_density`` or ``0.01 / render_step_size``. Components
+        smaller than ``mesh_min_component`` of the largest are dropped (floaters).
         """
         cfg = self.config
         level = cfg.mesh_density if cfg.mesh_density > 0 else MESH_DENSITY_RULE / cfg.render_step_size
@@ -373,6 +377,7 @@ class NerfScene(FieldScene):
         )  # fmt: skip
         if mesh.num_vertices == 0:
             return mesh
+        mesh = mesh.without_small_components(cfg.mesh_min_component)
         normals = vertex_normals(mesh)
         x = mesh.vertices.to(self.aabb)
         colors = torch.cat([

@@ -129,6 +129,25 @@ def test_mesh_export_loads_and_is_closed(fitted, tmp_path):
     assert o3.is_edge_manifold() and o3.is_vertex_manifold()
 
 
+def test_mesh_export_drops_small_components(fitted):
+    """``mesh_min_component`` (1% by default): no component of the export is below 1% of the largest one, and
+    turning it off only adds faces."""
+    from dataclasses import replace
+
+    from recon.core.mesh import large_components
+
+    scene = fitted[0]
+    mesh = scene.export_mesh(ExportOptions())
+    assert bool(large_components(mesh.faces, mesh.num_vertices, min_fraction=0.01).all())
+    config = scene.config
+    try:
+        scene.config = replace(config, mesh_min_component=0.0)
+        every = scene.export_mesh(ExportOptions())
+    finally:
+        scene.config = config
+    assert every.num_faces >= mesh.num_faces
+
+
 def test_checkpoint_round_trip(fitted, dataset):
     scene = fitted[0].eval()
     restored = NerfScene.empty(TINY)
