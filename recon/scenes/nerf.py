@@ -77,6 +77,9 @@ OCC_THRESHOLD = 0.01  # occupancy threshold on sigma * step_size (spec §3)
 MESH_DENSITY_RULE = (
     0.01  # sigma_thr = 0.01 / step_size: the density the occupancy rule calls occupied (spec §6)
 )
+MESH_COLOR_OFFSET_STEPS = 4  # vertex-colour rays start this many marching steps outside the exported surface
+# below this opacity a vertex-colour ray saw nothing: the field's colour at the vertex
+MESH_COLOR_MIN_ALPHA = 1e-3
 
 
 @dataclass(frozen=True)
@@ -365,7 +368,7 @@ class NerfScene(FieldScene):
         For unbounded and forward scenes the cube is the un-contracted foreground region (the whole cube with
         the ``linf`` contraction), so the surface of the region of interest is exported and the background is not.
 
-        Vertex colours are the field's colour seen along ``-n`` (looking at the surface from outside). Density
+        Vertex colours are what a camera looking straight at the surface sees (``_surface_colors``). Density
         meshes are rough (spec §6); the level is ``mesh_density`` or ``0.01 / render_step_size``. Components
         smaller than ``mesh_min_component`` of the largest are dropped (floaters).
         """
@@ -378,10 +381,27 @@ class NerfScene(FieldScene):
         if mesh.num_vertices == 0:
             return mesh
         mesh = mesh.without_small_components(cfg.mesh_min_component)
-        normals = vertex_normals(mesh)
-        x = mesh.vertices.to(self.aabb)
-        colors = torch.cat([
-            self.field.color(-n, self.field.density(p).geometry)
-            for p, n in zip(x.split(cfg.render_chunk), normals.split(cfg.render_chunk), strict=True)
-        ])  # fmt: skip
-        return Mesh(vertices=mesh.vertices, faces=mesh.faces, vertex_colors=colors.clamp(0.0, 1.0))
+        colors = self._surface_colors(mesh.vertices.to(self.aabb), vertex_normals(mesh).to(self.aabb))
+        return Mesh(vertices=mesh.vertices, faces=mesh.faces, vertex_colors=colors)
+
+    def _surface_colors(self, x: Float[Tensor, "V 3"], normals: Float[Tensor, "V 3"]) -> Float[Tensor, "V 3"]:
+        """Colours of surface points ``x`` with outward unit ``normals`` as a camera looking straight at them sees
+        them: the volume render of a ray that starts ``MESH_COLOR_OFFSET_STEPS`` marching steps outside the point
+        (beyond ``near_plane``) and points along ``-n``, its colour over black divided by its opacity. The level
+        set of a density field lies in the low-density fringe of the surface, where the colour network was hardly
+        trained: read there, the cow of benchmarks/README.md got 14.3 dB mesh PSNR, rendered like this 22.9 dB.
+        Where the ray collects less than ``MESH_COLOR_MIN_ALPHA`` opacity, and in unbounded and forward scenes
+        (their proposal sampler starts a ray 0.2 box half-sizes out, beyond the point), the colour network at the
+        point seen along ``-n`` is used."""
+        cfg = self.config
+        offset = MESH_COLOR_OFFSET_STEPS * cfg.render_step_size + cfg.near_plane
+        options = RenderOptions(background=torch.zeros(3, device=x.device))
+        out = []
+        for p, n in zip(x.split(cfg.render_chunk), normals.split(cfg.render_chunk), strict=True):
+            colour = self.field.color(-n, self.field.density(p).geometry)
+            if self.proposal is None:
+                ray = self._render_rays(p + offset * n, -n, options, None)
+                seen = ray["alpha"] > MESH_COLOR_MIN_ALPHA
+                colour = torch.where(seen, ray["rgb"] / ray["alpha"].clamp_min(MESH_COLOR_MIN_ALPHA), colour)
+            out.append(colour)
+        return torch.cat(out).clamp(0.0, 1.0)

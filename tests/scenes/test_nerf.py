@@ -148,6 +148,38 @@ def test_mesh_export_drops_small_components(fitted):
     assert every.num_faces >= mesh.num_faces
 
 
+class _ShellField(torch.nn.Module):
+    """A stand-in radiance field: a dense green core (r < 0.4) inside a thin red fringe (0.4 <= r < 0.5)."""
+
+    def density(self, x, backend="auto"):
+        from types import SimpleNamespace
+
+        r = x.norm(dim=-1)
+        sigmas = torch.where(r < 0.4, 50.0, torch.where(r < 0.5, 2.0, 0.0))
+        return SimpleNamespace(sigmas=sigmas, geometry=r[:, None])
+
+    def color(self, directions, geometry):
+        red, green = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
+        return torch.where(geometry < 0.45, green, red).to(directions)
+
+
+def test_mesh_colours_are_what_a_camera_facing_the_surface_sees():
+    """The density level set (1.0) lies in the red fringe, but a camera looking at it sees mostly the green core
+    through the fringe (fringe opacity 1 - exp(-2 x 0.1) = 0.18): the exported vertex colours are rendered along
+    -n from outside, not read at the vertex."""
+    scene = NerfScene(dataclasses.replace(TINY, mesh_density=1.0), torch.tensor([[-1.0] * 3, [1.0] * 3]))
+    scene.field = _ShellField()
+    scene.occupancy_grid.binaries.fill_(True)
+    mesh = scene.eval().export_mesh(ExportOptions())
+    radii = mesh.vertices.norm(dim=-1)
+    assert mesh.num_faces > 100 and bool(
+        ((radii > 0.45) & (radii < 0.55)).all()
+    )  # the fringe's outer boundary
+    assert mesh.vertex_colors is not None
+    green = (mesh.vertex_colors[:, 1] > 0.6) & (mesh.vertex_colors[:, 0] < 0.4)
+    assert float(green.float().mean()) > 0.9
+
+
 def test_checkpoint_round_trip(fitted, dataset):
     scene = fitted[0].eval()
     restored = NerfScene.empty(TINY)
