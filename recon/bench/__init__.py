@@ -71,8 +71,8 @@ def write_outputs(settings: BenchSettings, runs: list[MethodRun], *, mesh_flag: 
         "memory only",
         "model_size_protocol": "bytes of the newest checkpoint's .safetensors file (scene, optimizer and "
         "strategy state)",
-        "mesh_protocol": "recon export --format glb --mesh native --frame original; exact Chamfer and F-score by "
-        "recon.metrics.mesh_metrics vs the dataset's gt_mesh",
+        "mesh_protocol": "recon export --format glb --mesh native --frame original --objects-only; exact Chamfer "
+        "and F-score by recon.metrics.mesh_metrics vs the dataset's gt_mesh",
     }
     path = write_report(settings.output / "report.json", settings, rows, extra)
     report = json.loads(path.read_text(encoding="utf-8"))
