@@ -12,33 +12,61 @@ from typing import Any
 
 from recon.bench.runner import BenchSettings, MethodRun, eval_has_mesh_flag, is_finished, run_method
 
-__all__ = ["BenchSettings", "MethodRun", "run_bench", "write_outputs"]
+__all__ = ["BenchSettings", "MethodRun", "bench_devices", "run_bench", "write_outputs"]
 
 _log = logging.getLogger(__name__)
+
+
+def bench_devices(device: str) -> list[str]:
+    """The devices of ``--device``: one name, or a comma-separated list (``cuda:0,cuda:1``) whose methods then run
+    side by side, one per device."""
+    devices = [d.strip() for d in device.split(",") if d.strip()]
+    if not devices or len(set(devices)) != len(devices):
+        raise ValueError(
+            f"--device {device!r}: expected a device or a comma-separated list of distinct devices"
+        )
+    return devices
 
 
 def run_bench(
     settings: BenchSettings, methods: list[str], *, resume: bool = False, say=print
 ) -> dict[str, Any]:
-    """Run ``methods`` one after the other, then write report.json and report.html; returns the report.
+    """Run ``methods`` (one after the other, or side by side when ``settings.device`` lists several devices: each
+    method on a free device), then write report.json and report.html; returns the report.
 
     A method that fails (any exit status but 0) keeps its row with the reason; the others still run. With
     ``resume`` a finished method (eval.json and its export present) is reused and an interrupted one continues
-    with ``recon train --resume``.
+    with ``recon train --resume``. Rows keep the order of ``methods``.
     """
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
     settings.output.mkdir(parents=True, exist_ok=True)
     mesh_flag = eval_has_mesh_flag()
-    runs: list[MethodRun] = []
-    for method in methods:
-        if resume and is_finished(method, settings):
-            say(f"{method}: finished run in {settings.run_dir(method)}, reused")
-        else:
-            say(f"{method}: training for {settings.minutes} min, then eval and export ...")
-        run = run_method(method, settings, resume=resume, mesh_flag=mesh_flag)
+    devices = bench_devices(settings.device)
+    free: queue.Queue[str] = queue.Queue()
+    for device in devices:
+        free.put(device)
+
+    def one(method: str) -> MethodRun:
+        device = free.get()
+        try:
+            on = f" on {device}" if len(devices) > 1 else ""
+            if resume and is_finished(method, settings):
+                say(f"{method}: finished run in {settings.run_dir(method)}, reused")
+            else:
+                say(f"{method}: training for {settings.minutes} min{on}, then eval and export ...")
+            run = run_method(method, replace(settings, device=device), resume=resume, mesh_flag=mesh_flag)
+        finally:
+            free.put(device)
         failed = run.failed
         if failed is not None and not run.reused:
             say(f"{method}: {failed.name} failed with exit status {failed.returncode} (see the report)")
-        runs.append(run)
+        return run
+
+    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        runs = list(pool.map(one, methods))
     return write_outputs(settings, runs, mesh_flag=mesh_flag)
 
 

@@ -28,7 +28,8 @@ class BenchArgs:
     resume: bool = False
     """Reuse finished runs in --output and continue interrupted ones (recon train --resume)."""
     device: str = "auto"
-    """cpu | cuda | cuda:N | auto, passed to recon train and recon eval."""
+    """cpu | cuda | cuda:N | auto, passed to recon train and recon eval; a comma-separated list (cuda:0,cuda:1)
+    runs the methods side by side, each on a free device."""
     eval_every_minutes: float = 0.0
     """Periodic evaluation interval for the PSNR-vs-time curve (0: a tenth of --minutes)."""
     eval_images: int = 5
@@ -80,6 +81,12 @@ def main(argv: list[str]) -> int:
     if args.minutes <= 0:
         raise ReconError(f"--minutes {args.minutes}: expected a positive number of minutes")
     methods = _methods(args.methods)
+    from recon.bench import bench_devices
+
+    try:
+        bench_devices(args.device)
+    except ValueError as exc:
+        raise ReconError(str(exc)) from None
     output = Path(args.output).expanduser().resolve()
     if not args.resume and (output / "runs").is_dir() and any((output / "runs").iterdir()):
         raise ReconError(f"--output {args.output}: already holds runs (use --resume, or another folder)")

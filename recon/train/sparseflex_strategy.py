@@ -134,7 +134,10 @@ def observed_voxels(
     """
     if depth_side <= 0:
         return seen_voxels(scene, voxels, cameras)
-    kept = scene.rendered_rows, scene.rendered_voxels  # extract() records them for the step's crop bookkeeping
+    kept = (
+        scene.rendered_rows,
+        scene.rendered_voxels,
+    )  # extract() records them for the step's crop bookkeeping
     with torch.no_grad():
         extraction = scene.extract(training=False)
     scene.rendered_rows, scene.rendered_voxels = kept

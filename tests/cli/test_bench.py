@@ -219,8 +219,43 @@ def test_mesh_json_reads_recon_glb_colours_as_srgb(tmp_path):
         (["--data", ".", "--methods", "nerf,nerf"], "twice"),
         (["--data", ".", "--minutes", "0"], "--minutes"),
         (["--data", ".", "--methods", "nerf", "--export-args", "nerf"], "--export-args"),
+        (["--data", ".", "--methods", "nerf", "--device", "cuda:0,cuda:0"], "--device"),
     ],
 )
 def test_bad_arguments_name_the_flag(argv, match, tmp_path):
     with pytest.raises(ReconError, match=match):
         bench_cli.main([*argv, "--output", str(tmp_path / "out")])
+
+
+def test_several_devices_run_methods_side_by_side(tmp_path, monkeypatch):
+    """``--device a,b``: each method runs on a free device, two at a time; rows keep the order of --methods."""
+    import threading
+    import time
+
+    import recon.bench as bench
+
+    lock, active, seen = threading.Lock(), set(), []
+    peak = [0]
+
+    def fake_run_method(method, settings, *, resume, mesh_flag):
+        with lock:
+            assert settings.device not in active  # a device runs one method at a time
+            active.add(settings.device)
+            peak[0] = max(peak[0], len(active))
+            seen.append((method, settings.device))
+        time.sleep(0.2)
+        with lock:
+            active.discard(settings.device)
+        return bench.MethodRun(method, settings.run_dir(method))
+
+    monkeypatch.setattr(bench, "run_method", fake_run_method)
+    monkeypatch.setattr(bench, "eval_has_mesh_flag", lambda: True)
+    monkeypatch.setattr(bench, "write_outputs", lambda settings, runs, mesh_flag: {"runs": runs})
+    s = bench.BenchSettings(
+        data=tmp_path / "data", output=tmp_path / "out", minutes=1.0, device="cuda:0,cuda:1"
+    )
+    runs = bench.run_bench(s, ["nerf", "neus", "triangles", "sparseflex"], say=lambda _: None)["runs"]
+    assert [r.method for r in runs] == ["nerf", "neus", "triangles", "sparseflex"]
+    assert peak[0] == 2 and {d for _, d in seen} == {"cuda:0", "cuda:1"}
+    with pytest.raises(ValueError, match="distinct"):
+        bench.bench_devices("cuda:0,cuda:0")
