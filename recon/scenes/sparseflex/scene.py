@@ -45,7 +45,6 @@ from recon.scenes.base import (
 )
 from recon.scenes.fields import cube_box
 from recon.scenes.sparseflex.color import ColorField
-from recon.scenes.sparseflex.components import large_components
 from recon.scenes.sparseflex.frustum import frustum_mask, sub_grid, voxel_spheres
 from recon.scenes.sparseflex.grid_ops import dilate, surface_voxel_mask
 from recon.scenes.sparseflex.hull import hull_corner_sdf
@@ -400,15 +399,8 @@ class SparseFlexScene(Scene):
         components smaller than ``export_min_component`` of the largest are dropped (floaters), and unused vertices
         with them."""
         out = self.extract(training=False)
-        keep = large_components(
-            out.faces, out.vertices.shape[0], min_fraction=self.config.export_min_component
-        )
-        faces = out.faces[keep]
-        used = torch.zeros(out.vertices.shape[0], dtype=torch.bool, device=faces.device)
-        used[faces.reshape(-1)] = True
-        new_index = torch.cumsum(used, 0) - 1
-        vertices = self.to_world(out.vertices[used])
-        faces = new_index[faces]
+        mesh = Mesh(out.vertices, out.faces).without_small_components(self.config.export_min_component)
+        vertices, faces = self.to_world(mesh.vertices), mesh.faces
         colors = self.color(self.to_unit(vertices)).clamp(0, 1) if vertices.shape[0] else vertices.clone()
         return Mesh(vertices=vertices, faces=faces, vertex_colors=colors)
 

@@ -238,6 +238,7 @@ def scene_parts(
     full: bool = False,
     frame: ExportFrame = "world",
     level: int | None = None,
+    ground: bool = True,
 ) -> list[TexturedPart]:
     """Textured parts of ``mesh`` (``full=False``: opaque blocks + reduced ground) or ``mesh_full`` (all blocks,
     full ground, background), in the dataset world frame or the canonical frame. Without ``cfg.ground`` (a scene
@@ -251,6 +252,8 @@ def scene_parts(
         frame: "world" applies ``T_world_canon``; "canonical" keeps the blocks frame.
         level: tessellation level of the blocks (default ``cfg.export_tessellation_level``; see
             :func:`~recon.scenes.superquadrics.template.block_template`).
+        ground: ``full=False`` only: include the reduced ground (``False``: the opaque blocks alone,
+            ``--objects-only``).
     """
     if frame not in ("world", "canonical"):
         raise ValueError(f"frame must be 'world' or 'canonical', got {frame!r}")
@@ -261,7 +264,7 @@ def scene_parts(
         parts = [_background_part(b, cfg), *([_ground_part(b, cfg, cfg.z_far)] if cfg.ground else [])]
     else:
         keep = opaque_mask(b.alpha_logits, opaque_threshold=cfg.opaque_threshold)
-        parts = [_ground_part(b, cfg, cfg.export_ground_extent)] if cfg.ground else []
+        parts = [_ground_part(b, cfg, cfg.export_ground_extent)] if cfg.ground and ground else []
     parts += _block_parts(b, keep, block_template(cfg, level=level))
     if frame == "world":
         T = T_world_canon.detach().double().cpu()
@@ -376,9 +379,8 @@ def export_blocks(
     """Write ``primitives.json``, ``mesh.{obj,glb}`` and ``mesh_full.{obj,glb}`` (with MTL and PNGs) to ``out_dir``;
     ``ground=False`` leaves the reduced ground out of ``mesh`` (the opaque blocks alone)."""
     out = Path(out_dir)
-    mesh = scene_parts(blocks, full=False, cfg=cfg, T_world_canon=T_world_canon, frame=frame, level=level)
-    if not ground:
-        mesh = [part for part in mesh if part.name != "ground"]
+    mesh = scene_parts(blocks, full=False, cfg=cfg, T_world_canon=T_world_canon, frame=frame, level=level,
+                       ground=ground)  # fmt: skip
     mesh_full = scene_parts(blocks, full=True, cfg=cfg, T_world_canon=T_world_canon, frame=frame, level=level)
     return ExportPaths(
         primitives=write_primitives(

@@ -349,9 +349,8 @@ class SuperquadricScene(Scene):
         ``primitives.json`` come from :func:`recon.scenes.superquadrics.export.export_blocks`). With
         ``options.objects_only`` the ground is left out: only the blocks."""
         blocks = self.export_block_set()
-        parts = scene_parts(blocks, cfg=self.config, T_world_canon=self.T_world_canon, full=False)
-        if options.objects_only:
-            parts = [p for p in parts if p.name != "ground"]
+        parts = scene_parts(blocks, cfg=self.config, T_world_canon=self.T_world_canon, full=False,
+                            ground=not options.objects_only)  # fmt: skip
         if not parts:
             return Mesh(
                 torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long), vertex_colors=torch.zeros(0, 3)
