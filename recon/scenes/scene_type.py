@@ -19,6 +19,14 @@
 centred ``d`` in front of the mean camera along the mean axis with ``half = d``, ``d`` the median depth of the
 points along it (so the box spans the cameras to twice the median depth; beyond is contracted); for ``bounded``
 the dataset's box ``fallback``.
+
+``object_region(cameras, points)`` is the subject a surrounding capture looks at, from its SfM points (superquadric
+blocks frame their canonical box on it): the points within ``OBJECT_INNER_FRACTION`` (0.5) of the median camera
+distance from the look-at centre, expressed along the cameras' up (``−`` mean camera y axis) and two horizontal
+axes; per axis the ``OBJECT_QUANTILE`` (2 %) and 98 % quantiles bound the subject (a few stray points do not widen
+it); ``centre`` is that box's centre, ``radius = OBJECT_MARGIN`` (1.25) x its half diagonal and ``floor`` the
+height of its bottom below the centre along up (where the subject stands). None for forward captures and for
+fewer than ``MIN_POINTS`` points near the centre.
 """
 
 import math
@@ -35,8 +43,10 @@ __all__ = [
     "SceneKind",
     "SceneTypeDecision",
     "SceneTypeSetting",
+    "ObjectRegion",
     "detect_scene_type",
     "foreground_box",
+    "object_region",
     "resolve_scene_type",
 ]
 
@@ -50,6 +60,9 @@ FAR_POINT_RADIUS = 1.5  # points beyond 1.5x the median camera distance from the
 FAR_POINT_FRACTION = 0.05  # more than 5 % far points: a background (SfM outliers stay below)
 LOOK_AT_DEGREES = 30.0  # cameras whose axes point within 30 degrees of the look-at centre surround an object
 MIN_DEPTH = 1e-6  # floor of the forward box's depth (points behind or at the cameras)
+OBJECT_INNER_FRACTION = 0.5  # subject points lie within half the median camera distance of the look-at centre
+OBJECT_QUANTILE = 0.02  # per-axis quantiles 2 % / 98 % bound the subject's points
+OBJECT_MARGIN = 1.25  # region radius = 1.25 x the half diagonal of the subject's box
 
 
 @dataclass(frozen=True)
@@ -150,3 +163,69 @@ def foreground_box(
         centre = origin + axis * half
     half = max(half, MIN_DEPTH)
     return torch.stack([centre - half, centre + half]).to(torch.float32)
+
+
+@dataclass(frozen=True)
+class ObjectRegion:
+    """The subject of a surrounding capture (``object_region``), in the cameras' frame.
+
+    Attributes:
+        centre: (3,) centre of the subject's box.
+        radius: ``OBJECT_MARGIN`` x the box's half diagonal (> 0).
+        up: (3,) unit up direction (−mean camera y axis, OpenCV).
+        floor: height of the box's bottom below ``centre`` along ``up`` (>= 0).
+        num_points: SfM points the box was measured on.
+    """
+
+    centre: Float[Tensor, "3"]
+    radius: float
+    up: Float[Tensor, "3"]
+    floor: float
+    num_points: int
+
+
+def _up_basis(up: Tensor) -> Tensor:
+    """(3, 3) orthonormal rows ``[e1, up, e2]`` (right-handed), ``e1`` horizontal."""
+    helper = torch.zeros_like(up)
+    helper[int(up.abs().argmin())] = 1.0
+    e1 = torch.linalg.cross(up, helper)
+    e1 = e1 / e1.norm()
+    return torch.stack([e1, up, torch.linalg.cross(e1, up)])
+
+
+def object_region(cameras: Camera, points: Float[Tensor, "P 3"] | None) -> ObjectRegion | None:
+    """The subject the cameras surround, measured on the SfM ``points`` (rule in the module docstring).
+
+    Args:
+        cameras: the training cameras.
+        points: (P, 3) sparse points in the cameras' frame, or None.
+
+    Returns:
+        The region in float64, or None (forward capture, no points, or fewer than ``MIN_POINTS`` near the centre).
+        Not differentiable.
+    """
+    if points is None or len(points) < MIN_POINTS or len(cameras) < 2:
+        return None
+    centres, axes = _centres_and_axes(cameras)
+    if float(axes.mean(0).norm()) >= FORWARD_COHERENCE:
+        return None
+    p = _look_at_centre(centres, axes)
+    distance = float((centres - p).norm(dim=-1).median())
+    pts = points.detach().to(device="cpu", dtype=torch.float64)
+    near = pts[(pts - p).norm(dim=-1) < OBJECT_INNER_FRACTION * distance]
+    if len(near) < MIN_POINTS:
+        return None
+    up = -cameras.T_world_cam()[:, :3, 1].detach().to(device="cpu", dtype=torch.float64).mean(0)
+    if float(up.norm()) < MIN_DEPTH:
+        return None
+    up = up / up.norm()
+    basis = _up_basis(up)
+    local = (near - p) @ basis.T
+    lo = local.quantile(OBJECT_QUANTILE, dim=0)
+    hi = local.quantile(1.0 - OBJECT_QUANTILE, dim=0)
+    half = 0.5 * (hi - lo)
+    radius = OBJECT_MARGIN * float(half.norm())
+    if not radius > MIN_DEPTH:
+        return None
+    centre = p + basis.T @ (0.5 * (lo + hi))
+    return ObjectRegion(centre, radius, up, float(half[1]), len(near))

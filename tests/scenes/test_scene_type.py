@@ -10,6 +10,7 @@ from recon.scenes.scene_type import (
     SceneTypeDecision,
     detect_scene_type,
     foreground_box,
+    object_region,
     resolve_scene_type,
 )
 from tests.typecheck import assert_rejected
@@ -105,3 +106,29 @@ def test_override_and_bad_inputs(gen):
     assert resolve_scene_type("auto", cams, None).kind == "bounded"
     assert_rejected(lambda: resolve_scene_type("ndc", cams, None), match="scene_type", argument="setting")  # type: ignore[arg-type]
     assert_rejected(lambda: detect_scene_type(cams, torch.zeros(10, 2)), match="points")
+
+
+def test_object_region_frames_the_subject_not_the_room(gen):
+    """An orbit around the origin; the subject (a 0.4 x 0.4 x 0.6 box standing on the floor z = -0.3) sits off the
+    look-at centre, a few floor points around it and a quarter of the points on far walls."""
+    cams = orbit_rig()
+    subject = torch.rand(600, 3, generator=gen) * torch.tensor([0.4, 0.4, 0.6]) + torch.tensor(
+        [0.1, -0.4, -0.3]
+    )
+    floor = torch.cat([torch.rand(20, 2, generator=gen) * 2.4 - 1.2, torch.full((20, 1), -0.3)], -1)
+    walls = torch.nn.functional.normalize(torch.randn(200, 3, generator=gen), dim=-1) * 20.0
+    region = object_region(cams, torch.cat([subject, floor, walls]))
+    assert region is not None
+    assert float((region.up.float() - UP).norm()) < 0.05  # the rig's up (+z; the upper cap's cameras tilt it)
+    assert float((region.centre.float() - torch.tensor([0.3, -0.2, 0.0])).norm()) < 0.08
+    half_diagonal = 0.5 * math.sqrt(0.4**2 + 0.4**2 + 0.6**2)
+    assert 1.1 * half_diagonal < region.radius < 1.5 * half_diagonal  # 1.25 x, the walls left out
+    assert abs(region.floor - 0.3) < 0.03  # the subject's bottom, 0.3 below its centre
+    assert 600 <= region.num_points <= 620  # the walls left out (floor corners may lie beyond 1.5)
+
+
+def test_object_region_is_none_without_a_surrounded_subject(gen):
+    assert object_region(orbit_rig(), None) is None  # synthetic renders have no SfM points
+    assert object_region(orbit_rig(), ball_points(10, 0.5, gen)) is None  # too few points
+    assert object_region(orbit_rig(), ball_points(200, 0.5, gen) + 10.0) is None  # none near the centre
+    assert object_region(forward_rig(gen), ball_points(200, 0.5, gen)) is None  # forward capture

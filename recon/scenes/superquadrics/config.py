@@ -97,9 +97,20 @@ class SuperquadricsConfig:
     ground: bool = True
     """Render the ground plane (off for object-centric captures seen from below, where it would hide the object;
     its parameters stay in the state either way)."""
+    roi: Literal["auto", "points", "box"] = "auto"
+    """Where the region of interest comes from: ``points`` frames it on the subject's SfM points
+    (``recon.scenes.scene_type.object_region``: real captures with a room or a street around the subject),
+    ``box`` on the dataset's scene box; ``auto`` takes ``points`` when the cameras surround the subject and the
+    dataset has SfM points near it, else ``box`` (resolved before training and recorded in config.yaml)."""
     roi_radius: float = 0.0
     """Region-of-interest radius in the dataset's normalised frame, mapped to canonical radius 2 (0: half the
-    largest side of the dataset's scene box)."""
+    largest side of the dataset's scene box, or the subject's region with ``roi`` points)."""
+    roi_center: tuple[float, float, float] | None = None
+    """Region-of-interest centre in the dataset's normalised frame (None: the scene box's centre; set by ``roi``
+    points)."""
+    ground_height: float | None = None
+    """Initial height of the ground in the canonical frame (None: ``-0.9 * T_range_y``; ``roi`` points puts it
+    under the subject)."""
 
     def __post_init__(self) -> None:
         if self.n_blocks < 1:
@@ -117,5 +128,9 @@ class SuperquadricsConfig:
             raise ValueError(f"lr_decay_at must lie in [0, 1], got {self.lr_decay_at}")
         if self.roi_radius < 0:
             raise ValueError(f"roi_radius must be >= 0 (0: from the scene box), got {self.roi_radius}")
+        if self.roi not in ("auto", "points", "box"):
+            raise ValueError(f"roi must be one of auto|points|box, got {self.roi!r}")
+        if self.roi_center is not None and len(self.roi_center) != 3:
+            raise ValueError(f"roi_center must hold 3 numbers, got {self.roi_center!r}")
         if not 0.0 < self.kill_threshold < self.opaque_threshold < 1.0:
             raise ValueError("need 0 < kill_threshold < opaque_threshold < 1")

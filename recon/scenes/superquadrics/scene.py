@@ -62,7 +62,8 @@ def stage_named(index: int, cfg: SuperquadricsConfig) -> Stage:
 def _roi(dataset, cfg: SuperquadricsConfig) -> tuple[float, Tensor]:
     box = dataset.scene_box.double()
     radius = cfg.roi_radius or 0.5 * float((box[1] - box[0]).max())
-    return radius, box.mean(0)
+    centre = box.mean(0) if cfg.roi_center is None else torch.tensor(cfg.roi_center, dtype=torch.float64)
+    return radius, centre
 
 
 class SuperquadricScene(Scene):
@@ -131,6 +132,8 @@ class SuperquadricScene(Scene):
             translation_range=config.translation_range, translation_init=config.translation_init,
             opacity_init=config.opacity_init, scale_min=config.scale_min, ratio=config.ratio_block_scene,
         )  # fmt: skip
+        if config.ground_height is not None:
+            blocks.ground_translation[1] = config.ground_height
         return cls(config, blocks, frame.T_world_canon, torch.linalg.inv(dataset.normalization.double()))
 
     @classmethod
