@@ -28,6 +28,7 @@ from rich.console import Console
 from recon.core import Camera, ReconError
 from recon.core.transforms import look_at, transform_pose
 from recon.scenes.base import RenderOptions
+from recon.scenes.scene_type import camera_rig, is_forward, look_at_centre
 from recon.train.run_io import load_run_dataset, open_run_config, resolve_device
 from recon.train.trainer import load_scene
 
@@ -58,21 +59,67 @@ class RenderArgs:
 
 
 def orbit_cameras(train: Camera, frames: int) -> Camera:
-    """A circle at the training cameras' mean distance and height around their mean look-at point (origin)."""
-    centers = train.centers().double()
-    radius = float(centers[:, :2].norm(dim=-1).mean())
-    height = float(centers[:, 2].mean())
+    """A fly-around of the training cameras' subject in the run's normalised frame, whatever way is up there.
+
+    Up is the normal of the plane the camera centres lie in when they form a ring (plane fit: smallest covariance
+    eigenvalue under half the middle one, normal within 45 degrees of the cameras' mean up), else −the mean camera y
+    axis (OpenCV y points down; it leans towards where most cameras stand when they look down at the subject from
+    uneven azimuths, which tilts the circle). Cameras that surround a subject
+    (``recon.scenes.scene_type``: not forward) give a circle about the axis through their look-at centre along up,
+    at their mean distance from that axis and their mean height along it, every frame looking at the centre (a
+    NeRF-synthetic ring, whose frame has z up and the subject at the origin, keeps that circle). A forward capture
+    (LLFF) gives a circle in the plane facing the cameras' mean axis, about their mean centre, of their mean spread
+    from it, every frame looking along the mean axis. Intrinsics and size: the first training camera's.
+    """
+    centres, axes = camera_rig(train)
+    up = _capture_up(train, centres)
+    forward = is_forward(train)
+    if forward:
+        axis = axes.mean(0) / axes.mean(0).norm()
+        centre = centres.mean(0)
+        normal = axis
+    else:
+        centre = look_at_centre(train)
+        normal = up
+    e1 = torch.linalg.cross(normal, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    if float(e1.norm()) < 1e-3:
+        e1 = torch.linalg.cross(normal, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    e1 = e1 / e1.norm()
+    e2 = torch.linalg.cross(normal, e1)
+    offsets = centres - centre
+    height = offsets @ normal
+    radius = float((offsets - height[:, None] * normal).norm(dim=-1).mean())
+    base = centre + normal * (0.0 if forward else float(height.mean()))
     poses = []
     for k in range(frames):
         angle = 2 * math.pi * k / frames
-        eye = torch.tensor([radius * math.cos(angle), radius * math.sin(angle), height], dtype=torch.float64)
-        poses.append(
-            look_at(
-                eye, torch.zeros(3, dtype=torch.float64), torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
-            )
-        )
+        eye = base + radius * (math.cos(angle) * e1 + math.sin(angle) * e2)
+        target = eye + axis if forward else centre
+        poses.append(look_at(eye, target, up))
     K = train.K[:1].expand(frames, 3, 3)
     return Camera(torch.stack(poses).float(), K.float(), train.width, train.height)
+
+
+RING_FLATNESS = (
+    0.5  # camera centres form a ring when their smallest covariance eigenvalue is < 0.5 x the middle
+)
+RING_UP_COS = math.cos(math.radians(45.0))  # ... and the ring's normal lies within 45 degrees of the mean up
+
+
+def _capture_up(train: Camera, centres: torch.Tensor) -> torch.Tensor:
+    """Unit up direction of a capture (float64; see :func:`orbit_cameras`)."""
+    mean_up = -train.T_world_cam()[:, :3, 1].detach().double().mean(0)
+    if float(mean_up.norm()) < 1e-9:
+        return torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    mean_up = mean_up / mean_up.norm()
+    if len(centres) < 3:
+        return mean_up
+    offsets = centres - centres.mean(0)
+    values, vectors = torch.linalg.eigh(offsets.T @ offsets / len(centres))
+    normal = vectors[:, 0] * torch.sign(vectors[:, 0] @ mean_up)
+    if float(values[0]) < RING_FLATNESS * float(values[1]) and float(normal @ mean_up) > RING_UP_COS:
+        return normal
+    return mean_up
 
 
 def json_cameras(path: Path) -> Camera:

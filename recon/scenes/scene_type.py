@@ -45,7 +45,10 @@ __all__ = [
     "SceneTypeSetting",
     "ObjectRegion",
     "detect_scene_type",
+    "camera_rig",
     "foreground_box",
+    "is_forward",
+    "look_at_centre",
     "object_region",
     "resolve_scene_type",
 ]
@@ -87,6 +90,22 @@ def _look_at_centre(centres: Tensor, axes: Tensor) -> Tensor:
     A = proj.sum(0) + 1e-9 * eye  # regularised: parallel axes leave A singular
     b = (proj @ centres[..., None]).sum(0)
     return torch.linalg.solve(A, b)[:, 0]
+
+
+def camera_rig(cameras: Camera) -> tuple[Float[Tensor, "C 3"], Float[Tensor, "C 3"]]:
+    """(centres, unit optical axes) of the cameras in float64 (OpenCV: the axis is the camera's +z)."""
+    return _centres_and_axes(cameras)
+
+
+def is_forward(cameras: Camera) -> bool:
+    """The optical axes all face one way (rule 1 of the module docstring)."""
+    return float(_centres_and_axes(cameras)[1].mean(0).norm()) >= FORWARD_COHERENCE
+
+
+def look_at_centre(cameras: Camera) -> Float[Tensor, "3"]:
+    """The least-squares point closest to all optical axes (float64; regularised, so parallel axes give a point
+    near the cameras rather than an error)."""
+    return _look_at_centre(*_centres_and_axes(cameras))
 
 
 def detect_scene_type(cameras: Camera, points: Float[Tensor, "P 3"] | None) -> SceneTypeDecision:
