@@ -29,7 +29,7 @@ from recon.datasets.images import (
     resize_image,
 )
 from recon.datasets.paths import copy_folder
-from recon.datasets.undistort import Undistorter
+from recon.datasets.undistort import Undistorter, pinhole_K
 
 __all__ = [
     "DatasetError",
@@ -111,6 +111,13 @@ class Frame:
         K[1, :] *= h / self.height
         K[2, :] = self.K[2, :]
         return K
+
+    def pinhole_K(self) -> Float[Tensor, "3 3"]:
+        """Intrinsics of the undistorted image at the loaded resolution (``recon.datasets.undistort.pinhole_K``:
+        ``loaded_K`` zoomed just enough that no pixel of the undistorted image is blank; ``loaded_K`` for pinhole
+        frames). Cameras, masks, depth and normals all use it."""
+        w, h = self.load_width or self.width, self.load_height or self.height
+        return pinhole_K(self.loaded_K(), self.camera_model, self.distortion, w, h)
 
 
 @dataclass(frozen=True)
@@ -417,7 +424,7 @@ class SceneDataset:
         T = transform_pose(f.T_cam_world, self.normalization)
         return Camera(
             T_cam_world=T[None].to(torch.float32),
-            K=f.loaded_K()[None].to(torch.float32),
+            K=f.pinhole_K()[None].to(torch.float32),
             width=f.load_width,
             height=f.load_height,
         )
@@ -480,7 +487,7 @@ class SceneDataset:
         if img.shape[-1] == 4:
             img = torch.cat([img[..., :3] * img[..., 3:], img[..., 3:]], dim=-1)
         img = resize_image(img, f.load_width, f.load_height)
-        img = self._undistort(img, f.loaded_K(), f.camera_model, f.distortion)
+        img = self._undistort(img, f.loaded_K(), f.camera_model, f.distortion, K_out=f.pinhole_K())
         rgb = img[..., :3]
         alpha = None
         if img.shape[-1] == 4:
@@ -507,7 +514,7 @@ class SceneDataset:
         if mask.shape[-1] == 4:
             m = m * mask[..., 3:4]
         m = resize_image(m, f.load_width, f.load_height)
-        return self._undistort(m, f.loaded_K(), f.camera_model, f.distortion)
+        return self._undistort(m, f.loaded_K(), f.camera_model, f.distortion, K_out=f.pinhole_K())
 
     def _load_depth(self, f: Frame) -> Tensor:
         assert f.depth_path is not None
@@ -519,7 +526,9 @@ class SceneDataset:
             )
         depth = raw * (f.depth_scale * self.scale)
         depth = resize_image(depth, f.load_width, f.load_height, nearest=True)
-        return self._undistort(depth, f.loaded_K(), f.camera_model, f.distortion, nearest=True)
+        return self._undistort(
+            depth, f.loaded_K(), f.camera_model, f.distortion, nearest=True, K_out=f.pinhole_K()
+        )
 
     def _load_normals(self, f: Frame) -> Tensor:
         assert f.normal_path is not None
@@ -540,7 +549,9 @@ class SceneDataset:
         )  # rotation part only: normals are directions
         normals = normals @ R.T
         normals = resize_image(normals, f.load_width, f.load_height, nearest=True)
-        return self._undistort(normals, f.loaded_K(), f.camera_model, f.distortion, nearest=True)
+        return self._undistort(
+            normals, f.loaded_K(), f.camera_model, f.distortion, nearest=True, K_out=f.pinhole_K()
+        )
 
     def _with_load_size(self, f: Frame) -> Frame:
         """The frame with its loaded file and size: the stored file, a ``<folder>_N`` copy (N == downscale) or

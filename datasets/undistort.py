@@ -5,14 +5,24 @@ an ``opencv`` (radial-tangential, rational) or ``opencv_fisheye`` (equidistant) 
 access, with a remap grid precomputed per distinct camera (``K``, distortion, size) and ``grid_sample``.
 
 For each output pixel centre ``u`` the grid holds ``K distort(K^-1 u)``: the position in the distorted source
-image that sees the same ray. Output pixels whose source position falls outside the source image are black
-(and have alpha 0 when the image has an alpha channel or mask).
+image that sees the same ray. Those black pixels would be supervised as black (a camera-fixed black border that no scene explains, which a
+field fits with floaters near the cameras), so the output camera zooms in just enough that none is left, as
+COLMAP's ``image_undistorter`` does with ``blank_pixels = 0``: ``pinhole_K`` scales the focal lengths by the smallest
+``blank_free_zoom`` >= 1 (found by bisection on the output image's border pixels) for which every output pixel sees
+the source image; the principal point and the image size stay. Lenses whose undistorted image has no blank pixel
+at the same ``K`` (most barrel distortion) keep ``K``. Loaders hand out cameras with ``pinhole_K``.
 """
+
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
+
+ZOOM_MAX = 4.0  # a lens needing more zoom than this to lose its blank pixels is left at this zoom
+ZOOM_ITERATIONS = 40  # bisection steps of blank_free_zoom (relative precision ~1e-12)
+EDGE_MARGIN = 0.5  # a source position within half a pixel of the border blends with the zero padding
 
 FISHEYE_MIN_RADIUS = (
     1e-12  # below this normalised radius the equidistant map is the identity (theta_d/r -> 1)
@@ -67,25 +77,104 @@ def distort_points(
     raise ValueError(f"camera_model must be 'pinhole', 'opencv' or 'opencv_fisheye', got {camera_model!r}")
 
 
-def undistort_grid(
-    K: Float[Tensor, "3 3"], camera_model: str, distortion: Float[Tensor, " D"], width: int, height: int
-) -> Float[Tensor, "1 H W 2"]:
-    """The ``grid_sample`` grid (``align_corners=False``) that undistorts a ``width`` x ``height`` image.
+def _source_positions(
+    K_src: Tensor, K_out: Tensor, camera_model: str, distortion: Tensor, u: Tensor, v: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Source pixel coordinates seen by output pixel coordinates ``(u, v)`` (float64)."""
+    fx, fy, cx, cy, skew = K_out[0, 0], K_out[1, 1], K_out[0, 2], K_out[1, 2], K_out[0, 1]
+    y = (v - cy) / fy
+    x = (u - cx - skew * y) / fx
+    xd = distort_points(torch.stack([x, y], dim=-1), camera_model, distortion)
+    sx, sy, scx, scy, sskew = K_src[0, 0], K_src[1, 1], K_src[0, 2], K_src[1, 2], K_src[0, 1]
+    return sx * xd[..., 0] + sskew * xd[..., 1] + scx, sy * xd[..., 1] + scy
 
-    The output camera is the pinhole camera with the same ``K`` and size.
+
+def zoomed_K(K: Float[Tensor, "3 3"], zoom: float) -> Float[Tensor, "3 3"]:
+    """``K`` with its focal lengths (and skew) multiplied by ``zoom``; the principal point stays."""
+    out = K.clone()
+    out[0, :2] = K[0, :2] * zoom
+    out[1, 1] = K[1, 1] * zoom
+    return out
+
+
+def blank_free_zoom(
+    K: Float[Tensor, "3 3"], camera_model: str, distortion: Float[Tensor, " D"], width: int, height: int
+) -> float:
+    """The smallest focal zoom >= 1 for which every pixel of the undistorted ``width`` x ``height`` image sees the
+    source image (within ``EDGE_MARGIN`` of its border), capped at ``ZOOM_MAX``; 1 for pinhole cameras.
+
+    Bisection on the output border's pixel centres (the extreme rays of a monotone lens lie on the border).
     """
+    if camera_model == "pinhole" or distortion is None or not bool(distortion.abs().gt(0).any()):
+        return 1.0
     K = K.to(torch.float64)
+    dist = distortion.to(torch.float64)
+    xs = torch.arange(width, dtype=torch.float64) + 0.5
+    ys = torch.arange(height, dtype=torch.float64) + 0.5
+    u = torch.cat([xs, xs, torch.full_like(ys, 0.5), torch.full_like(ys, width - 0.5)])
+    v = torch.cat([torch.full_like(xs, 0.5), torch.full_like(xs, height - 0.5), ys, ys])
+
+    def blank_free(zoom: float) -> bool:
+        su, sv = _source_positions(K, zoomed_K(K, zoom), camera_model, dist, u, v)
+        inside = (
+            (su >= EDGE_MARGIN)
+            & (su <= width - EDGE_MARGIN)
+            & (sv >= EDGE_MARGIN)
+            & (sv <= height - EDGE_MARGIN)
+        )
+        return bool((inside & su.isfinite() & sv.isfinite()).all())
+
+    if blank_free(1.0):
+        return 1.0
+    if not blank_free(ZOOM_MAX):
+        return ZOOM_MAX
+    lo, hi = 1.0, ZOOM_MAX
+    for _ in range(ZOOM_ITERATIONS):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if blank_free(mid) else (mid, hi)
+    return hi
+
+
+@lru_cache(maxsize=256)
+def _pinhole_K_cached(K: tuple, camera_model: str, distortion: tuple, width: int, height: int) -> Tensor:
+    K_t = torch.tensor(K, dtype=torch.float64).reshape(3, 3)
+    zoom = blank_free_zoom(K_t, camera_model, torch.tensor(distortion, dtype=torch.float64), width, height)
+    return zoomed_K(K_t, zoom)
+
+
+def pinhole_K(
+    K: Float[Tensor, "3 3"],
+    camera_model: str,
+    distortion: Float[Tensor, " D"] | None,
+    width: int,
+    height: int,
+) -> Float[Tensor, "3 3"]:
+    """The intrinsics of the undistorted image (``zoomed_K(K, blank_free_zoom(...))``; ``K`` itself for pinhole
+    cameras), float64, cached per distinct camera."""
+    if camera_model == "pinhole" or distortion is None or not bool(distortion.abs().gt(0).any()):
+        return K.to(torch.float64)
+    key = tuple(K.to(torch.float64).flatten().tolist())
+    return _pinhole_K_cached(key, camera_model, tuple(distortion.tolist()), width, height).clone()
+
+
+def undistort_grid(
+    K: Float[Tensor, "3 3"],
+    camera_model: str,
+    distortion: Float[Tensor, " D"],
+    width: int,
+    height: int,
+    K_out: Float[Tensor, "3 3"] | None = None,
+) -> Float[Tensor, "1 H W 2"]:
+    """The ``grid_sample`` grid (``align_corners=False``) that undistorts a ``width`` x ``height`` image taken with
+    ``K`` onto the pinhole camera ``K_out`` of the same size (default: ``K`` itself)."""
+    K = K.to(torch.float64)
+    K_out = K if K_out is None else K_out.to(torch.float64)
     j, i = torch.meshgrid(
         torch.arange(height, dtype=torch.float64) + 0.5,
         torch.arange(width, dtype=torch.float64) + 0.5,
         indexing="ij",
     )
-    fx, fy, cx, cy, skew = K[0, 0], K[1, 1], K[0, 2], K[1, 2], K[0, 1]
-    y = (j - cy) / fy
-    x = (i - cx - skew * y) / fx
-    xd = distort_points(torch.stack([x, y], dim=-1), camera_model, distortion.to(torch.float64))
-    u = fx * xd[..., 0] + skew * xd[..., 1] + cx
-    v = fy * xd[..., 1] + cy
+    u, v = _source_positions(K, K_out, camera_model, distortion.to(torch.float64), i, j)
     # align_corners=False: normalised -1 is the left edge of pixel 0, i.e. continuous pixel coordinate 0.
     grid = torch.stack([2.0 * u / width - 1.0, 2.0 * v / height - 1.0], dim=-1)
     return grid[None].to(torch.float32)
@@ -105,8 +194,10 @@ class Undistorter:
         distortion: Float[Tensor, " D2"] | None,
         *,
         nearest: bool = False,
+        K_out: Float[Tensor, "3 3"] | None = None,
     ) -> Float[Tensor, "H W D"]:
-        """Resample ``image`` (taken with ``K`` and the given lens) onto the pinhole camera with the same ``K``.
+        """Resample ``image`` (taken with ``K`` and the given lens) onto the pinhole camera ``K_out`` of the same
+        size (default ``K``; loaders pass ``pinhole_K``).
 
         Args:
             image: (H, W, D) image of any channel count.
@@ -114,6 +205,7 @@ class Undistorter:
             camera_model: lens model of ``image``; ``"pinhole"`` returns the image unchanged.
             distortion: (D2,) lens parameters.
             nearest: nearest-neighbour sampling (depth maps) instead of bilinear.
+            K_out: (3, 3) intrinsics of the output pinhole camera, or None for ``K``.
 
         Returns:
             The undistorted (H, W, D) image; pixels that see outside the source image are 0.
@@ -121,10 +213,11 @@ class Undistorter:
         if camera_model == "pinhole" or distortion is None or not bool(distortion.abs().gt(0).any()):
             return image
         h, w = image.shape[:2]
-        key = (tuple(K.flatten().tolist()), camera_model, tuple(distortion.tolist()), w, h)
+        out_key = None if K_out is None else tuple(K_out.flatten().tolist())
+        key = (tuple(K.flatten().tolist()), out_key, camera_model, tuple(distortion.tolist()), w, h)
         grid = self._grids.get(key)
         if grid is None:
-            grid = undistort_grid(K, camera_model, distortion, w, h)
+            grid = undistort_grid(K, camera_model, distortion, w, h, K_out)
             self._grids[key] = grid
         src = image.permute(2, 0, 1)[None].to(torch.float32)
         mode = "nearest" if nearest else "bilinear"

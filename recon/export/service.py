@@ -15,6 +15,7 @@ from torch import Tensor
 
 from recon.core import Camera, Mesh, ReconError
 from recon.core.shapes import Backend
+from recon.datasets.undistort import pinhole_K
 from recon.export.mesh_io import write_mesh
 from recon.export.splat_formats import (
     CameraRecord,
@@ -100,14 +101,15 @@ class DatasetFrame:
             for f in frames:
                 w, h = f.load_width or f.width, f.load_height or f.height
                 records.append(
-                    CameraRecord(f.name, split, w, h, f.loaded_K().double(), f.T_cam_world.double())
+                    CameraRecord(f.name, split, w, h, f.pinhole_K().double(), f.T_cam_world.double())
                 )
         return cls(dataset.normalization.double(), tuple(records))
 
     @classmethod
     def from_info(cls, info: dict) -> "DatasetFrame":
         """From a run's dataset.json (``recon data info --json`` layout; K scaled to the loaded resolution as
-        ``round(size / downscale)``, as the loaders do when no pre-scaled image folder exists)."""
+        ``round(size / downscale)``, as the loaders do when no pre-scaled image folder exists; distorted cameras get
+        the undistorted image's ``pinhole_K``, as the loaders hand out)."""
         if "normalization" not in info:
             raise ReconError("dataset.json has no 'normalization' matrix")
         downscale = float(info.get("downscale", 1.0) or 1.0)
@@ -118,6 +120,12 @@ class DatasetFrame:
                 K = torch.tensor(c["K"], dtype=torch.float64)
                 K[0] *= w / c["width"]
                 K[1] *= h / c["height"]
+                distortion = c.get("distortion") or []
+                if (
+                    distortion and c.get("camera_model", "pinhole") != "pinhole"
+                ):  # the undistorted image's camera
+                    dist = torch.tensor(distortion, dtype=torch.float64)
+                    K = pinhole_K(K, c["camera_model"], dist, w, h)
                 T = torch.tensor(c["T_cam_world"], dtype=torch.float64)
                 records.append(CameraRecord(c["name"], split, w, h, K, T))
         return cls(torch.tensor(info["normalization"], dtype=torch.float64), tuple(records))

@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from recon.datasets.undistort import Undistorter, distort_points, undistort_grid
+from recon.datasets.undistort import (
+    Undistorter,
+    blank_free_zoom,
+    distort_points,
+    pinhole_K,
+    undistort_grid,
+    zoomed_K,
+)
 
 
 def test_opencv_hand_computed():
@@ -58,3 +65,56 @@ def test_differentiable_wrt_points_and_params():
     xy = torch.tensor([[0.3, -0.2]], dtype=torch.float64, requires_grad=True)
     dist = torch.tensor([0.1, -0.05, 0.01, 0.002], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b: distort_points(a, "opencv_fisheye", b), (xy, dist))
+
+
+def _blank_pixels(K_src, K_out, model, dist, w, h):
+    white = torch.ones(h, w, 1)
+    out = Undistorter()(white, K_src, model, dist, K_out=K_out)
+    return int((out[..., 0] < 0.999).sum())
+
+
+def test_pincushion_lens_zooms_just_enough_for_no_blank_pixel():
+    """k1 > 0 (pincushion, as colmap_beer_can's phone): at the same K the corners of the undistorted image see
+    outside the source; ``pinhole_K`` zooms in by the smallest factor that leaves none."""
+    w, h = 48, 64
+    K = torch.tensor([[70.0, 0.0, 24.0], [0.0, 70.0, 32.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    dist = torch.tensor([0.08, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    assert _blank_pixels(K, K, "opencv", dist, w, h) > 20  # the old behaviour: black corners
+    zoom = blank_free_zoom(K, "opencv", dist, w, h)
+    assert 1.01 < zoom < 1.2
+    K_out = pinhole_K(K, "opencv", dist, w, h)
+    assert float(K_out[0, 0]) == pytest.approx(70.0 * zoom) and float(K_out[1, 1]) == pytest.approx(
+        70.0 * zoom
+    )
+    assert K_out[:2, 2].tolist() == [24.0, 32.0]  # principal point and size stay
+    assert _blank_pixels(K, K_out, "opencv", dist, w, h) == 0
+    assert _blank_pixels(K, zoomed_K(K, 1.0 + 0.8 * (zoom - 1.0)), "opencv", dist, w, h) > 0  # minimal zoom
+
+
+def test_barrel_lens_and_pinhole_keep_K():
+    K = torch.tensor([[40.0, 0.0, 32.0], [0.0, 40.0, 24.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    barrel = torch.tensor([-0.2, 0.03, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    assert blank_free_zoom(K, "opencv", barrel, 64, 48) == 1.0
+    assert torch.equal(pinhole_K(K, "opencv", barrel, 64, 48), K)
+    assert torch.equal(pinhole_K(K, "pinhole", None, 64, 48), K)
+
+
+def test_dataset_hands_out_the_zoomed_camera_and_blank_free_images(tmp_path, dw):
+    """A COLMAP SIMPLE_RADIAL camera with k1 > 0 and white images: the loader's camera has the zoomed focal, its
+    images have no black pixel, and the camera maps a point to the pixel the undistorted image shows it at."""
+    from PIL import Image
+
+    from recon.datasets import load_dataset
+
+    w, h, f, k1 = 40, 30, 45.0, 0.1
+    T = torch.eye(4, dtype=torch.float64)[None].repeat(2, 1, 1)
+    dw.colmap(
+        tmp_path, [("SIMPLE_RADIAL", w, h, [f, w / 2, h / 2, k1])], T, [0, 0], binary=True, write_images=False
+    )
+    (tmp_path / "images").mkdir()
+    for i in range(2):
+        Image.new("RGB", (w, h), (255, 255, 255)).save(tmp_path / "images" / f"img_{i:03d}.png")
+    ds = load_dataset(tmp_path)
+    cam = ds.camera("train", 0)
+    assert float(cam.K[0, 0, 0]) > 1.01 * f
+    assert float(ds.image("train", 0).min()) > 0.99
