@@ -48,6 +48,9 @@ EARLY_STOP_EPS = 1e-4  # transmittance below which a ray ends (spec section 1, n
 Spacing = Literal["uniform", "lindisp"]
 
 
+SIGMA_MAX = 1e10  # densities are clamped to this in render_weight_from_density (finite transmittance scan)
+
+
 def _impl(backend: Backend, *tensors: Tensor, op: str):
     """The implementation module of volume op ``op`` (the float32 rule lives in ``resolve_backend``)."""
     if resolve_backend(backend, *tensors, op=f"volume.{op}") == "warp":
@@ -117,6 +120,10 @@ def render_weight_from_density(
     Returns:
         ``WeightsFromDensity(weights, transmittance, alphas)``, each shaped like ``sigmas``.
 
+    Densities above ``SIGMA_MAX`` (1e10; e.g. ``inf`` from an overflowing exp activation) are clamped to it, so
+    the transmittance scan stays finite (``inf - inf`` would make the whole ray NaN); such a sample is opaque
+    either way and gets no gradient.
+
     Differentiable w.r.t.: ``sigmas`` (Warp: closed-form backward kernel). Not w.r.t. ``t_starts``/``t_ends``.
 
     Example:
@@ -125,6 +132,7 @@ def render_weight_from_density(
         tensor([[0.0000, 0.5000, 0.3750]])
     """
     (ts, te, sg), ri, n, batched = _as_packed(ray_indices, n_rays, t_starts, t_ends, sigmas)
+    sg = sg.clamp(max=SIGMA_MAX)  # an exp activation overflows to inf: inf - inf in the scan would be NaN
     impl = _impl(backend, ts, te, sg, op="render_weight_from_density")
     weights, trans, alphas = impl.render_weight_from_density(ts.detach(), te.detach(), sg, ri, n)
     if batched is not None:

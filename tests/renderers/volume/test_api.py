@@ -39,6 +39,19 @@ def test_weight_oracle(backend):
     assert_close(out_a.weights, torch.tensor([[0.0, 0.5, 0.375]]), rtol=1e-6, atol=1e-7, name="w(alpha)")
 
 
+def test_infinite_density_gives_finite_weights_and_gradients(backend):
+    """An exp activation that overflows hands the op sigma = inf; the ray must stay finite (inf - inf in the
+    transmittance scan would make it NaN), with the inf sample opaque."""
+    t = torch.tensor([[0.0, 1e-6, 2e-6, 3e-6], [0.0, 1.0, 2.0, 3.0]])
+    sigmas = torch.tensor([[0.5, math.inf, 2.0, 1.0], [0.0, math.inf, math.inf, 0.3]], requires_grad=True)
+    out = render_weight_from_density(t, t + 1e-6, sigmas, backend=backend)
+    assert bool(torch.isfinite(out.weights).all()) and bool(torch.isfinite(out.transmittance).all())
+    assert float(out.weights[1, 1]) == pytest.approx(1.0) and float(out.weights[1, 2:].abs().sum()) == 0.0
+    assert float(out.weights[0].sum()) == pytest.approx(1.0, abs=1e-5)  # the inf sample absorbs what is left
+    out.weights.sum().backward()
+    assert sigmas.grad is not None and bool(torch.isfinite(sigmas.grad).all())
+
+
 def test_pack_info_layout():
     info = pack_info(torch.tensor([0, 0, 2, 2, 2, 4]), 5)
     assert info.tolist() == [[0, 2], [2, 0], [2, 3], [5, 0], [5, 1]]
