@@ -52,6 +52,23 @@ def test_infinite_density_gives_finite_weights_and_gradients(backend):
     assert sigmas.grad is not None and bool(torch.isfinite(sigmas.grad).all())
 
 
+def test_inverted_tiny_interval_counts_as_empty(backend):
+    """Importance samples packed into ~1e-8 of a ray in float32 can come out with t_end < t_start (a 20-minute
+    beer-can run: dt = -1.5e-8 at sigma = 2.7e12 gave alpha = -inf and a NaN weight); such an interval is empty."""
+    ts = torch.tensor([[0.19693741, 0.19693743, 0.19693745]])
+    te = ts + torch.tensor([[2e-8, -1.5e-8, 2e-8]])
+    sigmas = torch.full((1, 3), 2.7e12, requires_grad=True)
+    out = render_weight_from_density(ts, te, sigmas, backend=backend)
+    assert bool(torch.isfinite(out.weights).all()) and float(out.weights[0, 1]) == 0.0
+    out.weights.sum().backward()
+    assert bool(torch.isfinite(sigmas.grad).all())
+    colors = torch.full(
+        (1, 3, 3), 0.5, requires_grad=True
+    )  # composite (the nerf path) computes weights itself
+    rendered = composite(ts, te, colors, sigmas=sigmas, backend=backend)
+    assert bool(torch.isfinite(rendered.rgb).all()) and bool(torch.isfinite(rendered.weights).all())
+
+
 def test_pack_info_layout():
     info = pack_info(torch.tensor([0, 0, 2, 2, 2, 4]), 5)
     assert info.tolist() == [[0, 2], [2, 0], [2, 3], [5, 0], [5, 1]]
