@@ -5,9 +5,10 @@ an ``opencv`` (radial-tangential, rational) or ``opencv_fisheye`` (equidistant) 
 access, with a remap grid precomputed per distinct camera (``K``, distortion, size) and ``grid_sample``.
 
 For each output pixel centre ``u`` the grid holds ``K distort(K^-1 u)``: the position in the distorted source
-image that sees the same ray. Those black pixels would be supervised as black (a camera-fixed black border that no scene explains, which a
-field fits with floaters near the cameras), so the output camera zooms in just enough that none is left, as
-COLMAP's ``image_undistorter`` does with ``blank_pixels = 0``: ``pinhole_K`` scales the focal lengths by the smallest
+image that sees the same ray. With the same ``K`` in and out, some output pixels (the corners, for a pincushion
+lens) would see outside the source image and be black; supervised as black, they are a camera-fixed border that
+no scene explains, which a field fits with floaters near the cameras. So the output camera zooms in just enough
+that no pixel is blank, as COLMAP's ``image_undistorter`` does with ``blank_pixels = 0``: ``pinhole_K`` scales the focal lengths by the smallest
 ``blank_free_zoom`` >= 1 (found by bisection on the output image's border pixels) for which every output pixel sees
 the source image; the principal point and the image size stay. Lenses whose undistorted image has no blank pixel
 at the same ``K`` (most barrel distortion) keep ``K``. Loaders hand out cameras with ``pinhole_K``.
@@ -77,6 +78,11 @@ def distort_points(
     raise ValueError(f"camera_model must be 'pinhole', 'opencv' or 'opencv_fisheye', got {camera_model!r}")
 
 
+def is_pinhole(camera_model: str, distortion: Tensor | None) -> bool:
+    """No lens to remove: a pinhole model or all distortion parameters zero."""
+    return camera_model == "pinhole" or distortion is None or not bool(distortion.abs().gt(0).any())
+
+
 def _source_positions(
     K_src: Tensor, K_out: Tensor, camera_model: str, distortion: Tensor, u: Tensor, v: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -105,7 +111,7 @@ def blank_free_zoom(
 
     Bisection on the output border's pixel centres (the extreme rays of a monotone lens lie on the border).
     """
-    if camera_model == "pinhole" or distortion is None or not bool(distortion.abs().gt(0).any()):
+    if is_pinhole(camera_model, distortion):
         return 1.0
     K = K.to(torch.float64)
     dist = distortion.to(torch.float64)
@@ -151,7 +157,7 @@ def pinhole_K(
 ) -> Float[Tensor, "3 3"]:
     """The intrinsics of the undistorted image (``zoomed_K(K, blank_free_zoom(...))``; ``K`` itself for pinhole
     cameras), float64, cached per distinct camera."""
-    if camera_model == "pinhole" or distortion is None or not bool(distortion.abs().gt(0).any()):
+    if distortion is None or is_pinhole(camera_model, distortion):
         return K.to(torch.float64)
     key = tuple(K.to(torch.float64).flatten().tolist())
     return _pinhole_K_cached(key, camera_model, tuple(distortion.tolist()), width, height).clone()
@@ -210,7 +216,7 @@ class Undistorter:
         Returns:
             The undistorted (H, W, D) image; pixels that see outside the source image are 0.
         """
-        if camera_model == "pinhole" or distortion is None or not bool(distortion.abs().gt(0).any()):
+        if distortion is None or is_pinhole(camera_model, distortion):
             return image
         h, w = image.shape[:2]
         out_key = None if K_out is None else tuple(K_out.flatten().tolist())

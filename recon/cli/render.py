@@ -28,7 +28,7 @@ from rich.console import Console
 from recon.core import Camera, ReconError
 from recon.core.transforms import look_at, transform_pose
 from recon.scenes.base import RenderOptions
-from recon.scenes.scene_type import camera_rig, is_forward, look_at_centre
+from recon.scenes.scene_type import camera_rig, camera_up, is_forward, look_at_centre, perpendicular_axes
 from recon.train.run_io import load_run_dataset, open_run_config, resolve_device
 from recon.train.trainer import load_scene
 
@@ -73,19 +73,15 @@ def orbit_cameras(train: Camera, frames: int) -> Camera:
     """
     centres, axes = camera_rig(train)
     up = _capture_up(train, centres)
-    forward = is_forward(train)
+    forward = is_forward(axes)
     if forward:
         axis = axes.mean(0) / axes.mean(0).norm()
         centre = centres.mean(0)
         normal = axis
     else:
-        centre = look_at_centre(train)
+        centre = look_at_centre(centres, axes)
         normal = up
-    e1 = torch.linalg.cross(normal, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
-    if float(e1.norm()) < 1e-3:
-        e1 = torch.linalg.cross(normal, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
-    e1 = e1 / e1.norm()
-    e2 = torch.linalg.cross(normal, e1)
+    e1, e2 = perpendicular_axes(normal)
     offsets = centres - centre
     height = offsets @ normal
     radius = float((offsets - height[:, None] * normal).norm(dim=-1).mean())
@@ -108,10 +104,9 @@ RING_UP_COS = math.cos(math.radians(45.0))  # ... and the ring's normal lies wit
 
 def _capture_up(train: Camera, centres: torch.Tensor) -> torch.Tensor:
     """Unit up direction of a capture (float64; see :func:`orbit_cameras`)."""
-    mean_up = -train.T_world_cam()[:, :3, 1].detach().double().mean(0)
-    if float(mean_up.norm()) < 1e-9:
+    mean_up = camera_up(train)
+    if mean_up is None:
         return torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
-    mean_up = mean_up / mean_up.norm()
     if len(centres) < 3:
         return mean_up
     offsets = centres - centres.mean(0)

@@ -120,12 +120,8 @@ class DatasetFrame:
                 K = torch.tensor(c["K"], dtype=torch.float64)
                 K[0] *= w / c["width"]
                 K[1] *= h / c["height"]
-                distortion = c.get("distortion") or []
-                if (
-                    distortion and c.get("camera_model", "pinhole") != "pinhole"
-                ):  # the undistorted image's camera
-                    dist = torch.tensor(distortion, dtype=torch.float64)
-                    K = pinhole_K(K, c["camera_model"], dist, w, h)
+                lens = torch.tensor(c.get("distortion") or [], dtype=torch.float64)
+                K = pinhole_K(K, c.get("camera_model", "pinhole"), lens, w, h)  # as the loaders hand out
                 T = torch.tensor(c["T_cam_world"], dtype=torch.float64)
                 records.append(CameraRecord(c["name"], split, w, h, K, T))
         return cls(torch.tensor(info["normalization"], dtype=torch.float64), tuple(records))

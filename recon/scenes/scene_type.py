@@ -46,10 +46,12 @@ __all__ = [
     "ObjectRegion",
     "detect_scene_type",
     "camera_rig",
+    "camera_up",
     "foreground_box",
     "is_forward",
     "look_at_centre",
     "object_region",
+    "perpendicular_axes",
     "resolve_scene_type",
 ]
 
@@ -97,15 +99,31 @@ def camera_rig(cameras: Camera) -> tuple[Float[Tensor, "C 3"], Float[Tensor, "C 
     return _centres_and_axes(cameras)
 
 
-def is_forward(cameras: Camera) -> bool:
-    """The optical axes all face one way (rule 1 of the module docstring)."""
-    return float(_centres_and_axes(cameras)[1].mean(0).norm()) >= FORWARD_COHERENCE
+def is_forward(axes: Float[Tensor, "C 3"]) -> bool:
+    """The unit optical ``axes`` (``camera_rig``) all face one way (rule 1 of the module docstring)."""
+    return float(axes.mean(0).norm()) >= FORWARD_COHERENCE
 
 
-def look_at_centre(cameras: Camera) -> Float[Tensor, "3"]:
-    """The least-squares point closest to all optical axes (float64; regularised, so parallel axes give a point
-    near the cameras rather than an error)."""
-    return _look_at_centre(*_centres_and_axes(cameras))
+def look_at_centre(centres: Float[Tensor, "C 3"], axes: Float[Tensor, "C 3"]) -> Float[Tensor, "3"]:
+    """The least-squares point closest to the optical axes of a ``camera_rig`` (regularised, so parallel axes
+    give a point near the cameras rather than an error)."""
+    return _look_at_centre(centres, axes)
+
+
+def camera_up(cameras: Camera) -> Float[Tensor, "3"] | None:
+    """Unit up direction of a capture: −the mean camera y axis (OpenCV y points down), float64 on the CPU; None
+    when the y axes cancel out (norm of the mean below ``MIN_DEPTH``)."""
+    up = -cameras.T_world_cam()[:, :3, 1].detach().to(device="cpu", dtype=torch.float64).mean(0)
+    return None if float(up.norm()) < MIN_DEPTH else up / up.norm()
+
+
+def perpendicular_axes(normal: Float[Tensor, "3"]) -> tuple[Float[Tensor, "3"], Float[Tensor, "3"]]:
+    """Unit ``(e1, e2)`` with ``(e1, normal, e2)`` orthonormal and right-handed (``e2 = e1 x normal``)."""
+    helper = torch.zeros_like(normal)
+    helper[int(normal.abs().argmin())] = 1.0
+    e1 = torch.linalg.cross(normal, helper)
+    e1 = e1 / e1.norm()
+    return e1, torch.linalg.cross(e1, normal)
 
 
 def detect_scene_type(cameras: Camera, points: Float[Tensor, "P 3"] | None) -> SceneTypeDecision:
@@ -124,7 +142,7 @@ def detect_scene_type(cameras: Camera, points: Float[Tensor, "P 3"] | None) -> S
         raise ValueError(f"points must have shape (P, 3) or be None, got {tuple(points.shape)}")
     centres, axes = _centres_and_axes(cameras)
     coherence = float(axes.mean(0).norm())
-    if coherence >= FORWARD_COHERENCE:
+    if is_forward(axes):
         return SceneTypeDecision(
             "forward",
             f"the optical axes all face one way (|mean axis| = {coherence:.3f} >= {FORWARD_COHERENCE})",
@@ -203,15 +221,6 @@ class ObjectRegion:
     num_points: int
 
 
-def _up_basis(up: Tensor) -> Tensor:
-    """(3, 3) orthonormal rows ``[e1, up, e2]`` (right-handed), ``e1`` horizontal."""
-    helper = torch.zeros_like(up)
-    helper[int(up.abs().argmin())] = 1.0
-    e1 = torch.linalg.cross(up, helper)
-    e1 = e1 / e1.norm()
-    return torch.stack([e1, up, torch.linalg.cross(e1, up)])
-
-
 def object_region(cameras: Camera, points: Float[Tensor, "P 3"] | None) -> ObjectRegion | None:
     """The subject the cameras surround, measured on the SfM ``points`` (rule in the module docstring).
 
@@ -226,7 +235,7 @@ def object_region(cameras: Camera, points: Float[Tensor, "P 3"] | None) -> Objec
     if points is None or len(points) < MIN_POINTS or len(cameras) < 2:
         return None
     centres, axes = _centres_and_axes(cameras)
-    if float(axes.mean(0).norm()) >= FORWARD_COHERENCE:
+    if is_forward(axes):
         return None
     p = _look_at_centre(centres, axes)
     distance = float((centres - p).norm(dim=-1).median())
@@ -234,11 +243,11 @@ def object_region(cameras: Camera, points: Float[Tensor, "P 3"] | None) -> Objec
     near = pts[(pts - p).norm(dim=-1) < OBJECT_INNER_FRACTION * distance]
     if len(near) < MIN_POINTS:
         return None
-    up = -cameras.T_world_cam()[:, :3, 1].detach().to(device="cpu", dtype=torch.float64).mean(0)
-    if float(up.norm()) < MIN_DEPTH:
+    up = camera_up(cameras)
+    if up is None:
         return None
-    up = up / up.norm()
-    basis = _up_basis(up)
+    e1, e2 = perpendicular_axes(up)
+    basis = torch.stack([e1, up, e2])
     local = (near - p) @ basis.T
     lo = local.quantile(OBJECT_QUANTILE, dim=0)
     hi = local.quantile(1.0 - OBJECT_QUANTILE, dim=0)

@@ -306,6 +306,9 @@ def composite(
         ``CompositeOutput`` (rgb (R, D), opacity/depth/accumulated_depth (R, 1), weights/transmittance in the
         sample layout).
 
+    Densities are made safe as in ``render_weight_from_density`` (clamped to ``SIGMA_MAX``; inverted intervals
+    empty).
+
     Differentiable w.r.t.: ``sigmas`` or ``alphas``, ``colors``, ``background``. Not ``t_starts``/``t_ends``.
 
     Example:

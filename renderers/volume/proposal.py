@@ -53,14 +53,19 @@ def s_to_t(
 
     .. math:: t = n + s (f - n)\\;\\text{(uniform)},\\quad t = 1 / ((1 - s)/n + s/f)\\;\\text{(lindisp)}
 
+    Edges stay sorted along the last axis (a running maximum): for increasing ``s`` only float32 rounding of
+    edges ~1e-8 apart could reorder them, which made an interval of a real capture negative.
+
     Differentiable w.r.t.: ``s`` (unused: intervals are detached).
     """
     n, f = near[:, None], far[:, None]
     if spacing == "uniform":
-        return n + s * (f - n)
-    if spacing == "lindisp":
-        return 1.0 / ((1.0 - s) / n + s / f)
-    raise ValueError(f"spacing must be 'uniform' or 'lindisp', got {spacing!r}")
+        t = n + s * (f - n)
+    elif spacing == "lindisp":
+        t = 1.0 / ((1.0 - s) / n + s / f)
+    else:
+        raise ValueError(f"spacing must be 'uniform' or 'lindisp', got {spacing!r}")
+    return torch.cummax(t, dim=-1).values  # float32 rounding must not reorder edges ~1 ulp apart
 
 
 def t_to_s(

@@ -142,6 +142,7 @@ def init_block_set(
     opacity_init: float = 0.5,
     scale_min: float = 0.2,
     ratio: float = 0.25,
+    ground_height: float | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> BlockSet:
     """Initial parameters exactly as spec 3, drawn on CPU from ``generator`` (move with ``.to`` afterwards).
@@ -149,7 +150,7 @@ def init_block_set(
     ``S ~ U[0.5, 1.5)³`` (stored ``log(U[0,1) + 0.3)``), ``R`` uniform (normalised Gaussian quaternion),
     ``t ~ N(0, 0.5²) ⊙ T_range`` (``gauss``) or ``U(−1, 1) ⊙ T_range`` (``uniform``), raw exponents 0 (spheres),
     ``α = opacity_init`` (stored ``logit(α) + 1e-3``), texture logits ``N(0, 0.1²)``, ground pose identity and
-    ``(0, −0.9 T_range_y, 0)``.
+    ``(0, −0.9 T_range_y, 0)`` (or ``(0, ground_height, 0)`` when given).
     """
     if n_blocks < 1:
         raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
@@ -166,6 +167,7 @@ def init_block_set(
     else:
         translations = (2 * torch.rand(n, 3, generator=g, dtype=dtype) - 1) * t_range
     logit = math.log(opacity_init / (1.0 - opacity_init)) + ALPHA_LOGIT_OFFSET
+    ground_y = -0.9 * translation_range[1] if ground_height is None else ground_height
     return BlockSet(
         raw_exponents=torch.zeros(n, 2, dtype=dtype),
         log_scales=log_scales,
@@ -174,7 +176,7 @@ def init_block_set(
         alpha_logits=torch.full((n,), logit, dtype=dtype),
         texture_logits=torch.randn(n, t_size, t_size, 3, generator=g, dtype=dtype) * TEXTURE_INIT_STD,
         ground_rot6d=torch.tensor(IDENTITY_ROT6D, dtype=dtype),
-        ground_translation=torch.tensor([0.0, -0.9 * translation_range[1], 0.0], dtype=dtype),
+        ground_translation=torch.tensor([0.0, ground_y, 0.0], dtype=dtype),
         ground_texture_logits=torch.randn(t_size, t_size, 3, generator=g, dtype=dtype) * TEXTURE_INIT_STD,
         background_texture_logits=torch.randn(t_size, t_size, 3, generator=g, dtype=dtype) * TEXTURE_INIT_STD,
         scale_min=scale_min,

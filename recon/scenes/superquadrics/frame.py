@@ -13,6 +13,7 @@ from torch import Tensor
 
 from recon.core.camera import Camera
 from recon.core.transforms import make_T
+from recon.scenes.scene_type import camera_up
 
 __all__ = [
     "CANONICAL_ROI_RADIUS",
@@ -23,7 +24,6 @@ __all__ = [
 ]
 
 CANONICAL_ROI_RADIUS = 2.0  # 1/s with the reference's DTU scale s = 0.5
-MIN_UP_NORM = 1e-6  # mean camera y axes cancel out: no consistent up direction
 MIN_AXES_CONDITION = (
     1e-9  # smallest eigenvalue of sum(I - d d^T) / C below which the optical axes are parallel
 )
@@ -107,10 +107,10 @@ def canonical_frame(
     if not roi_radius > 0:
         raise ValueError(f"roi_radius must be > 0, got {roi_radius}")
     R_world_cam = cameras.T_world_cam()[:, :3, :3].detach()
-    up = -R_world_cam[:, :, 1].mean(0)
-    if float(up.norm()) < MIN_UP_NORM:
+    up = camera_up(cameras)
+    if up is None:
         raise ValueError("cameras: their y axes cancel out, no consistent up direction")
-    up = up / up.norm()
+    up = up.to(R_world_cam)
     if roi_center is None:
         center = closest_point_to_axes(cameras.centers().detach(), R_world_cam[:, :, 2])
     else:

@@ -131,9 +131,8 @@ class SuperquadricScene(Scene):
             config.n_blocks, generator=generator, texture_size=config.texture_size,
             translation_range=config.translation_range, translation_init=config.translation_init,
             opacity_init=config.opacity_init, scale_min=config.scale_min, ratio=config.ratio_block_scene,
+            ground_height=config.ground_height,
         )  # fmt: skip
-        if config.ground_height is not None:
-            blocks.ground_translation[1] = config.ground_height
         return cls(config, blocks, frame.T_world_canon, torch.linalg.inv(dataset.normalization.double()))
 
     @classmethod

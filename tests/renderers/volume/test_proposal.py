@@ -83,6 +83,18 @@ def test_spacing_matches_nerfacc_and_inverts(spacing, gen):
     assert_close(t_to_s(t, near, far, spacing), s, rtol=1e-9, atol=1e-12, name="s")
 
 
+def test_edges_stay_sorted_in_float32():
+    """Edges packed ~1 ulp apart (importance samples in front of a very dense surface, as on a real capture): in
+    float32 lindisp rounding can reorder them, which gave a negative interval; s_to_t keeps them sorted."""
+    near, far = torch.tensor([0.2]), torch.tensor([1000.0])
+    s = torch.tensor([[0.4597902297973633, 0.45979025959968567]])  # increasing float32 values, 1 ulp apart
+    raw = 1.0 / ((1.0 - s) / near[:, None] + s / far[:, None])
+    assert float(raw[0, 1]) < float(raw[0, 0])  # the plain formula reorders them (the test can fail)
+    t = s_to_t(s, near, far, "lindisp")
+    assert float(t[0, 1]) >= float(t[0, 0])
+    assert float((t - raw).abs().max()) < 1e-6  # only the reordered ulp changes
+
+
 def test_proposal_weights_match_nerfacc(backend, gen):
     # nerfacc's batched render_weight_from_density is pure torch (runs on the CPU): the level weights must match it.
     seen = []
