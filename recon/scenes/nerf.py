@@ -52,7 +52,13 @@ from recon.scenes.field_scene import (
     vertex_normals,
 )
 from recon.scenes.fields import NGPField
-from recon.scenes.nerf_unbounded import ContractedNGPField, ProposalNetworks, proposal_config
+from recon.scenes.nerf_unbounded import (
+    ContractedNGPField,
+    ProposalNetworks,
+    near_camera_gradient_scale,
+    proposal_config,
+    scale_gradients,
+)
 from recon.scenes.scene_type import (
     SCENE_KINDS,
     SceneKind,
@@ -140,6 +146,12 @@ class NerfSceneConfig(HashGridSceneConfig):
     """Weight of the proposal (interlevel) loss, mean over rays (nerfstudio interlevel_loss_mult)."""
     distortion_weight: float = 0.002
     """Weight of the distortion loss of the final samples on normalised ray distance (nerfstudio)."""
+    gradient_scaling: float = 1.0
+    """Unbounded scenes: while training, the gradients of each final sample's density and colour are multiplied by
+    ``min(1, (t / d)^2)`` with ``d`` = this many foreground-cube half sizes (the half size is the farthest
+    training camera's distance from the look-at centre), against near-camera floaters (Philip & Deschaintre
+    2023; ``recon.scenes.nerf_unbounded.near_camera_gradient_scale``). 0: off. Not used by bounded and forward
+    scenes."""
 
 
 class NerfScene(FieldScene):
@@ -188,6 +200,7 @@ class NerfScene(FieldScene):
             raise ValueError(f"kind must be one of {SCENE_KINDS}, got {decision.kind!r}")
         cfg, box = self.config, self.aabb
         self.scene_kind.fill_(SCENE_KINDS.index(decision.kind))
+        self._kind_host: SceneKind = decision.kind
         self.scene_type_reason = torch.tensor(list(decision.reason.encode()), dtype=torch.uint8)
         if decision.kind == "bounded":
             self.field = NGPField(box, grid=cfg.grid(), hidden_dim=cfg.hidden_dim, generator=generator)
@@ -327,9 +340,15 @@ class NerfScene(FieldScene):
         d = directions[ri]
         density = self.field.density(origins[ri] + d * ((packed.t_starts + packed.t_ends) * 0.5)[:, None],
                                      backend=backend)  # fmt: skip
-        colors = self.field.color(d, density.geometry)
+        colors, sigmas = self.field.color(d, density.geometry), density.sigmas
+        if requires_grad and self._kind_host == "unbounded" and self.config.gradient_scaling > 0:
+            half = float(0.5 * (self.aabb[1, 0] - self.aabb[0, 0]))
+            scale = near_camera_gradient_scale(
+                (packed.t_starts + packed.t_ends) * 0.5, self.config.gradient_scaling * half
+            )
+            colors, sigmas = scale_gradients(colors, scale), scale_gradients(sigmas, scale)
         out = composite(
-            packed.t_starts, packed.t_ends, colors, sigmas=density.sigmas, ray_indices=ri, n_rays=n_rays,
+            packed.t_starts, packed.t_ends, colors, sigmas=sigmas, ray_indices=ri, n_rays=n_rays,
             background=None, backend=backend,
         )  # fmt: skip
         last = colors.reshape(n_rays, samples.samples_per_ray, 3)[:, -1]

@@ -26,7 +26,49 @@ from recon.renderers.volume.api import Spacing
 from recon.renderers.volume.proposal import ProposalSamples, proposal_sampling
 from recon.scenes.fields import DENSITY_BIAS, MLP, DensityOutput, NGPField, _init_linear
 
-__all__ = ["ContractedNGPField", "ProposalConfig", "ProposalDensityField", "ProposalNetworks"]
+__all__ = [
+    "ContractedNGPField",
+    "ProposalConfig",
+    "ProposalDensityField",
+    "ProposalNetworks",
+    "near_camera_gradient_scale",
+    "scale_gradients",
+]
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; the backward multiplies the incoming gradient by a per-row ``scale``."""
+
+    @staticmethod
+    def forward(ctx, value: Tensor, scale: Tensor) -> Tensor:
+        ctx.save_for_backward(scale)
+        return value.view_as(value)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (scale,) = ctx.saved_tensors
+        return grad * scale.reshape(scale.shape + (1,) * (grad.dim() - scale.dim())), None
+
+
+def scale_gradients(value: Float[Tensor, "N *rest"], scale: Float[Tensor, " N"]) -> Float[Tensor, "N *rest"]:
+    """``value`` unchanged, but the gradient flowing back through row ``i`` is multiplied by ``scale[i]``.
+
+    Differentiable w.r.t.: ``value`` (scaled gradient); ``scale`` gets none.
+    """
+    return cast(Tensor, _ScaleGradient.apply(value, scale.detach()))
+
+
+def near_camera_gradient_scale(t_mid: Float[Tensor, " N"], distance: float) -> Float[Tensor, " N"]:
+    """``min(1, (t / distance)^2)`` of samples at ray distance ``t_mid`` (Philip & Deschaintre 2023, "Floaters
+    No More"; nerfstudio's ``use_gradient_scaling``).
+
+    A pixel's rays cover a volume that shrinks as ``t^2`` towards the camera, so the few samples close to a
+    training camera get as much gradient as the many far away and grow floaters that explain that one view; scaling
+    their gradients by ``t^2`` evens it out. ``distance`` (> 0) is where the scaling ends.
+    """
+    if distance <= 0:
+        raise ValueError(f"distance must be > 0, got {distance}")
+    return (t_mid.detach() / distance).square().clamp(max=1.0)
 
 
 class ContractedNGPField(NGPField):

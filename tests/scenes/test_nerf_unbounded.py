@@ -18,6 +18,7 @@ from recon.core.transforms import look_at
 from recon.scenes.base import ExportOptions, RenderOptions, StepContext
 from recon.scenes.fields import cube_box
 from recon.scenes.nerf import NerfScene, NerfSceneConfig
+from recon.scenes.nerf_unbounded import near_camera_gradient_scale, scale_gradients
 from recon.train.param_optimizer import ParamOptimizer
 from recon.train.proposal import ProposalStrategy
 from recon.train.ray_batches import RayBatchSampler
@@ -265,3 +266,55 @@ def test_export_is_the_foreground_region(fitted):
     assert bool(((mesh.vertices >= lo) & (mesh.vertices <= hi)).all())  # nothing of the far wall (radius 6)
     # the ball is inside the exported surface's extent: some vertices lie near the ball
     assert float(mesh.vertices.norm(dim=-1).min()) < 2 * BALL_RADIUS
+
+
+def test_scale_gradients_scales_each_rows_gradient_and_keeps_the_value():
+    value = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor([0.0, 0.25, 0.5, 1.0, 2.0], dtype=torch.float64)
+    out = scale_gradients(value, scale)
+    assert torch.equal(out, value)
+    weights = torch.randn(5, 3, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((out * weights).sum(), value)
+    torch.testing.assert_close(grad, weights * scale[:, None], rtol=0, atol=0)
+    t = torch.tensor([0.0, 0.5, 1.0, 3.0])
+    torch.testing.assert_close(near_camera_gradient_scale(t, 2.0), torch.tensor([0.0, 0.0625, 0.25, 1.0]))
+    with pytest.raises(ValueError, match="distance"):
+        near_camera_gradient_scale(t, 0.0)
+
+
+def _scaled_calls(monkeypatch, scene: NerfScene, cams: Camera, *, train: bool) -> list[torch.Tensor]:
+    """The ``scale`` of every ``scale_gradients`` call of one render of 32 pixels (train or eval mode)."""
+    import recon.scenes.nerf as nerf_module
+
+    calls: list[torch.Tensor] = []
+
+    def recording(value, scale):
+        calls.append(scale)
+        return scale_gradients(value, scale)
+
+    monkeypatch.setattr(nerf_module, "scale_gradients", recording)
+    pixels = torch.randint(RESOLUTION, (1, 32, 2), generator=torch.Generator().manual_seed(5))
+    scene.train(train)
+    with torch.set_grad_enabled(train):
+        scene.render(cams[:1], RenderOptions(), pixels=pixels)
+    scene.regularizers(StepContext(0, 1, cams[:1], torch.zeros(1, RESOLUTION, RESOLUTION, 3), torch.zeros(3)))
+    scene.train()
+    return calls
+
+
+def test_unbounded_training_renders_scale_near_camera_gradients(capture, monkeypatch):
+    scene = NerfScene.from_dataset(TINY, capture, generator=torch.Generator().manual_seed(0))
+    cams = capture.cameras("train")
+    calls = _scaled_calls(monkeypatch, scene, cams, train=True)
+    assert len(calls) == 2 and torch.equal(calls[0], calls[1])  # colours and densities, the same scales
+    scale = calls[0]
+    assert bool(((scale >= 0) & (scale <= 1)).all())
+    # the proposal near plane is 0.2 half sizes and the scaling ends at 1 half size: near samples get ~0.04
+    assert float(scale.min()) < 0.1 and float(scale.max()) == 1.0
+    assert _scaled_calls(monkeypatch, scene, cams, train=False) == []  # evaluation renders: nothing to scale
+    off = NerfScene.from_dataset(dataclasses.replace(TINY, gradient_scaling=0.0), capture,
+                                 generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert _scaled_calls(monkeypatch, off, cams, train=True) == []
+    forward = ForwardCapture()
+    fwd = NerfScene.from_dataset(TINY, forward, generator=torch.Generator().manual_seed(0))
+    assert _scaled_calls(monkeypatch, fwd, forward.cameras("train"), train=True) == []
