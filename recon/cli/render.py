@@ -34,6 +34,7 @@ from recon.train.trainer import load_scene
 
 OUTPUTS = ("rgb", "depth", "normal", "alpha")
 VIDEO_FPS = 30.0  # frame rate of orbit and dataset videos (camera paths carry their own)
+OrbitArc = Literal["auto", "full", "captured"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class RenderArgs:
     """Comma-separated maps to write: rgb, depth, normal, alpha."""
     frames: int = 60
     """Frames of the orbit."""
+    orbit: OrbitArc = "auto"
+    """auto: the whole circle when the training cameras surround the subject, else back and forth over the arc
+    they cover (a hand-held capture that went part of the way round: the rest was never seen); full; captured."""
     device: str = "auto"
     """cpu | cuda | cuda:N | auto (cuda when available, else cpu)."""
     camera_path: str = ""
@@ -58,7 +62,10 @@ class RenderArgs:
     viewer) or the dataset's original frame (e.g. poses taken from its transforms.json)."""
 
 
-def orbit_cameras(train: Camera, frames: int) -> Camera:
+ORBIT_MAX_GAP = math.radians(90.0)  # auto: cameras surround the subject when no azimuth gap between them is wider
+
+
+def orbit_cameras(train: Camera, frames: int, arc: OrbitArc = "auto") -> Camera:
     """A fly-around of the training cameras' subject in the run's normalised frame, whatever way is up there.
 
     Up is the normal of the plane the camera centres lie in when they form a ring (plane fit: smallest covariance
@@ -70,6 +77,11 @@ def orbit_cameras(train: Camera, frames: int) -> Camera:
     NeRF-synthetic ring, whose frame has z up and the subject at the origin, keeps that circle). A forward capture
     (LLFF) gives a circle in the plane facing the cameras' mean axis, about their mean centre, of their mean spread
     from it, every frame looking along the mean axis. Intrinsics and size: the first training camera's.
+
+    ``arc`` (cameras that surround a subject): ``full`` goes once round the circle; ``captured`` goes from one end of
+    the arc of azimuths the cameras cover (the circle minus the widest gap between neighbouring cameras) to the
+    other and back, slowing at the ends (``cos`` easing, so the video loops); ``auto`` is ``full`` when that gap
+    is at most ``ORBIT_MAX_GAP`` (90 degrees), else ``captured``. Forward captures always give their circle.
     """
     centres, axes = camera_rig(train)
     up = _capture_up(train, centres)
@@ -86,14 +98,28 @@ def orbit_cameras(train: Camera, frames: int) -> Camera:
     height = offsets @ normal
     radius = float((offsets - height[:, None] * normal).norm(dim=-1).mean())
     base = centre + normal * (0.0 if forward else float(height.mean()))
+    angles = [2 * math.pi * k / frames for k in range(frames)]
+    if not forward and arc != "full":
+        start, span = _captured_arc(offsets @ e1, offsets @ e2)
+        if arc == "captured" or 2 * math.pi - span > ORBIT_MAX_GAP:
+            angles = [start + span * 0.5 * (1 - math.cos(a)) for a in angles]
     poses = []
-    for k in range(frames):
-        angle = 2 * math.pi * k / frames
+    for angle in angles:
         eye = base + radius * (math.cos(angle) * e1 + math.sin(angle) * e2)
         target = eye + axis if forward else centre
         poses.append(look_at(eye, target, up))
     K = train.K[:1].expand(frames, 3, 3)
     return Camera(torch.stack(poses).float(), K.float(), train.width, train.height)
+
+
+def _captured_arc(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """``(start, span)`` in radians of the arc of azimuths ``atan2(y, x)`` that the cameras cover: the circle minus
+    its widest gap between neighbouring azimuths, going counter-clockwise from ``start``."""
+    azimuths = torch.sort(torch.atan2(y, x)).values
+    gaps = torch.diff(azimuths, append=azimuths[:1] + 2 * math.pi)
+    widest = int(gaps.argmax())
+    start = float(azimuths[(widest + 1) % len(azimuths)])
+    return start, 2 * math.pi - float(gaps[widest])
 
 
 RING_FLATNESS = (
@@ -187,7 +213,8 @@ def _trajectory(args: "RenderArgs", cfg, run) -> tuple[Camera, float, str]:
             cams = to_normalized_frame(cams, torch.tensor(S, dtype=torch.float64))
         return cams, fps, Path(file).stem
     if args.trajectory == "orbit":
-        return orbit_cameras(load_run_dataset(cfg).cameras("train"), args.frames), VIDEO_FPS, "orbit"
+        cams = orbit_cameras(load_run_dataset(cfg).cameras("train"), args.frames, args.orbit)
+        return cams, VIDEO_FPS, "orbit"
     return load_run_dataset(cfg).cameras("test"), VIDEO_FPS, "dataset"
 
 

@@ -81,3 +81,50 @@ def test_orbit_of_a_forward_capture_faces_the_scene(gen):
     rel = cams.centers().double() - centre
     assert float(rel[:, 2].abs().max()) < 1e-5  # in the cameras' plane, about their mean
     assert float((rel[:, :2].norm(dim=-1) - spread).abs().max()) < 1e-5
+
+
+def _arc_rig(gen: torch.Generator, start_deg: float, span_deg: float) -> tuple[Camera, torch.Tensor]:
+    """A z-up ring of 30 cameras whose azimuths cover only [start, start + span] (a partial hand-held capture)."""
+    a = torch.deg2rad(start_deg + span_deg * torch.rand(30, generator=gen, dtype=torch.float64))
+    a[:2] = torch.deg2rad(torch.tensor([start_deg, start_deg + span_deg], dtype=torch.float64))
+    eyes = torch.stack([2.0 * a.cos(), 2.0 * a.sin(), torch.full_like(a, 0.8)], -1)
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    return _rig(eyes, torch.zeros(30, 3), up), up
+
+
+def _azimuths_deg(cams: Camera) -> torch.Tensor:
+    eyes = cams.centers().double()
+    return torch.rad2deg(torch.atan2(eyes[:, 1], eyes[:, 0]))
+
+
+def test_orbit_of_a_partial_capture_sweeps_the_captured_arc(gen):
+    # the cameras cover azimuths 150..300 degrees (through 180): the far side was never seen
+    cams, up = _arc_rig(gen, 150.0, 150.0)
+    orbit = orbit_cameras(cams, 40)
+    _check_circle_and_gaze(orbit, up)
+    az = torch.remainder(_azimuths_deg(orbit), 360.0)
+    assert float(az.min()) > 150.0 - 1e-3 and float(az.max()) < 300.0 + 1e-3  # never looks from the unseen side
+    assert float(az.max() - az.min()) > 149.0  # ... but covers the whole captured arc
+    end = min(abs(float(az[0]) - 150.0), abs(float(az[0]) - 300.0))
+    assert end < 1e-3  # out from one end and back: the video loops
+    turn = torch.diff(az)
+    assert bool((turn[:19] * turn[0] > 0).all()) and bool((turn[21:] * turn[0] < 0).all())
+    full = torch.remainder(_azimuths_deg(orbit_cameras(cams, 40, "full")), 360.0)
+    assert float(full.min()) < 10.0 and float(full.max()) > 350.0  # full: once round anyway
+
+
+def test_orbit_of_a_surrounding_capture_stays_full_unless_asked(gen):
+    cams, up = _arc_rig(gen, 0.0, 300.0)  # a 60-degree gap: surrounding
+    az = torch.remainder(_azimuths_deg(orbit_cameras(cams, 36)), 360.0)
+    assert float(az.max() - az.min()) > 340.0
+    captured = torch.remainder(_azimuths_deg(orbit_cameras(cams, 36, "captured")), 360.0)
+    assert float(captured.min()) > -1e-3 and float(captured.max()) < 300.0 + 1e-3
+
+
+def _check_circle_and_gaze(cams: Camera, up: torch.Tensor) -> None:
+    eyes = cams.centers().double()
+    assert float((eyes @ up - 0.8).abs().max()) < 0.05  # the cameras' height
+    assert float(((eyes - (eyes @ up)[:, None] * up).norm(dim=-1) - 2.0).abs().max()) < 0.05
+    forward = cams.T_world_cam()[:, :3, 2].double()
+    to_centre = torch.nn.functional.normalize(-eyes, dim=-1)
+    assert float((forward * to_centre).sum(-1).min()) > 0.99
