@@ -62,7 +62,9 @@ class RenderArgs:
     viewer) or the dataset's original frame (e.g. poses taken from its transforms.json)."""
 
 
-ORBIT_MAX_GAP = math.radians(90.0)  # auto: cameras surround the subject when no azimuth gap between them is wider
+ORBIT_MAX_GAP = math.radians(
+    90.0
+)  # auto: cameras surround the subject when no azimuth gap between them is wider
 
 
 def orbit_cameras(train: Camera, frames: int, arc: OrbitArc = "auto") -> Camera:

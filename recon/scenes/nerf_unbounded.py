@@ -50,7 +50,7 @@ class _ScaleGradient(torch.autograd.Function):
         return grad * scale.reshape(scale.shape + (1,) * (grad.dim() - scale.dim())), None
 
 
-def scale_gradients(value: Float[Tensor, "N *rest"], scale: Float[Tensor, " N"]) -> Float[Tensor, "N *rest"]:
+def scale_gradients(value: Float[Tensor, "N ..."], scale: Float[Tensor, " N"]) -> Float[Tensor, "N ..."]:
     """``value`` unchanged, but the gradient flowing back through row ``i`` is multiplied by ``scale[i]``.
 
     Differentiable w.r.t.: ``value`` (scaled gradient); ``scale`` gets none.

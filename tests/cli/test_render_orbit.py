@@ -103,7 +103,9 @@ def test_orbit_of_a_partial_capture_sweeps_the_captured_arc(gen):
     orbit = orbit_cameras(cams, 40)
     _check_circle_and_gaze(orbit, up)
     az = torch.remainder(_azimuths_deg(orbit), 360.0)
-    assert float(az.min()) > 150.0 - 1e-3 and float(az.max()) < 300.0 + 1e-3  # never looks from the unseen side
+    assert (
+        float(az.min()) > 150.0 - 1e-3 and float(az.max()) < 300.0 + 1e-3
+    )  # never looks from the unseen side
     assert float(az.max() - az.min()) > 149.0  # ... but covers the whole captured arc
     end = min(abs(float(az[0]) - 150.0), abs(float(az[0]) - 300.0))
     assert end < 1e-3  # out from one end and back: the video loops
