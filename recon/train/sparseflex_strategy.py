@@ -31,6 +31,7 @@ from recon.scenes.sparseflex import (
     band_voxels,
     remap,
     subdivide,
+    subdivide_deform,
 )
 from recon.scenes.sparseflex.frustum import CropWindow, choose_crop, voxel_spheres
 from recon.train import distributed
@@ -61,6 +62,11 @@ class SparseFlexStrategyConfig:
     """Budget fractions of the subdivisions (spec: 64 -> 128 at 30%, 256 at 55%, 512 at 75%)."""
     max_resolution: int = 512
     """No subdivision beyond this resolution."""
+    subdivide_keeps_deform: bool = True
+    """At a subdivision the fine corners keep the coarse corners' displacements (``subdivide_deform``); False: the
+    spec's reset to 0, which moves the surface by up to half a coarse voxel (measured in docs/sparseflex.md)."""
+    subdivide_keeps_weights: bool = True
+    """At a subdivision each child copies its parent's FlexiCubes weights; False: they restart at 0."""
     max_voxels: int = 4_000_000
     """A subdivision that would exceed this many voxels is skipped (memory guard)."""
     crop_from_resolution: int = 0
@@ -200,12 +206,26 @@ def maintain_band(
     return rm.grid
 
 
-def subdivide_band(scene: SparseFlexScene, optimizer: ParamOptimizer) -> SparseVoxelGrid:
-    """Split every voxel into 8 (spec section 4.3); every row is new, so every moment restarts at zero."""
-    fine, s, weights, _ = subdivide(scene.grid(), scene.s, scene.weights)
+def subdivide_band(
+    scene: SparseFlexScene, optimizer: ParamOptimizer, *, keep_deform: bool = True, keep_weights: bool = True
+) -> SparseVoxelGrid:
+    """Split every voxel into 8 (spec section 4.3); every row is new, so every moment restarts at zero.
+
+    ``keep_deform``: the fine corners keep the coarse displacements (``subdivide_deform``), else ``deform`` restarts
+    at 0 (the spec's rule; it moves the surface by up to half a coarse voxel). ``keep_weights``: each child copies its
+    parent's FlexiCubes weights, else they restart at 0 (``beta = alpha = 1``: plain linear crossings)."""
+    grid = scene.grid()
+    fine, s, weights, parent = subdivide(grid, scene.s, scene.weights)
     device = scene.s.device
+    deform = (
+        subdivide_deform(grid, scene.deform, fine, parent)
+        if keep_deform
+        else torch.zeros(fine.num_corners, 3, device=device)
+    )
+    if not keep_weights:
+        weights = torch.zeros_like(weights)
     _apply(optimizer, CORNER_GROUPS, torch.full((fine.num_corners,), -1, device=device), {
-        "s": s, "deform": torch.zeros(fine.num_corners, 3, device=device),
+        "s": s, "deform": deform,
     })  # fmt: skip
     _apply(optimizer, VOXEL_GROUPS, torch.full((fine.num_voxels,), -1, device=device), {"weights": weights})
     scene.set_grid(fine)
@@ -298,7 +318,8 @@ class SparseFlexStrategy(Strategy):
         while level.bit_length() - 1 < self.target_level(fraction):
             if scene.grid().num_voxels * 8 > self.config.max_voxels:
                 break
-            subdivide_band(scene, ctx.optimizer)
+            subdivide_band(scene, ctx.optimizer, keep_deform=self.config.subdivide_keeps_deform,
+                           keep_weights=self.config.subdivide_keeps_weights)  # fmt: skip
             level *= 2
             changed = True
         due = int(fraction / self.config.band_every_fraction)

@@ -8,7 +8,8 @@ their Adam moments through the ``ParamOptimizer``.
 * :func:`remap`: row maps from an old grid to a new one (``-1`` for new rows) and ``s`` for the new corners (mean of
   the known 6-neighbour corners, propagated a few rings, else +1 voxel).
 * :func:`subdivide`: split every voxel into 8; child corner ``s`` is the trilinear interpolation of the parent
-  corners' ``s``, doubled (the voxel unit halves); weights copied from the parent.
+  corners' ``s``, doubled (the voxel unit halves); weights copied from the parent;
+  :func:`subdivide_deform`: the fine ``deform`` that keeps the coarse corners' displacements.
 """
 
 from dataclasses import dataclass
@@ -21,10 +22,11 @@ from recon.renderers.isosurface import merge_corner_values, sparse_voxel_grid
 from recon.renderers.isosurface.flexicubes_types import SparseVoxelGrid
 
 __all__ = ["GridRemap", "band_voxels", "corner_offsets", "dilate", "linear_key", "remap", "subdivide",
-           "surface_voxel_mask"]  # fmt: skip
+           "subdivide_deform", "surface_voxel_mask"]  # fmt: skip
 
 FILL_PASSES = 3  # rings of new corners filled from their neighbours (a band of radius 2 needs at most 2)
 UNKNOWN_S = 1.0  # s (voxel units) of a new corner with no known neighbour: just outside (spec section 4.2)
+DEFORM_KEEP = 0.99  # subdivide_deform: the largest |tanh(delta)| a fine corner keeps (atanh stays finite)
 
 
 def linear_key(coords: Int[Tensor, "... 3"], resolution: int) -> Int[Tensor, "..."]:
@@ -160,17 +162,50 @@ def subdivide(
         ``(grid, s, weights, parent)``: the fine grid, its corner ``s`` (fine voxel units), per-voxel weights copied
         from the parents and the parent row of every fine voxel. Not differentiable (detached values).
     """
-    device, r = s.device, grid.resolution
-    offsets = corner_offsets(device)
-    children = (2 * grid.voxels[:, None, :] + offsets).reshape(-1, 3)
+    fine, parent = _children(grid)
+    values = _child_corner_values(grid, fine, parent, s.detach())
+    return fine, 2.0 * values, weights.detach()[parent].clone(), parent
+
+
+def subdivide_deform(
+    grid: SparseVoxelGrid, deform: Float[Tensor, "Nc 3"], fine: SparseVoxelGrid, parent: Int[Tensor, " Nv2"]
+) -> Float[Tensor, "Nc2 3"]:
+    """Raw ``deform`` of the fine grid of ``subdivide`` that keeps the coarse grid's corner displacements.
+
+    A coarse corner moves by ``D = (h / 2) k tanh(delta)`` (``k = DEFORM_SCALE``); the displacement field inside a
+    coarse voxel is the trilinear interpolation of its corners' ``D``, and every fine corner takes that value, so
+    the fine cells tile the same deformed space (a trilinear map restricted to a sub-cell is trilinear). In fine
+    units (``h_f = h / 2``): ``delta_f = atanh(clamp(2 tanh(delta), -DEFORM_KEEP, DEFORM_KEEP))``; a coarse
+    displacement beyond ``DEFORM_KEEP`` of half a fine cell is cut to it. Resetting ``deform`` to 0 instead moves
+    the surface by up to half a coarse voxel at the split. Not differentiable (detached values).
+    """
+    displacement = 2.0 * torch.tanh(deform.detach())  # in half fine cells
+    values = _child_corner_values(grid, fine, parent, displacement)
+    return torch.atanh(values.clamp(-DEFORM_KEEP, DEFORM_KEEP))
+
+
+def _children(grid: SparseVoxelGrid) -> tuple[SparseVoxelGrid, Int[Tensor, " Nv2"]]:
+    """The grid of every voxel's 8 children at ``2 R`` and the parent row of each fine voxel."""
+    r = grid.resolution
+    children = (2 * grid.voxels[:, None, :] + corner_offsets(grid.voxels.device)).reshape(-1, 3)
     fine = sparse_voxel_grid(children, 2 * r)
     parent = _lookup(
         linear_key(grid.voxels, r), linear_key(torch.div(fine.voxels, 2, rounding_mode="floor"), r)
     )
+    return fine, parent
+
+
+def _child_corner_values(
+    grid: SparseVoxelGrid, fine: SparseVoxelGrid, parent: Tensor, values: Float[Tensor, "Nc ..."]
+) -> Float[Tensor, "Nc2 ..."]:
+    """Trilinear interpolation of coarse corner ``values`` at the fine corners (mean over sharing voxels)."""
+    offsets = corner_offsets(values.device)
     # child corner position in its parent in half-voxel steps: fine corner - 2 parent, each in {0, 1, 2}
     local = fine.voxels[:, None, :] + offsets - 2 * grid.voxels[parent][:, None, :]  # (Nv2, 8, 3)
-    table = _trilinear_weights(device, s.dtype)[(local[..., 0] * 3 + local[..., 1]) * 3 + local[..., 2]]
-    parent_s = s.detach()[grid.voxel_corners[parent]]  # (Nv2, 8)
-    values = (table * parent_s[:, None, :]).sum(-1)  # (Nv2, 8)
-    merged, _ = merge_corner_values(fine, values)
-    return fine, 2.0 * merged, weights.detach()[parent].clone(), parent
+    table = _trilinear_weights(values.device, values.dtype)[
+        (local[..., 0] * 3 + local[..., 1]) * 3 + local[..., 2]
+    ]
+    parent_values = values[grid.voxel_corners[parent]]  # (Nv2, 8, *D)
+    child = torch.einsum("vcp,vp...->vc...", table, parent_values)
+    merged, _ = merge_corner_values(fine, child)
+    return merged

@@ -2,13 +2,17 @@
 
 import torch
 
+from recon.core import Mesh
+from recon.metrics.geometry import surface_distance
 from recon.renderers.isosurface import flexicubes_sparse, sparse_voxel_grid
 from recon.scenes.sparseflex.grid_ops import (
+    DEFORM_KEEP,
     band_voxels,
     dilate,
     linear_key,
     remap,
     subdivide,
+    subdivide_deform,
     surface_voxel_mask,
 )
 
@@ -93,3 +97,40 @@ def test_subdivide_keeps_the_zero_level_set_within_a_quarter_voxel():
     coarse_keys = linear_key(2 * grid.corners, 2 * r)
     pos = torch.searchsorted(linear_key(fine.corners, 2 * r), coarse_keys)
     torch.testing.assert_close(s_fine[pos], 2 * s)
+
+
+def test_subdivide_deform_keeps_the_coarse_displacements_and_the_deformed_surface():
+    r, radius = 12, 0.31
+    grid, s = _sphere_grid(r, radius)
+    # a smooth displacement field (what training learns: corners moved towards the surface), in half coarse cells
+    u = grid.corners.double() / r
+    shift = torch.stack([torch.full_like(u[:, 0], 0.45), 0.4 * torch.sin(2 * torch.pi * u[:, 2]), 0.3 * u[:, 0]], -1)
+    deform = torch.atanh(shift)
+    weights = torch.zeros(grid.num_voxels, 21, dtype=torch.float64)
+    fine, s_fine, _, parent = subdivide(grid, s, weights)
+    fine_deform = subdivide_deform(grid, deform, fine, parent)
+    h = 1.0 / r
+    coarse_disp = (h / 2) * torch.tanh(deform)
+    fine_disp = (h / 4) * torch.tanh(fine_deform)
+    # at the coarse corners the fine corners move as the coarse ones (cut at DEFORM_KEEP half fine cells)
+    pos = torch.searchsorted(linear_key(fine.corners, 2 * r), linear_key(2 * grid.corners, 2 * r))
+    expected = coarse_disp.clamp(-DEFORM_KEEP * h / 4, DEFORM_KEEP * h / 4)
+    torch.testing.assert_close(fine_disp[pos], expected, rtol=0, atol=1e-12)
+    assert bool(torch.isfinite(fine_deform).all())
+    # the fine surface follows the deformed coarse surface far better than with deform reset to 0 (the spec rule)
+    box = (-0.5, 0.5)
+    coarse = flexicubes_sparse(grid, s, deform, backend="torch", box=box)
+    kept = flexicubes_sparse(fine, s_fine, fine_deform, backend="torch", box=box)
+    reset = flexicubes_sparse(fine, s_fine, None, backend="torch", box=box)
+    target = Mesh(coarse.vertices, coarse.faces)
+    d_kept = surface_distance(kept.vertices, target).distances
+    d_reset = surface_distance(reset.vertices, target).distances
+    # without any deformation the fine and coarse meshes differ too (the coarse mesh's own interpolation error):
+    # keeping the deformation brings the fine mesh as close to the deformed coarse one as that
+    plain = flexicubes_sparse(grid, s, None, backend="torch", box=box)
+    plain_fine = flexicubes_sparse(fine, s_fine, None, backend="torch", box=box)
+    d_plain = surface_distance(plain_fine.vertices, Mesh(plain.vertices, plain.faces)).distances
+    print(f"mean distance to the coarse mesh: kept {float(d_kept.mean()):.5f}, reset {float(d_reset.mean()):.5f}, "
+          f"undeformed {float(d_plain.mean()):.5f} (h = {h:.4f})")
+    assert float(d_kept.mean()) < 0.5 * float(d_reset.mean())
+    assert float(d_kept.mean()) < 1.5 * float(d_plain.mean())
