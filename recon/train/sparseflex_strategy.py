@@ -17,6 +17,7 @@ All row edits go through the ``ParamOptimizer``. The scene has two row spaces (c
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -34,6 +35,7 @@ from recon.scenes.sparseflex import (
     subdivide_deform,
 )
 from recon.scenes.sparseflex.frustum import CropWindow, choose_crop, voxel_spheres
+from recon.scenes.sparseflex.grid_ops import surface_corner_s
 from recon.train import distributed
 from recon.train.param_optimizer import ParamOptimizer
 from recon.train.strategy import Strategy, StrategyContext
@@ -46,6 +48,9 @@ __all__ = [
     "seen_voxels",
     "subdivide_band",
 ]
+
+SubdivideInit = Literal["surface", "deform", "spec"]
+SUBDIVIDE_INITS: tuple[str, ...] = ("surface", "deform", "spec")
 
 VOXEL_SPHERE = (
     0.5 * 3**0.5
@@ -62,11 +67,9 @@ class SparseFlexStrategyConfig:
     """Budget fractions of the subdivisions (spec: 64 -> 128 at 30%, 256 at 55%, 512 at 75%)."""
     max_resolution: int = 512
     """No subdivision beyond this resolution."""
-    subdivide_keeps_deform: bool = True
-    """At a subdivision the fine corners keep the coarse corners' displacements (``subdivide_deform``); False: the
-    spec's reset to 0, which moves the surface by up to half a coarse voxel (measured in docs/sparseflex.md)."""
-    subdivide_keeps_weights: bool = True
-    """At a subdivision each child copies its parent's FlexiCubes weights; False: they restart at 0."""
+    subdivide_init: SubdivideInit = "surface"
+    """How a subdivision sets the fine parameters (``subdivide_band``): surface (signed distance to the coarse
+    surface), deform (trilinear s, coarse displacements kept) or spec (trilinear s, deform reset to 0)."""
     max_voxels: int = 4_000_000
     """A subdivision that would exceed this many voxels is skipped (memory guard)."""
     crop_from_resolution: int = 0
@@ -207,25 +210,35 @@ def maintain_band(
 
 
 def subdivide_band(
-    scene: SparseFlexScene, optimizer: ParamOptimizer, *, keep_deform: bool = True, keep_weights: bool = True
+    scene: SparseFlexScene, optimizer: ParamOptimizer, *, init: "SubdivideInit" = "surface"
 ) -> SparseVoxelGrid:
     """Split every voxel into 8 (spec section 4.3); every row is new, so every moment restarts at zero.
 
-    ``keep_deform``: the fine corners keep the coarse displacements (``subdivide_deform``), else ``deform`` restarts
-    at 0 (the spec's rule; it moves the surface by up to half a coarse voxel). ``keep_weights``: each child copies its
-    parent's FlexiCubes weights, else they restart at 0 (``beta = alpha = 1``: plain linear crossings)."""
+    ``init`` sets the fine parameters (docs/sparseflex.md):
+
+    * ``"spec"``: child ``s`` trilinear and doubled, ``deform`` 0, weights copied (moves the surface by up to half a
+      coarse voxel: the coarse deformations are dropped);
+    * ``"deform"``: as ``spec`` but the fine corners keep the coarse displacements (``subdivide_deform``);
+    * ``"surface"``: ``s`` is the signed distance to the coarse inference-mode surface (``surface_corner_s``),
+      ``deform`` and weights 0: the fine grid starts on the surface the coarse one rendered.
+    """
     grid = scene.grid()
     fine, s, weights, parent = subdivide(grid, scene.s, scene.weights)
     device = scene.s.device
-    deform = (
-        subdivide_deform(grid, scene.deform, fine, parent)
-        if keep_deform
-        else torch.zeros(fine.num_corners, 3, device=device)
-    )
-    if not keep_weights:
+    deform = torch.zeros(fine.num_corners, 3, device=device)
+    if init == "deform":
+        deform = subdivide_deform(grid, scene.deform, fine, parent).to(deform)
+    elif init == "surface":
+        kept = scene.rendered_rows, scene.rendered_voxels  # extract() records rows for the step's crop
+        with torch.no_grad():
+            coarse = scene.extract(training=False)
+        scene.rendered_rows, scene.rendered_voxels = kept
+        s = surface_corner_s(fine, coarse.vertices, coarse.faces, s, clip=2.0 * scene.config.sdf_clip)
         weights = torch.zeros_like(weights)
+    elif init != "spec":
+        raise ValueError(f"init must be one of {SUBDIVIDE_INITS}, got {init!r}")
     _apply(optimizer, CORNER_GROUPS, torch.full((fine.num_corners,), -1, device=device), {
-        "s": s, "deform": deform,
+        "s": s.to(device), "deform": deform,
     })  # fmt: skip
     _apply(optimizer, VOXEL_GROUPS, torch.full((fine.num_voxels,), -1, device=device), {"weights": weights})
     scene.set_grid(fine)
@@ -318,8 +331,7 @@ class SparseFlexStrategy(Strategy):
         while level.bit_length() - 1 < self.target_level(fraction):
             if scene.grid().num_voxels * 8 > self.config.max_voxels:
                 break
-            subdivide_band(scene, ctx.optimizer, keep_deform=self.config.subdivide_keeps_deform,
-                           keep_weights=self.config.subdivide_keeps_weights)  # fmt: skip
+            subdivide_band(scene, ctx.optimizer, init=self.config.subdivide_init)
             level *= 2
             changed = True
         due = int(fraction / self.config.band_every_fraction)

@@ -2,11 +2,13 @@
 
 import torch
 
-from recon.core import Camera
+from recon.core import Camera, Mesh
+from recon.metrics.geometry import surface_distance
 from recon.renderers.encoding import HashGridConfig
+from recon.renderers.isosurface import sparse_voxel_grid
 from recon.scenes.base import StepContext
 from recon.scenes.sparseflex import SparseFlexScene, SparseFlexSceneConfig
-from recon.scenes.sparseflex.grid_ops import linear_key, surface_voxel_mask
+from recon.scenes.sparseflex.grid_ops import linear_key, surface_corner_s, surface_voxel_mask
 from recon.train.param_optimizer import ParamOptimizer
 from recon.train.sparseflex_strategy import (
     SparseFlexStrategy,
@@ -266,3 +268,61 @@ def test_open_surfaces_prunes_what_is_only_seen_from_behind():
     grid = maintain_band(scene, ParamOptimizer(scene.param_groups()), cameras=_sphere_views((50.0, -50.0)),
                          occlusion_depth_side=128)  # fmt: skip
     assert grid.num_voxels >= 0.98 * before  # measured: all kept
+
+
+def _split_distance(init: str) -> float:
+    """Mean distance from the fine inference surface after ``subdivide_band(init=...)`` to the coarse one, on a
+    sphere band whose corners were moved by a smooth displacement (what training learns) and given random
+    FlexiCubes weights."""
+    scene = _scene()
+    opt = ParamOptimizer(scene.param_groups())
+    u = scene.grid().corners.float() / scene.grid().resolution
+    shift = torch.stack(
+        [torch.full_like(u[:, 0], 0.45), 0.4 * torch.sin(2 * torch.pi * u[:, 2]), 0.3 * u[:, 0]], -1
+    )
+    with torch.no_grad():
+        scene.deform.copy_(torch.atanh(shift))
+        scene.weights.copy_(
+            0.5 * torch.randn(scene.weights.shape, generator=torch.Generator().manual_seed(0))
+        )
+        coarse = scene.extract(training=False)
+    fine = subdivide_band(scene, opt, init=init)  # type: ignore[arg-type]
+    assert fine.resolution == 20 and bool(
+        torch.isfinite(scene.s).all() and torch.isfinite(scene.deform).all()
+    )
+    with torch.no_grad():
+        refined = scene.extract(training=False)
+    (scene.s.sum() + scene.deform.sum() + scene.weights.sum()).backward()
+    opt.step()  # rows and moments still match after the edit
+    found = surface_distance(refined.vertices.double(), Mesh(coarse.vertices.double(), coarse.faces))
+    return float(found.distances.mean())
+
+
+def test_surface_subdivision_starts_the_fine_grid_on_the_coarse_surface():
+    h = 1.0 / CONFIG.resolution
+    spec, deform, surface = (_split_distance(init) for init in ("spec", "deform", "surface"))
+    print(f"mean distance to the coarse surface after the split: spec {spec:.4f}, deform {deform:.4f}, "
+          f"surface {surface:.4f} (coarse h = {h})")  # fmt: skip
+    assert surface < 0.5 * spec and surface < 0.06 * h
+    assert deform < spec
+
+
+def test_surface_corner_s_is_the_signed_distance_to_the_mesh():
+    # an octahedron |x| + |y| + |z| = 0.3 (outward faces) and the corners of a 12^3 grid near it
+    v = torch.tensor(
+        [[0.3, 0, 0], [-0.3, 0, 0], [0, 0.3, 0], [0, -0.3, 0], [0, 0, 0.3], [0, 0, -0.3]]
+    ).double()
+    f = torch.tensor([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])
+    r = 12
+    axes = torch.arange(r)
+    voxels = torch.stack(torch.meshgrid(axes, axes, axes, indexing="ij"), -1).reshape(-1, 3)
+    grid = sparse_voxel_grid(voxels, r)
+    p = grid.corners.double() / r - 0.5
+    exact = (p.abs().sum(-1) - 0.3) / 3**0.5 * r  # signed distance to the faces' planes, in voxels
+    fallback = (p.abs().sum(-1) - 0.3) * r  # right sign, wrong magnitude
+    s = surface_corner_s(grid, v, f, fallback, clip=3.0)
+    near = exact.abs() < 1.0  # closest points on the face interiors there (away from the octahedron's edges)
+    near &= (p.abs() > 0.05).all(-1)
+    torch.testing.assert_close(s[near], exact[near], rtol=0, atol=1e-4)
+    assert bool((torch.sign(s) == torch.sign(fallback))[fallback.abs() > 1.0].all())
+    assert float(s.abs().max()) <= 3.0

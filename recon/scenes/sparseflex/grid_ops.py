@@ -22,10 +22,14 @@ from recon.renderers.isosurface import merge_corner_values, sparse_voxel_grid
 from recon.renderers.isosurface.flexicubes_types import SparseVoxelGrid
 
 __all__ = ["GridRemap", "band_voxels", "corner_offsets", "dilate", "linear_key", "remap", "subdivide",
-           "subdivide_deform", "surface_voxel_mask"]  # fmt: skip
+           "subdivide_deform", "surface_corner_s", "surface_voxel_mask"]  # fmt: skip
 
 FILL_PASSES = 3  # rings of new corners filled from their neighbours (a band of radius 2 needs at most 2)
 UNKNOWN_S = 1.0  # s (voxel units) of a new corner with no known neighbour: just outside (spec section 4.2)
+SURFACE_SIGN_BAND = (
+    2.0  # surface_corner_s: within this many fine voxels the closest face's side gives the sign
+)
+FACE_INTERIOR = 1e-4  # surface_corner_s: barycentric margin of a closest point inside its face
 DEFORM_KEEP = 0.99  # subdivide_deform: the largest |tanh(delta)| a fine corner keeps (atanh stays finite)
 
 
@@ -182,6 +186,80 @@ def subdivide_deform(
     displacement = 2.0 * torch.tanh(deform.detach())  # in half fine cells
     values = _child_corner_values(grid, fine, parent, displacement)
     return torch.atanh(values.clamp(-DEFORM_KEEP, DEFORM_KEEP))
+
+
+def surface_corner_s(
+    fine: SparseVoxelGrid,
+    vertices: Float[Tensor, "V 3"],
+    faces: Int[Tensor, "F 3"],
+    fallback: Float[Tensor, " Nc2"],
+    *,
+    clip: float,
+    box: tuple[float, float] = (-0.5, 0.5),
+) -> Float[Tensor, " Nc2"]:
+    """Corner ``s`` of ``fine`` (fine voxel units) re-measured on the surface a coarse grid extracts: the signed
+    distance from each fine corner to the mesh ``(vertices, faces)`` (same box coordinates, outward faces).
+
+    The magnitude is the exact point-to-triangle distance (``recon.metrics.geometry.surface_distance``). The sign
+    is the side of the closest point's pseudo-normal (``+`` outward) within ``SURFACE_SIGN_BAND`` fine voxels of the
+    mesh: the face normal inside a face, and on an edge or a vertex the barycentric blend of the angle-weighted
+    vertex normals (the one face reported there can put a point outside a sharp vertex on the inside). Farther
+    out it is the sign of ``fallback`` (the trilinear ``s`` of ``subdivide``; 0 counts as outside), which an
+    open surface's boundary cannot mislead. Values are clipped to
+    ``[-clip, clip]``. Extracted at ``fine``'s resolution, this field gives back the coarse surface up to the fine
+    grid's own interpolation error, whatever the coarse weights and deformations were; an empty mesh returns
+    ``fallback``. Not differentiable.
+    """
+    from recon.core import Mesh
+    from recon.metrics.geometry import surface_distance
+
+    if faces.shape[0] == 0 or fine.num_corners == 0:
+        return fallback.detach().clone()
+    lo, hi = box
+    h = (hi - lo) / fine.resolution
+    points = fine.corners.to(torch.float64) * h + lo
+    found = surface_distance(points, Mesh(vertices.detach().double(), faces))
+    distance = found.distances / h
+    v64 = vertices.detach().double()
+    tri = v64[faces[found.faces]]
+    bary = _barycentric(found.closest, tri)
+    normals = found.normals.clone()
+    on_rim = (bary <= FACE_INTERIOR).any(-1)  # on an edge or a vertex: the pseudo-normal there
+    if bool(on_rim.any()):
+        vertex_normals = _angle_weighted_normals(v64, faces)
+        normals[on_rim] = (bary[on_rim, :, None] * vertex_normals[faces[found.faces[on_rim]]]).sum(1)
+    side = torch.sign(((points - found.closest) * normals).sum(-1))
+    outer = torch.where(fallback.detach() < 0, -1.0, 1.0).to(distance)
+    sign = torch.where((distance < SURFACE_SIGN_BAND) & (side != 0), side, outer)
+    return (sign * distance).clamp(-clip, clip).to(fallback.dtype)
+
+
+def _barycentric(x: Float[Tensor, "P 3"], tri: Float[Tensor, "P 3 3"]) -> Float[Tensor, "P 3"]:
+    """Barycentric coordinates of points ``x`` on the planes of their triangles."""
+    e0, e1, d = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], x - tri[:, 0]
+    d00, d01, d11 = (e0 * e0).sum(-1), (e0 * e1).sum(-1), (e1 * e1).sum(-1)
+    d20, d21 = (d * e0).sum(-1), (d * e1).sum(-1)
+    denom = (d00 * d11 - d01 * d01).clamp_min(1e-30)
+    v = (d11 * d20 - d01 * d21) / denom
+    w = (d00 * d21 - d01 * d20) / denom
+    return torch.stack([1 - v - w, v, w], -1)
+
+
+def _angle_weighted_normals(
+    vertices: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"]
+) -> Float[Tensor, "V 3"]:
+    """Unit vertex normals: the face normals around a vertex weighted by the face's angle there (Baerentzen and
+    Aanaes 2005: their sign tells inside from outside at vertices, and their blend along an edge at edges)."""
+    tri = vertices[faces]  # (F, 3, 3)
+    n = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    out = torch.zeros_like(vertices)
+    for k in range(3):
+        a = tri[:, (k + 1) % 3] - tri[:, k]
+        b = tri[:, (k + 2) % 3] - tri[:, k]
+        cos = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-30)
+        out.index_add_(0, faces[:, k], n * torch.arccos(cos.clamp(-1, 1))[:, None])
+    return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-30)
 
 
 def _children(grid: SparseVoxelGrid) -> tuple[SparseVoxelGrid, Int[Tensor, " Nv2"]]:

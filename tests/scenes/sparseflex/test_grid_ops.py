@@ -104,7 +104,9 @@ def test_subdivide_deform_keeps_the_coarse_displacements_and_the_deformed_surfac
     grid, s = _sphere_grid(r, radius)
     # a smooth displacement field (what training learns: corners moved towards the surface), in half coarse cells
     u = grid.corners.double() / r
-    shift = torch.stack([torch.full_like(u[:, 0], 0.45), 0.4 * torch.sin(2 * torch.pi * u[:, 2]), 0.3 * u[:, 0]], -1)
+    shift = torch.stack(
+        [torch.full_like(u[:, 0], 0.45), 0.4 * torch.sin(2 * torch.pi * u[:, 2]), 0.3 * u[:, 0]], -1
+    )
     deform = torch.atanh(shift)
     weights = torch.zeros(grid.num_voxels, 21, dtype=torch.float64)
     fine, s_fine, _, parent = subdivide(grid, s, weights)
@@ -130,7 +132,9 @@ def test_subdivide_deform_keeps_the_coarse_displacements_and_the_deformed_surfac
     plain = flexicubes_sparse(grid, s, None, backend="torch", box=box)
     plain_fine = flexicubes_sparse(fine, s_fine, None, backend="torch", box=box)
     d_plain = surface_distance(plain_fine.vertices, Mesh(plain.vertices, plain.faces)).distances
-    print(f"mean distance to the coarse mesh: kept {float(d_kept.mean()):.5f}, reset {float(d_reset.mean()):.5f}, "
-          f"undeformed {float(d_plain.mean()):.5f} (h = {h:.4f})")
+    print(
+        f"mean distance to the coarse mesh: kept {float(d_kept.mean()):.5f}, reset {float(d_reset.mean()):.5f}, "
+        f"undeformed {float(d_plain.mean()):.5f} (h = {h:.4f})"
+    )
     assert float(d_kept.mean()) < 0.5 * float(d_reset.mean())
     assert float(d_kept.mean()) < 1.5 * float(d_plain.mean())
