@@ -49,7 +49,7 @@ from recon.scenes.sparseflex.frustum import frustum_mask, sub_grid, voxel_sphere
 from recon.scenes.sparseflex.grid_ops import dilate, surface_voxel_mask
 from recon.scenes.sparseflex.hull import hull_corner_sdf
 
-__all__ = ["CORNER_GROUPS", "VOXEL_GROUPS", "SparseFlexScene", "SparseFlexSceneConfig"]
+__all__ = ["CORNER_GROUPS", "VOXEL_GROUPS", "SparseFlexScene", "SparseFlexSceneConfig", "normal_laplacian"]
 
 NUM_WEIGHTS = 21
 CORNER_GROUPS = ("s", "deform")
@@ -108,6 +108,9 @@ class SparseFlexSceneConfig:
     """Weight of mean(L_dev) (spec: 0.5)."""
     weight_reg_weight: float = 0.1
     """Weight of mean |raw beta, raw alpha| (spec: 0.1)."""
+    smooth_weight: float = 0.0
+    """Weight of the smoothness term: the mean squared normal component of the training mesh's uniform Laplacian,
+    in voxel units (``normal_laplacian``; not in the spec; 0: off)."""
     export_min_component: float = 0.01
     """Export drops connected components with fewer faces than this fraction of the largest (floaters; 0 keeps
     every component)."""
@@ -391,6 +394,10 @@ class SparseFlexScene(Scene):
             terms["l_dev"] = c.l_dev_weight * l_dev(extraction)
         if c.weight_reg_weight > 0 and self.weights.shape[0] > 0:
             terms["weights"] = c.weight_reg_weight * weight_regularizer(self.weights)
+        if extraction is not None and c.smooth_weight > 0 and extraction.faces.shape[0] > 0:
+            h = 1.0 / float(self.grid().resolution)
+            bending = normal_laplacian(extraction.vertices, extraction.faces) / h
+            terms["smooth"] = c.smooth_weight * bending.square().mean()
         return terms
 
     @torch.no_grad()
@@ -403,6 +410,29 @@ class SparseFlexScene(Scene):
         vertices, faces = self.to_world(mesh.vertices), mesh.faces
         colors = self.color(self.to_unit(vertices)).clamp(0, 1) if vertices.shape[0] else vertices.clone()
         return Mesh(vertices=vertices, faces=faces, vertex_colors=colors)
+
+
+def normal_laplacian(vertices: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"]) -> Float[Tensor, " V"]:
+    """Per vertex, the uniform Laplacian (mean of the edge neighbours minus the vertex; each face edge counted once
+    per face) along the unit vertex normal (area-weighted face normals, detached): how far a vertex sticks out of
+    its neighbours' surface, without the tangential part that only measures uneven spacing. 0 for vertices without
+    faces.
+
+    Differentiable w.r.t.: ``vertices``.
+    """
+    i = torch.cat([faces[:, 0], faces[:, 1], faces[:, 2], faces[:, 1], faces[:, 2], faces[:, 0]])
+    j = torch.cat([faces[:, 1], faces[:, 2], faces[:, 0], faces[:, 0], faces[:, 1], faces[:, 2]])
+    total = torch.zeros_like(vertices).index_add(0, i, vertices[j])
+    degree = torch.zeros(vertices.shape[0], dtype=vertices.dtype, device=vertices.device).index_add(
+        0, i, torch.ones_like(i, dtype=vertices.dtype)
+    )
+    laplacian = total / degree.clamp_min(1)[:, None] - vertices
+    with torch.no_grad():
+        tri = vertices[faces]
+        n = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        normals = torch.zeros_like(vertices).index_add(0, faces.reshape(-1), n.repeat_interleave(3, dim=0))
+        normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(NORMAL_EPS)
+    return torch.where(degree > 0, (laplacian * normals).sum(-1), torch.zeros_like(degree))
 
 
 def _all_voxels(r: int) -> Int[Tensor, "N 3"]:

@@ -10,6 +10,7 @@ from recon.renderers.encoding import HashGridConfig
 from recon.scenes.base import ExportOptions, RenderOptions, StepContext
 from recon.scenes.sparseflex import SparseFlexScene, SparseFlexSceneConfig
 from recon.scenes.sparseflex.hull import hull_corner_sdf
+from recon.scenes.sparseflex.scene import normal_laplacian
 
 SMALL_COLOR = HashGridConfig(levels=4, log2_hashmap_size=10, base_resolution=4, max_resolution=32)
 CONFIG = SparseFlexSceneConfig(resolution=12, color_grid=SMALL_COLOR, color_hidden_dim=16)
@@ -148,3 +149,43 @@ def test_hull_needs_masks():
 
     with pytest.raises(ReconError, match="masks"):
         hull_corner_sdf(NoMasks(), resolution=4, center=torch.zeros(3), size=1.0)
+
+
+def test_normal_laplacian_measures_bumps_not_uneven_spacing():
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=1.0)
+    v = torch.tensor(sphere.vertices, dtype=torch.float64)
+    f = torch.tensor(sphere.faces, dtype=torch.int64)
+    smooth = normal_laplacian(v, f)
+    # a unit sphere: every vertex lies ~ edge^2 / 2 outside its neighbours' mean, along the normal (inward value)
+    edge = float(sphere.edges_unique_length.mean())
+    assert float(smooth.abs().max()) < edge**2
+    # sliding a vertex along the surface (uneven spacing) hardly changes it; pushing it out does
+    slid, bumped = v.clone(), v.clone()
+    tangent = torch.linalg.cross(v[0], torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+    slid[0] = torch.nn.functional.normalize(v[0] + 0.3 * edge * tangent / tangent.norm(), dim=0)
+    bumped[0] = v[0] * (1 + 0.3 * edge)
+    assert abs(float(normal_laplacian(slid, f)[0])) < edge**2
+    assert float(-normal_laplacian(bumped, f)[0]) > 0.25 * edge
+    # differentiable w.r.t. the vertices; isolated vertices are 0
+    x = torch.cat([v, torch.zeros(1, 3, dtype=torch.float64)]).requires_grad_(True)
+    values = normal_laplacian(x, f)
+    assert float(values[-1]) == 0.0
+    values.square().sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_smooth_term_is_off_by_default_and_weighted_when_on():
+    import dataclasses
+
+    cam = _camera()
+    ctx_target = torch.zeros(1, 24, 24, 1)
+    for weight in (0.0, 0.3):
+        scene = _sphere_scene(dataclasses.replace(CONFIG, smooth_weight=weight))
+        render = scene.render(cam, RenderOptions())
+        ctx = StepContext(0, 100, cam, render.rgb.detach(), torch.zeros(3), render, target_alpha=ctx_target)
+        terms = scene.regularizers(ctx)
+        assert ("smooth" in terms) == (weight > 0)
+        if weight > 0:
+            assert bool(torch.isfinite(terms["smooth"])) and terms["smooth"].requires_grad
+            (s_grad,) = torch.autograd.grad(terms["smooth"], scene.s, allow_unused=True)
+            assert s_grad is not None and float(s_grad.abs().sum()) > 0
