@@ -62,9 +62,8 @@ class RenderArgs:
     viewer) or the dataset's original frame (e.g. poses taken from its transforms.json)."""
 
 
-ORBIT_MAX_GAP = math.radians(
-    90.0
-)  # auto: cameras surround the subject when no azimuth gap between them is wider
+# --orbit auto: the cameras surround the subject when no azimuth gap between neighbours is wider than this
+ORBIT_MAX_GAP = math.radians(90.0)
 
 
 def orbit_cameras(train: Camera, frames: int, arc: OrbitArc = "auto") -> Camera:
