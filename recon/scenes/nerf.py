@@ -342,7 +342,7 @@ class NerfScene(FieldScene):
                                      backend=backend)  # fmt: skip
         colors, sigmas = self.field.color(d, density.geometry), density.sigmas
         if requires_grad and self._kind_host == "unbounded" and self.config.gradient_scaling > 0:
-            half = float(0.5 * (self.aabb[1, 0] - self.aabb[0, 0]))
+            half = 0.5 * (self.aabb[1, 0] - self.aabb[0, 0])  # a tensor: no host sync per chunk
             scale = near_camera_gradient_scale(
                 (packed.t_starts + packed.t_ends) * 0.5, self.config.gradient_scaling * half
             )

@@ -58,15 +58,16 @@ def scale_gradients(value: Float[Tensor, "N ..."], scale: Float[Tensor, " N"]) -
     return cast(Tensor, _ScaleGradient.apply(value, scale.detach()))
 
 
-def near_camera_gradient_scale(t_mid: Float[Tensor, " N"], distance: float) -> Float[Tensor, " N"]:
+def near_camera_gradient_scale(t_mid: Float[Tensor, " N"], distance: float | Tensor) -> Float[Tensor, " N"]:
     """``min(1, (t / distance)^2)`` of samples at ray distance ``t_mid`` (Philip & Deschaintre 2023, "Floaters
     No More"; nerfstudio's ``use_gradient_scaling``).
 
     A pixel's rays cover a volume that shrinks as ``t^2`` towards the camera, so the few samples close to a
     training camera get as much gradient as the many far away and grow floaters that explain that one view; scaling
-    their gradients by ``t^2`` evens it out. ``distance`` (> 0) is where the scaling ends.
+    their gradients by ``t^2`` evens it out. ``distance`` (> 0; a float, checked, or a 0-d tensor, not read back to
+    the host) is where the scaling ends.
     """
-    if distance <= 0:
+    if not isinstance(distance, Tensor) and distance <= 0:
         raise ValueError(f"distance must be > 0, got {distance}")
     return (t_mid.detach() / distance).square().clamp(max=1.0)
 

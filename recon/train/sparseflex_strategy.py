@@ -147,11 +147,7 @@ def observed_voxels(
     """
     if depth_side <= 0:
         return seen_voxels(scene, voxels, cameras)
-    # extract() records the rendered rows for the step's crop bookkeeping: keep the step's
-    kept = scene.rendered_rows, scene.rendered_voxels
-    with torch.no_grad():
-        extraction = scene.extract(training=False)
-    scene.rendered_rows, scene.rendered_voxels = kept
+    extraction = scene.surface()
     if extraction.faces.shape[0] == 0:
         return seen_voxels(scene, voxels, cameras)
     from recon.renderers.raster import rasterize
@@ -229,10 +225,7 @@ def subdivide_band(
     if init == "deform":
         deform = subdivide_deform(grid, scene.deform, fine, parent).to(deform)
     elif init == "surface":
-        kept = scene.rendered_rows, scene.rendered_voxels  # extract() records rows for the step's crop
-        with torch.no_grad():
-            coarse = scene.extract(training=False)
-        scene.rendered_rows, scene.rendered_voxels = kept
+        coarse = scene.surface()
         s = surface_corner_s(fine, coarse.vertices, coarse.faces, s, clip=2.0 * scene.config.sdf_clip)
         weights = torch.zeros_like(weights)
     elif init != "spec":

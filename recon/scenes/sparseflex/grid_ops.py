@@ -18,6 +18,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from recon.core import Mesh
 from recon.renderers.isosurface import merge_corner_values, sparse_voxel_grid
 from recon.renderers.isosurface.flexicubes_types import SparseVoxelGrid
 
@@ -210,7 +211,6 @@ def surface_corner_s(
     grid's own interpolation error, whatever the coarse weights and deformations were; an empty mesh returns
     ``fallback``. Not differentiable.
     """
-    from recon.core import Mesh
     from recon.metrics.geometry import surface_distance
 
     if faces.shape[0] == 0 or fine.num_corners == 0:
@@ -251,8 +251,7 @@ def _angle_weighted_normals(
     """Unit vertex normals: the face normals around a vertex weighted by the face's angle there (Baerentzen and
     Aanaes 2005: their sign tells inside from outside at vertices, and their blend along an edge at edges)."""
     tri = vertices[faces]  # (F, 3, 3)
-    n = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    n = Mesh(vertices, faces).face_normals()
     out = torch.zeros_like(vertices)
     for k in range(3):
         a = tri[:, (k + 1) % 3] - tri[:, k]

@@ -43,6 +43,7 @@ from recon.scenes.base import (
     Scene,
     StepContext,
 )
+from recon.scenes.field_scene import vertex_normals
 from recon.scenes.fields import cube_box
 from recon.scenes.sparseflex.color import ColorField
 from recon.scenes.sparseflex.frustum import frustum_mask, sub_grid, voxel_spheres
@@ -282,6 +283,15 @@ class SparseFlexScene(Scene):
         self.rendered_voxels = grid.num_voxels
         return flexicubes_sparse(grid, s, deform, weights, training=training, backend=backend)
 
+    @torch.no_grad()
+    def surface(self, *, backend: Backend = "auto") -> FlexiCubesOutput:
+        """The inference-mode mesh of the whole band in the unit box (no gradients), leaving the step's
+        ``rendered_rows`` / ``rendered_voxels`` bookkeeping as it is (band maintenance and subdivision read the
+        surface in the middle of a training step)."""
+        return flexicubes_sparse(
+            self.grid(), self.s, self.deform, self.weights, training=False, backend=backend
+        )
+
     def _voxel_spheres(self) -> tuple[Tensor, float]:
         """``voxel_spheres`` of the current grid (cached with it)."""
         grid = self.grid()
@@ -405,7 +415,7 @@ class SparseFlexScene(Scene):
         """The inference-mode surface (gamma diagonal split) in the world frame, with colour-field vertex colours;
         components smaller than ``export_min_component`` of the largest are dropped (floaters), and unused vertices
         with them."""
-        out = self.extract(training=False)
+        out = self.surface()
         mesh = Mesh(out.vertices, out.faces).without_small_components(self.config.export_min_component)
         vertices, faces = self.to_world(mesh.vertices), mesh.faces
         colors = self.color(self.to_unit(vertices)).clamp(0, 1) if vertices.shape[0] else vertices.clone()
@@ -427,11 +437,7 @@ def normal_laplacian(vertices: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"]) 
         0, i, torch.ones_like(i, dtype=vertices.dtype)
     )
     laplacian = total / degree.clamp_min(1)[:, None] - vertices
-    with torch.no_grad():
-        tri = vertices[faces]
-        n = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        normals = torch.zeros_like(vertices).index_add(0, faces.reshape(-1), n.repeat_interleave(3, dim=0))
-        normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(NORMAL_EPS)
+    normals = vertex_normals(Mesh(vertices.detach(), faces))
     return torch.where(degree > 0, (laplacian * normals).sum(-1), torch.zeros_like(degree))
 
 
