@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from recon.core.camera import Camera, CameraModel
@@ -83,6 +83,8 @@ class Frame:
         load_height: loaded height (0 = stored height).
         file_factor: how many times smaller the stored file is than the size the poses/cameras state (8 for an
             LLFF ``images_8/`` copy when ``images/`` is absent; 1 otherwise). ``downscale`` counts from that size.
+        points3d_ids: (K,) int64 indices into the dataset's ``points3d`` of the SfM points this image observes
+            (a COLMAP model's tracks), or None when the dataset has no tracks.
     """
 
     name: str
@@ -102,6 +104,7 @@ class Frame:
     load_width: int = 0
     load_height: int = 0
     file_factor: float = 1.0
+    points3d_ids: Int[Tensor, " K"] | None = None
 
     def loaded_K(self) -> Float[Tensor, "3 3"]:
         """Intrinsics at the loaded resolution: x scales by ``load_width / width``, y by ``load_height / height``."""
@@ -464,6 +467,43 @@ class SceneDataset:
         if f.depth_path is None:
             return None
         return self._cache.get(("depth", split, i), lambda: self._load_depth(f)).clone()
+
+    @property
+    def has_sfm_depth(self) -> bool:
+        """Whether frames list the SfM points they observe (``sfm_depth`` gives targets)."""
+        return self.points3d is not None and any(
+            f.points3d_ids is not None and len(f.points3d_ids) > 0 for fs in self.splits.values() for f in fs
+        )
+
+    def sfm_depth(self, split: str, i: int) -> tuple[Int[Tensor, "K 2"], Float[Tensor, " K"]] | None:
+        """Sparse depth targets of image ``i`` from the SfM points it observes (the COLMAP tracks), or None.
+
+        Returns ``(pixels, distance)``: ``pixels`` (K, 2) int64 ``(column, row)`` at the loaded resolution, the
+        pixel each observed point projects into (points behind the camera or outside the image are dropped), and
+        ``distance`` (K,) float32, the distance from the camera centre along the unit ray through that pixel's
+        centre to the point's depth plane (camera z times the ray's length per unit z), in normalised units: the
+        quantity a field's expected ``depth`` renders.
+        """
+        f = self.frame(split, i)
+        if self.points3d is None or f.points3d_ids is None or len(f.points3d_ids) == 0:
+            return None
+        cam = self.camera(split, i)
+        T, K = cam.T_cam_world[0].double(), cam.K[0].double()
+        x = self.points3d[f.points3d_ids].double() @ T[:3, :3].T + T[:3, 3]
+        z = x[:, 2]
+        uv = (x @ K.T)[:, :2] / z.clamp_min(1e-12)[:, None]
+        pix = torch.floor(uv).long()
+        keep = (
+            (z > 1e-6)
+            & (pix[:, 0] >= 0)
+            & (pix[:, 0] < cam.width)
+            & (pix[:, 1] >= 0)
+            & (pix[:, 1] < cam.height)
+        )
+        pix, z = pix[keep], z[keep]
+        centres = torch.cat([pix.double() + 0.5, torch.ones(len(pix), 1, dtype=torch.float64)], -1)
+        per_z = (centres @ torch.linalg.inv(K).T).norm(dim=-1)
+        return pix, (z * per_z).float()
 
     def normals(self, split: str, i: int) -> Float[Tensor, "H W 3"] | None:
         """World-space unit normals in the normalised frame (0 = unknown) at the loaded resolution, or None."""

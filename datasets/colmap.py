@@ -17,7 +17,7 @@ for test.
 """
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,12 +82,21 @@ class ColmapImage:
 
 @dataclass(frozen=True)
 class ColmapPoints:
-    """``points3D``: ids (P,), xyz (P, 3) float64, rgb (P, 3) uint8, reprojection error (P,)."""
+    """``points3D``: ids (P,), xyz (P, 3) float64, rgb (P, 3) uint8, reprojection error (P,), and the tracks as
+    ``(T, 2)`` int64 rows ``(point index into ids, IMAGE_ID)``: which registered images observe each point."""
 
     ids: np.ndarray
     xyz: np.ndarray
     rgb: np.ndarray
     error: np.ndarray
+    tracks: np.ndarray | None = None
+
+    def image_points(self, image_id: int) -> np.ndarray:
+        """Indices (into ``ids``) of the points image ``image_id`` observes (sorted, unique; empty without
+        tracks)."""
+        if self.tracks is None:
+            return np.empty(0, dtype=np.int64)
+        return np.unique(self.tracks[self.tracks[:, 1] == image_id, 0])
 
 
 # --- text ------------------------------------------------------------------------------------------------------
@@ -144,7 +153,7 @@ def read_images_text(path: Path) -> dict[int, ColmapImage]:
 
 def read_points3d_text(path: Path) -> ColmapPoints:
     """Parse ``points3D.txt``: ``POINT3D_ID X Y Z R G B ERROR TRACK[]``."""
-    ids, xyz, rgb, err = [], [], [], []
+    ids, xyz, rgb, err, tracks = [], [], [], [], []
     for line in _data_lines(path):
         parts = line.split()
         if not parts:
@@ -154,6 +163,7 @@ def read_points3d_text(path: Path) -> ColmapPoints:
             xyz.append([float(v) for v in parts[1:4]])
             rgb.append([int(v) for v in parts[4:7]])
             err.append(float(parts[7]))
+            tracks.extend((len(ids) - 1, int(image_id)) for image_id in parts[8::2])
         except (IndexError, ValueError) as exc:
             raise DatasetError(
                 f"{path}: malformed point line {line[:80]!r}; expected ID X Y Z R G B ERROR TRACK"
@@ -163,6 +173,7 @@ def read_points3d_text(path: Path) -> ColmapPoints:
         xyz=np.asarray(xyz, dtype=np.float64).reshape(-1, 3),
         rgb=np.asarray(rgb, dtype=np.uint8).reshape(-1, 3),
         error=np.asarray(err, dtype=np.float64),
+        tracks=np.asarray(tracks, dtype=np.int64).reshape(-1, 2),
     )
 
 
@@ -244,11 +255,16 @@ def read_points3d_binary(path: Path) -> ColmapPoints:
     xyz = np.empty((count, 3), dtype=np.float64)
     rgb = np.empty((count, 3), dtype=np.uint8)
     err = np.empty(count, dtype=np.float64)
+    tracks = []
     for k in range(count):
         pid, x, y, z, cr, cg, cb, e, track_len = r.read("QdddBBBdQ")
         ids[k], xyz[k], rgb[k], err[k] = pid, (x, y, z), (cr, cg, cb), e
-        r.skip(track_len * struct.calcsize("<ii"))
-    return ColmapPoints(ids=ids, xyz=xyz, rgb=rgb, error=err)
+        elements = np.asarray(r.read("ii" * track_len), dtype=np.int64).reshape(
+            -1, 2
+        )  # (IMAGE_ID, POINT2D_IDX)
+        tracks.append(np.stack([np.full(track_len, k, dtype=np.int64), elements[:, 0]], -1))
+    track_rows = np.concatenate(tracks) if tracks else np.empty((0, 2), dtype=np.int64)
+    return ColmapPoints(ids=ids, xyz=xyz, rgb=rgb, error=err, tracks=track_rows)
 
 
 def _check_params(model: str, params: tuple, path: Path, cam_id: int, n: int) -> None:
@@ -365,6 +381,8 @@ def load_colmap(root: Path, opts: LoadOptions) -> SceneDataset:
             root, image_dir / image.name, K, T, (cam.width, cam.height), what=f"{source}: the image name",
             allow_outside=opts.allow_outside_root, camera_model=lens, distortion=dist,
         )  # fmt: skip
+        if points is not None and points.tracks is not None:
+            frame = replace(frame, points3d_ids=torch.from_numpy(points.image_points(image.image_id)))
         frames.append(frame)
     if not frames:
         raise DatasetError(f"COLMAP model in {model} has no registered images: expected at least one")

@@ -1,7 +1,7 @@
 """Training views held in memory, view order and backgrounds."""
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from recon.core import Camera, ReconError
@@ -27,6 +27,7 @@ class TrainViews:
             None if any(a is None for a in alphas) else torch.stack(alphas).to(device, torch.float32)
         )
         self.background = dataset.background.to(device, torch.float32)
+        self.sfm_depth = sfm_depth_table(dataset, split, count, device=device)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -53,6 +54,27 @@ class TrainViews:
         """Cameras and target images of the views ``indices`` (a batch of B views), like :meth:`view`."""
         parts = [self.view(i, background) for i in indices]
         return self.cameras[torch.tensor(indices)], torch.cat([image for _, image in parts])
+
+
+def sfm_depth_table(
+    dataset, split: str, count: int, *, device: torch.device | str = "cpu"
+) -> tuple[Int[Tensor, "M 3"], Float[Tensor, " M"]] | None:
+    """All SfM depth targets of a split (``SceneDataset.sfm_depth``) as one table: rows ``(view, column, row)``
+    and the target distance of each; None when the dataset has none (duck-typed: no ``sfm_depth`` counts as none).
+    """
+    if not getattr(dataset, "has_sfm_depth", False):
+        return None
+    rows, targets = [], []
+    for i in range(count):
+        found = dataset.sfm_depth(split, i)
+        if found is None:
+            continue
+        pixels, distance = found
+        rows.append(torch.cat([torch.full((len(pixels), 1), i, dtype=torch.long), pixels.long()], -1))
+        targets.append(distance.float())
+    if not rows or sum(len(r) for r in rows) == 0:
+        return None
+    return torch.cat(rows).to(device), torch.cat(targets).to(device)
 
 
 class ViewSampler:

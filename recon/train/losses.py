@@ -32,6 +32,12 @@ class LossConfig:
     """lambda_d: weight of the 2DGS distortion map after ``normal_from_fraction``."""
     median_depth: bool = True
     """Surface depth for the normal term: median depth (depth_ratio 1, bounded scenes) or expected depth."""
+    sfm_depth_weight: float = 0.0
+    """Weight of the SfM depth term (ray batches on datasets whose frames list the SfM points they observe, i.e.
+    COLMAP models with tracks): the relative L1 error of the rendered expected depth at the pixels the points
+    project into (``sfm_depth_loss``). 0 = off."""
+    sfm_depth_fraction: float = 0.125
+    """Share of each ray batch drawn at those pixels when the SfM depth term is on (the rest stays random)."""
 
 
 def photometric_loss(
@@ -92,11 +98,25 @@ def total_loss(
     return terms
 
 
+def sfm_depth_loss(depth: Float[Tensor, "C R 1"], target: Float[Tensor, "C R 1"]) -> Tensor:
+    """Mean of ``|depth - target| / target`` over the rays with a target (``target > 0``; 0 = none), or 0 when no
+    ray has one. Differentiable w.r.t. ``depth``.
+
+    A floater in front of an SfM point pulls the expected depth towards the camera and a surface behind it pushes
+    it away, so both pay in proportion to their weight on the ray (DS-NeRF's motivation, Deng et al. 2022; this is
+    the plain expected-depth form). Relative error, so that near and far points weigh alike in unbounded scenes.
+    """
+    valid = target > 0
+    if not bool(valid.any()):
+        return depth.sum() * 0.0
+    return ((depth[valid] - target[valid]).abs() / target[valid]).mean()
+
+
 def loss_needs(config: LossConfig) -> RenderCapabilities:
     """What the scene must be able to render for these loss weights (checked once before training)."""
     normal = config.normal_weight > 0 and config.normal_from_fraction < 1.0
     return RenderCapabilities(
-        depth=normal, normals=normal, depth_median=normal and config.median_depth,
+        depth=normal or config.sfm_depth_weight > 0, normals=normal, depth_median=normal and config.median_depth,
         distortion=config.distortion_weight > 0 and config.normal_from_fraction < 1.0,
     )  # fmt: skip
 

@@ -36,6 +36,8 @@ class RayBatch:
         background: (C, R, 3) background colour of each ray.
         alpha: (C, R, 1) target alpha / mask, or None when the dataset has none.
         view_indices: (C,) training-view index of each camera.
+        depth: (C, R, 1) target distance along each unit ray from the SfM points (0 = none), or None when the
+            sampler draws no SfM rays.
     """
 
     camera: Camera
@@ -44,6 +46,7 @@ class RayBatch:
     background: Float[Tensor, "C R 3"]
     alpha: Float[Tensor, "C R 1"] | None
     view_indices: Int[Tensor, " C"]
+    depth: Float[Tensor, "C R 1"] | None = None
 
     def over_background(self, render: RenderOutput) -> RenderOutput:
         """``render`` (made over a black background) composited over the per-ray background:
@@ -55,7 +58,7 @@ class RayBatch:
         return RayBatch(
             camera=self.camera[part], pixels=self.pixels[part], target=self.target[part],
             background=self.background[part], alpha=None if self.alpha is None else self.alpha[part],
-            view_indices=self.view_indices[part],
+            view_indices=self.view_indices[part], depth=None if self.depth is None else self.depth[part],
         )  # fmt: skip
 
 
@@ -72,6 +75,10 @@ class RayBatchSampler:
         background: "dataset" (the stored images as they are), "random" (a random colour per ray), "white" or
             "black" (images without alpha are opaque: only the render sees the colour).
         generator: RNG of the draws.
+        sfm_depth: SfM depth targets (``recon.train.data.sfm_depth_table``: rows ``(view, column, row)`` and their
+            target distances), or None.
+        sfm_depth_rays: how many of each batch's rays are drawn from ``sfm_depth`` (at evenly spread positions of
+            the batch; their ``RayBatch.depth`` is the target, every other ray's 0). Needs ``images_per_batch = 0``.
 
     Example:
         >>> # sampler = RayBatchSampler.from_views(TrainViews(ds), rays_per_batch=1024, background="random",
@@ -90,6 +97,8 @@ class RayBatchSampler:
         images_per_batch: int = 0,
         background: RayBackground = "dataset",
         generator: torch.Generator,
+        sfm_depth: tuple[Int[Tensor, "M 3"], Float[Tensor, " M"]] | None = None,
+        sfm_depth_rays: int = 0,
     ) -> None:
         if rays_per_batch < 1:
             raise ReconError(f"rays_per_batch must be >= 1, got {rays_per_batch}")
@@ -103,6 +112,14 @@ class RayBatchSampler:
             raise ValueError(
                 f"images must be (N, H, W, 3) with N = {len(cameras)}, got {tuple(images.shape)}"
             )
+        if sfm_depth_rays and (
+            sfm_depth is None or images_per_batch or not 0 < sfm_depth_rays < rays_per_batch
+        ):
+            raise ReconError(
+                f"sfm_depth_rays {sfm_depth_rays}: needs SfM depth targets, images_per_batch = 0 and 0 < "
+                f"sfm_depth_rays < rays_per_batch ({rays_per_batch})"
+            )
+        self.sfm_depth, self.sfm_depth_rays = sfm_depth, sfm_depth_rays
         self.images, self.cameras, self.alphas = images, cameras, alphas
         self.dataset_background = dataset_background.to(images)
         self.rays_per_batch, self.images_per_batch = rays_per_batch, images_per_batch
@@ -110,11 +127,20 @@ class RayBatchSampler:
         self.generator = generator
 
     @classmethod
-    def from_views(cls, views, **kwargs) -> "RayBatchSampler":
-        """A sampler over a ``recon.train.data.TrainViews`` (images, alphas, cameras, background)."""
+    def from_views(cls, views, *, sfm_depth_fraction: float = 0.0, **kwargs) -> "RayBatchSampler":
+        """A sampler over a ``recon.train.data.TrainViews`` (images, alphas, cameras, background); with
+        ``sfm_depth_fraction > 0`` and SfM depth targets in ``views``, that share of each batch's rays (at least
+        one) is drawn at them."""
+        table = getattr(views, "sfm_depth", None)
+        rays = 0
+        if sfm_depth_fraction > 0 and table is not None:
+            rays = min(
+                max(1, round(sfm_depth_fraction * kwargs["rays_per_batch"])), kwargs["rays_per_batch"] - 1
+            )
         return cls(
-            views.images, views.cameras, alphas=views.alphas, dataset_background=views.background, **kwargs
-        )
+            views.images, views.cameras, alphas=views.alphas, dataset_background=views.background,
+            sfm_depth=table if rays else None, sfm_depth_rays=rays, **kwargs,
+        )  # fmt: skip
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -129,6 +155,19 @@ class RayBatchSampler:
         r = self.rays_per_batch // c
         views = self._draw(n, (c,))
         cols, rows = self._draw(w, (c, r)), self._draw(h, (c, r))
+        depth = None
+        if (
+            self.sfm_depth is not None
+        ):  # k rays at SfM points, spread evenly over the batch (every rank's shard
+            table, distances = (
+                self.sfm_depth
+            )  # of a data-parallel step gets its share); c = R cameras, 1 pixel each
+            k = self.sfm_depth_rays
+            slots = (torch.arange(k) * c // k).to(views.device)
+            pick = self._draw(len(table), (k,))
+            views[slots], cols[slots, 0], rows[slots, 0] = table[pick, 0], table[pick, 1], table[pick, 2]
+            depth = torch.zeros(c, r, 1, dtype=self.images.dtype, device=self.images.device)
+            depth[slots, 0, 0] = distances[pick].to(depth)
         target = self.images[views[:, None], rows, cols]
         alpha = None if self.alphas is None else self.alphas[views[:, None], rows, cols]
         background = self._backgrounds(c, r)
@@ -136,7 +175,7 @@ class RayBatchSampler:
             target = target + (background - self.dataset_background) * (1.0 - alpha)
         return RayBatch(
             camera=self.cameras[views], pixels=torch.stack([cols, rows], -1), target=target,
-            background=background, alpha=alpha, view_indices=views,
+            background=background, alpha=alpha, view_indices=views, depth=depth,
         )  # fmt: skip
 
     def _backgrounds(self, c: int, r: int) -> Tensor:

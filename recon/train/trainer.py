@@ -43,7 +43,7 @@ from recon.train.budget import Budget
 from recon.train.config import TrainConfig, model_config_hash
 from recon.train.data import TrainViews, ViewSampler
 from recon.train.evaluate import quick_metrics
-from recon.train.losses import loss_needs, needs_distortion, needs_normals, total_loss
+from recon.train.losses import loss_needs, needs_distortion, needs_normals, sfm_depth_loss, total_loss
 from recon.train.memory import peak_memory
 from recon.train.methods import Method
 from recon.train.param_optimizer import ParamOptimizer
@@ -146,6 +146,7 @@ class Trainer:
                 self.views, rays_per_batch=cfg.rays_per_batch * self.world,
                 images_per_batch=cfg.images_per_batch * self.world,
                 background=cfg.background, generator=self.generator,
+                sfm_depth_fraction=cfg.loss.sfm_depth_fraction if cfg.loss.sfm_depth_weight > 0 else 0.0,
             )  # fmt: skip
         else:
             self.sampler = ViewSampler(len(self.views), self.generator)
@@ -203,6 +204,10 @@ class Trainer:
                           pass_start, fraction, target_alpha=target_alpha, num_ranks=self.world,
                           sum_over_ranks=distributed.all_reduce_ if self.world > 1 else None)  # fmt: skip
         terms = total_loss(render, target, camera, cfg.loss, fraction=fraction) | self.scene.regularizers(ctx)
+        if pixels is not None and rays.depth is not None:
+            terms["sfm_depth"] = cfg.loss.sfm_depth_weight * sfm_depth_loss(
+                render.require("depth", by="the SfM depth loss"), rays.depth
+            )
         sctx = StrategyContext(ctx, self.scene, self.optimizer)
         self.strategy.before_backward(sctx)
         loss = torch.stack(list(terms.values())).sum()

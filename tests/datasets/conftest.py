@@ -133,8 +133,10 @@ class DatasetWriters:
         binary: bool,
         points: np.ndarray | None = None,
         write_images: bool = True,
+        tracks: list[list[int]] | None = None,
     ) -> Path:
-        """A COLMAP model in ``sparse/0`` (text or binary) + ``images/``; cameras are (model, w, h, params)."""
+        """A COLMAP model in ``sparse/0`` (text or binary) + ``images/``; cameras are (model, w, h, params).
+        ``tracks``: per point, the (0-based) images observing it (default: the first image only)."""
         from recon.datasets.colmap import MODEL_IDS
 
         model = root / "sparse" / "0"
@@ -148,6 +150,7 @@ class DatasetWriters:
                 write_png(root / "images" / name, w, h, seed=i)
         pts = np.zeros((0, 3)) if points is None else points
         rgb = (np.arange(len(pts) * 3).reshape(-1, 3) % 256).astype(np.uint8)
+        observers = tracks if tracks is not None else [[0]] * len(pts)
         if binary:
             with open(model / "cameras.bin", "wb") as f:
                 f.write(struct.pack("<Q", len(cameras)))
@@ -168,8 +171,12 @@ class DatasetWriters:
             with open(model / "points3D.bin", "wb") as f:
                 f.write(struct.pack("<Q", len(pts)))
                 for k in range(len(pts)):
-                    f.write(struct.pack("<QdddBBBdQ", k + 1, *pts[k].tolist(), *rgb[k].tolist(), 0.5, 1))
-                    f.write(struct.pack("<ii", 1, 0))
+                    track = observers[k]
+                    f.write(
+                        struct.pack("<QdddBBBdQ", k + 1, *pts[k].tolist(), *rgb[k].tolist(), 0.5, len(track))
+                    )
+                    for image in track:
+                        f.write(struct.pack("<ii", image + 1, 0))
         else:
             lines = ["# Camera list with one line of data per camera:"]
             for cid, (m, w, h, params) in enumerate(cameras, start=1):
@@ -184,7 +191,8 @@ class DatasetWriters:
             lines = ["# 3D point list"]
             for k in range(len(pts)):
                 vals = [repr(float(v)) for v in pts[k]]
-                lines.append(" ".join([str(k + 1), *vals, *(str(int(c)) for c in rgb[k]), "0.5", "1", "0"]))
+                track = [f"{image + 1} 0" for image in observers[k]]
+                lines.append(" ".join([str(k + 1), *vals, *(str(int(c)) for c in rgb[k]), "0.5", *track]))
             (model / "points3D.txt").write_text("\n".join(lines) + "\n")
         return root
 

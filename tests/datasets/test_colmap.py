@@ -227,3 +227,53 @@ def test_rgba_images_composite_over_the_stated_background(tmp_path, dw):
     assert info["background"] == [1.0, 0.5, 0.0] and info["has_alpha"] and info["has_masks"]
     assert "background:    (1, 0.5, 0) (RGBA images composited over it)" in format_info(info)
     assert load_dataset(tmp_path).background.tolist() == [0.0, 0.0, 0.0]  # COLMAP's default: black
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_tracks_give_each_frame_its_points_and_sfm_depth_targets(tmp_path, dw, binary):
+    """Points placed at known pixel centres and distances of the images that observe them come back as those
+    pixels and distances (in normalised units); points behind the camera or outside the image are dropped."""
+    K, T = dw.random_cameras(10, width=W, height=H, seed=3)
+    rng = np.random.default_rng(1)
+    points, tracks, expected = [], [], {}
+    for image in (1, 2, 3):  # train images (0 and 8 are the test split)
+        cols, rows = rng.integers(0, W, 4), rng.integers(0, H, 4)
+        dist = rng.uniform(1.0, 3.0, 4)
+        centres = torch.tensor(np.stack([cols + 0.5, rows + 0.5, np.ones(4)], -1))
+        rays = centres @ torch.linalg.inv(K[image]).T
+        rays = rays / rays.norm(dim=-1, keepdim=True)  # unit rays, camera frame
+        x_cam = rays * torch.tensor(dist)[:, None]
+        world = apply_T(invert_T(T[image]), x_cam)
+        points += world.tolist()
+        tracks += [[image, 5]] * 4  # image 5 observes them too, though they may fall outside its view
+        expected[image] = (np.stack([cols, rows], -1), dist)
+    behind = apply_T(invert_T(T[1]), torch.tensor([[0.0, 0.0, -2.0]], dtype=torch.float64))
+    outside = apply_T(invert_T(T[1]), torch.tensor([[1e3, 0.0, 1.0]], dtype=torch.float64))
+    points += behind.tolist() + outside.tolist()
+    tracks += [[1], [1]]
+    dw.colmap(tmp_path, _pinhole_models(K), T, list(range(10)), binary=binary, points=np.array(points),
+              tracks=tracks)  # fmt: skip
+    ds = load_dataset(tmp_path)
+    assert ds.has_sfm_depth
+    s = ds.scale
+    train_names = [f.name for f in ds.splits["train"]]
+    for image, (pixels, dist) in expected.items():
+        i = train_names.index(f"images/img_{image:03d}.png")
+        frame = ds.frame("train", i)
+        assert frame.points3d_ids is not None
+        assert len(frame.points3d_ids) == (6 if image == 1 else 4)
+        got_pixels, got_dist = ds.sfm_depth("train", i)
+        assert got_pixels.tolist() == pixels.tolist()  # behind/outside dropped, order kept
+        assert_close(got_dist.double(), torch.tensor(dist) * s, rtol=1e-5, atol=1e-6, name="distance")
+    empty = ds.sfm_depth("train", train_names.index("images/img_004.png"))  # observes nothing
+    assert empty is None
+    test_frame = ds.frame("test", 0)
+    assert test_frame.points3d_ids is not None and len(test_frame.points3d_ids) == 0
+
+
+def test_no_tracks_no_sfm_depth(tmp_path, dw):
+    K, T = dw.random_cameras(10, width=W, height=H, seed=3)
+    dw.colmap(tmp_path, _pinhole_models(K), T, list(range(10)), binary=True, points=np.zeros((3, 3)),
+              tracks=[[]] * 3)  # fmt: skip
+    ds = load_dataset(tmp_path)
+    assert not ds.has_sfm_depth and ds.sfm_depth("train", 0) is None

@@ -12,6 +12,7 @@ from recon.train.losses import (
     loss_needs,
     normal_consistency_loss,
     photometric_loss,
+    sfm_depth_loss,
     total_loss,
 )
 
@@ -77,3 +78,21 @@ def test_loss_needs_follow_the_weights():
     needs = loss_needs(LossConfig(normal_weight=1e-4, normal_from_fraction=0.2))
     assert needs.normals and needs.depth_median and not needs.distortion
     assert loss_needs(LossConfig(normal_weight=1e-4, normal_from_fraction=1.0)).normals is False
+
+
+def test_sfm_depth_loss_is_the_relative_error_over_rays_with_a_target():
+    depth = torch.tensor([[[1.0], [3.0], [9.0]], [[2.0], [5.0], [7.0]]], requires_grad=True)
+    target = torch.tensor([[[2.0], [0.0], [6.0]], [[2.0], [0.0], [0.0]]])  # 0 = no target
+    loss = sfm_depth_loss(depth, target)
+    assert float(loss.detach()) == pytest.approx((0.5 + 0.5 + 0.0) / 3)
+    loss.backward()
+    grad = depth.grad.flatten().tolist()
+    assert grad == pytest.approx(
+        [-1 / 6, 0.0, 1 / 18, 0.0, 0.0, 0.0]
+    )  # sign(d - t) / (t * count); none off-target
+    none = sfm_depth_loss(depth, torch.zeros_like(target))
+    assert (
+        float(none.detach()) == 0.0 and none.requires_grad
+    )  # no target in the batch: a zero that still backpropagates
+    assert loss_needs(LossConfig(normal_weight=0.0, sfm_depth_weight=0.1)).depth
+    assert not loss_needs(LossConfig(normal_weight=0.0)).depth

@@ -94,3 +94,63 @@ def test_bad_arguments_raise(gen):
                         generator=g)  # fmt: skip
     with pytest.raises(ReconError, match="rays_per_batch"):
         RayBatchSampler(images, cameras, alphas=alpha, dataset_background=bg0, rays_per_batch=0, generator=g)
+
+
+def _sfm_table():
+    # (view, column, row) rows and their target distances
+    rows = torch.tensor([[0, 1, 2], [1, 6, 4], [2, 3, 0], [2, 0, 4]])
+    return rows, torch.tensor([1.5, 2.5, 3.5, 4.5])
+
+
+def test_sfm_depth_rays_are_spread_over_the_batch_with_their_targets(gen):
+    images, cameras, alpha, _, bg0 = _views(gen)
+    rows, targets = _sfm_table()
+    sampler = RayBatchSampler(images, cameras, alphas=alpha, dataset_background=bg0, rays_per_batch=16,
+                              generator=torch.Generator().manual_seed(0), sfm_depth=(rows, targets),
+                              sfm_depth_rays=4)  # fmt: skip
+    for _ in range(5):
+        batch = sampler.next()
+        assert batch.depth is not None and batch.depth.shape == (16, 1, 1)
+        slots = torch.nonzero(batch.depth[:, 0, 0] > 0).flatten()
+        assert slots.tolist() == [0, 4, 8, 12]  # evenly spread: each quarter shard holds one
+        got = torch.cat([batch.view_indices[slots, None], batch.pixels[slots, 0]], -1)
+        match = (got[:, None] == rows[None]).all(-1)  # each depth ray is one of the table's rows ...
+        assert bool(match.any(1).all())
+        torch.testing.assert_close(
+            batch.depth[slots, 0, 0], targets[match.float().argmax(1)]
+        )  # ... with its target
+        v, i, j = batch.view_indices, batch.pixels[:, 0, 0], batch.pixels[:, 0, 1]
+        torch.testing.assert_close(batch.target[:, 0], images[v, j, i])  # colour targets still the pixels'
+        torch.testing.assert_close(batch.camera.T_cam_world, cameras.T_cam_world[v])
+    shard = batch.shard(slice(4, 8))
+    assert shard.depth is not None and shard.depth.shape == (4, 1, 1) and float(shard.depth[0, 0, 0]) > 0
+
+
+def test_sfm_depth_from_views_fraction_and_bad_arguments(gen):
+    images, cameras, alpha, _, bg0 = _views(gen)
+    rows, targets = _sfm_table()
+
+    class Views:
+        pass
+
+    views = Views()
+    views.images, views.cameras, views.alphas, views.background = images, cameras, alpha, bg0
+    views.sfm_depth = (rows, targets)
+    g = torch.Generator().manual_seed(0)
+    sampler = RayBatchSampler.from_views(views, rays_per_batch=64, generator=g, sfm_depth_fraction=0.125)
+    assert sampler.sfm_depth_rays == 8 and int((sampler.next().depth > 0).sum()) == 8
+    assert (
+        RayBatchSampler.from_views(views, rays_per_batch=64, generator=g).next().depth is None
+    )  # fraction 0
+    views.sfm_depth = None  # no targets: the fraction is ignored
+    assert (
+        RayBatchSampler.from_views(
+            views, rays_per_batch=64, generator=g, sfm_depth_fraction=0.5
+        ).sfm_depth_rays
+        == 0
+    )
+    for kwargs in ({"sfm_depth_rays": 4}, {"sfm_depth": (rows, targets), "sfm_depth_rays": 16},
+                   {"sfm_depth": (rows, targets), "sfm_depth_rays": 4, "images_per_batch": 4}):  # fmt: skip
+        with pytest.raises(ReconError, match="sfm_depth_rays"):
+            RayBatchSampler(images, cameras, alphas=alpha, dataset_background=bg0, rays_per_batch=16, generator=g,
+                            **kwargs)  # fmt: skip

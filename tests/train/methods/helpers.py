@@ -32,11 +32,17 @@ def _poses(kind: str, scale: float) -> list[torch.Tensor]:
 
 
 def write_colmap(
-    root: Path, *, kind: str = "forward", scale: float = 1.0, points: int = 40, far_points: int = 0
+    root: Path,
+    *,
+    kind: str = "forward",
+    scale: float = 1.0,
+    points: int = 40,
+    far_points: int = 0,
+    seen_by_all: bool = False,
 ) -> Path:
     """A COLMAP text model (``sparse/0``) with the two ``INTRINSICS`` alternating over ``VIEWS`` images and
     ``points`` SfM points near the origin (and ``far_points`` on a sphere of radius 10: a room's walls), plus
-    random images."""
+    random images. Each point's track lists the first image, or every image with ``seen_by_all``."""
     model = root / "sparse" / "0"
     model.mkdir(parents=True)
     lines = [f"{c + 1} PINHOLE {W} {H} {fx} {fy} {cx} {cy}" for c, (fx, fy, cx, cy) in enumerate(INTRINSICS)]
@@ -54,6 +60,7 @@ def write_colmap(
     far = rng.normal(size=(far_points, 3))
     far = 10.0 * far / np.linalg.norm(far, axis=1, keepdims=True)
     xyz = np.concatenate([rng.uniform(-0.5, 0.5, (points, 3)), far]) * scale
-    lines = [f"{k + 1} {x} {y} {z} 200 100 50 0.5 1 0" for k, (x, y, z) in enumerate(xyz)]
+    track = " ".join(f"{i + 1} 0" for i in range(VIEWS if seen_by_all else 1))
+    lines = [f"{k + 1} {x} {y} {z} 200 100 50 0.5 {track}" for k, (x, y, z) in enumerate(xyz)]
     (model / "points3D.txt").write_text("\n".join(lines) + "\n")
     return root
