@@ -478,11 +478,10 @@ class SceneDataset:
     def sfm_depth(self, split: str, i: int) -> tuple[Int[Tensor, "K 2"], Float[Tensor, " K"]] | None:
         """Sparse depth targets of image ``i`` from the SfM points it observes (the COLMAP tracks), or None.
 
-        Returns ``(pixels, distance)``: ``pixels`` (K, 2) int64 ``(column, row)`` at the loaded resolution, the
-        pixel each observed point projects into (points behind the camera or outside the image are dropped), and
-        ``distance`` (K,) float32, the distance from the camera centre along the unit ray through that pixel's
-        centre to the point's depth plane (camera z times the ray's length per unit z), in normalised units: the
-        quantity a field's expected ``depth`` renders.
+        Returns ``(pixels, depth)``: ``pixels`` (K, 2) int64 ``(column, row)`` at the loaded resolution, the pixel
+        each observed point projects into (points behind the camera or outside the image are dropped), and
+        ``depth`` (K,) float32, the point's camera-frame z in normalised units (the convention of ``depth`` and of
+        ``RenderOutput.depth``: the ray through the pixel's centre meets the point's depth plane there).
         """
         f = self.frame(split, i)
         if self.points3d is None or f.points3d_ids is None or len(f.points3d_ids) == 0:
@@ -491,19 +490,10 @@ class SceneDataset:
         T, K = cam.T_cam_world[0].double(), cam.K[0].double()
         x = self.points3d[f.points3d_ids].double() @ T[:3, :3].T + T[:3, 3]
         z = x[:, 2]
-        uv = (x @ K.T)[:, :2] / z.clamp_min(1e-12)[:, None]
-        pix = torch.floor(uv).long()
-        keep = (
-            (z > 1e-6)
-            & (pix[:, 0] >= 0)
-            & (pix[:, 0] < cam.width)
-            & (pix[:, 1] >= 0)
-            & (pix[:, 1] < cam.height)
-        )
-        pix, z = pix[keep], z[keep]
-        centres = torch.cat([pix.double() + 0.5, torch.ones(len(pix), 1, dtype=torch.float64)], -1)
-        per_z = (centres @ torch.linalg.inv(K).T).norm(dim=-1)
-        return pix, (z * per_z).float()
+        pix = torch.floor((x @ K.T)[:, :2] / z.clamp_min(1e-12)[:, None]).long()
+        inside = (pix[:, 0] >= 0) & (pix[:, 0] < cam.width) & (pix[:, 1] >= 0) & (pix[:, 1] < cam.height)
+        keep = (z > 1e-6) & inside
+        return pix[keep], z[keep].float()
 
     def normals(self, split: str, i: int) -> Float[Tensor, "H W 3"] | None:
         """World-space unit normals in the normalised frame (0 = unknown) at the loaded resolution, or None."""

@@ -75,6 +75,10 @@ class RenderOutput:
         distortion: (*batch, 1) the 2DGS/mip-NeRF-360 distortion map, or None.
         stats: per-primitive statistics (``RenderOptions.stats``), or None.
         eikonal: eikonal residuals of SDF scenes, or None.
+        depth_deviation: (*batch, 1) for a render given ``RenderOptions.depth_targets``: the expected relative
+            distance of the ray's termination from its target, ``sum_i w_i min(|t_i - t*| / t*, 1) + (1 - alpha)``
+            over the samples ``t_i`` with weights ``w_i`` (``t*`` the target's distance along the ray; 0 on rays
+            without a target), or None.
         producer: name of the scene class that rendered this (for error messages).
     """
 
@@ -86,6 +90,7 @@ class RenderOutput:
     distortion: Float[Tensor, "*batch 1"] | None = None
     stats: PrimitiveStats | None = None
     eikonal: EikonalSamples | None = None
+    depth_deviation: Float[Tensor, "*batch 1"] | None = None
     producer: str = "scene"
 
     def require(self, name: str, *, by: str) -> Tensor:
@@ -144,6 +149,7 @@ class RenderCapabilities:
         eikonal: eikonal samples (SDF regularisation).
         pixel_subsets: renders a subset of pixels (``Scene.render(..., pixels=...)``) natively (ray-based fields)
             rather than rendering the full image and gathering.
+        depth_deviation: the termination's deviation from per-ray depth targets (``RenderOptions.depth_targets``).
     """
 
     depth: bool = True
@@ -153,6 +159,7 @@ class RenderCapabilities:
     stats: bool = False
     eikonal: bool = False
     pixel_subsets: bool = False
+    depth_deviation: bool = False
 
     def missing(self, needed: "RenderCapabilities") -> list[str]:
         """Names of capabilities ``needed`` asks for that this one lacks."""

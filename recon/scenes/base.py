@@ -85,6 +85,8 @@ class RenderOptions:
         first_ray: index of this render's first ray in the training step's whole ray batch (data parallel: the
             start of the rank's shard; 0 otherwise). Ray-marched fields draw ray ``k``'s stratified jitter as a
             function of ``(step, first_ray + k)``, so W shards draw what one process draws for the whole batch.
+        depth_targets: (C, R, 1) camera-z depth targets of a pixel-subset render (0 = none), or None; a scene with
+            the ``depth_deviation`` capability then returns ``RenderOutput.depth_deviation``.
 
     Asking for an output the scene cannot produce (see ``Scene.capabilities``) is an error of the consumer, which
     checks its needs once with ``recon.core.require_capabilities`` before training.
@@ -98,6 +100,7 @@ class RenderOptions:
     median_depth: bool = False
     stats: bool = False
     first_ray: int = 0
+    depth_targets: Float[Tensor, "C R 1"] | None = None
 
 
 @dataclass

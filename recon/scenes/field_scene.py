@@ -43,7 +43,7 @@ MEDIAN_TRANSMITTANCE = 0.5  # median depth: where the transmittance crosses 1/2 
 STRATIFIED_SEED = 0x5EED  # stratified marching offsets of training step k come from seed STRATIFIED_SEED + k
 _MASK32 = 0xFFFFFFFF
 _U24 = 2.0**-24  # the top 24 bits of a 32-bit hash as a float32 in [0, 1) (exactly representable)
-RayRenderFn = Callable[[Tensor, Tensor], dict[str, Tensor]]
+RayRenderFn = Callable[..., dict[str, Tensor]]  # (origins, directions[, depth targets]) -> per-ray outputs
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,9 @@ class FieldScene(Scene):
         generator = None if step is None else stratified_generator(step)  # one stream across the chunks
         done = 0  # rays of this render handed to ``_render_rays`` so far (chunks arrive in order)
 
-        def render_chunk(origins: Tensor, directions: Tensor) -> dict[str, Tensor]:
+        def render_chunk(
+            origins: Tensor, directions: Tensor, depth_target: Tensor | None = None
+        ) -> dict[str, Tensor]:
             nonlocal done
             jitter = None
             if step is not None and generator is not None:
@@ -170,11 +172,15 @@ class FieldScene(Scene):
                 )
                 jitter = RayJitter(offsets, generator)
             done += origins.shape[0]
-            return self._render_rays(origins, directions, options, jitter)
+            if depth_target is None:
+                return self._render_rays(origins, directions, options, jitter)
+            return self._render_rays(origins, directions, options, jitter, depth_target=depth_target)
 
+        targets = options.depth_targets if self.capabilities.depth_deviation else None
         return render_camera(
-            render_chunk, camera, pixels=pixels, chunk=self.config.render_chunk, producer=type(self).__name__
-        )
+            render_chunk, camera, pixels=pixels, chunk=self.config.render_chunk, producer=type(self).__name__,
+            depth_targets=targets,
+        )  # fmt: skip
 
     def _render_rays(
         self, origins: Tensor, directions: Tensor, options: RenderOptions, jitter: "RayJitter | None"
@@ -182,6 +188,24 @@ class FieldScene(Scene):
         """Render a chunk of rays into the per-ray outputs described by ``render_camera`` (``jitter``: training
         mode's stratified sampling; None renders deterministically)."""
         raise NotImplementedError
+
+
+def depth_deviation(
+    t_starts: Tensor, t_ends: Tensor, weights: Tensor, ray_indices: Tensor, opacity: Tensor, target: Tensor
+) -> Float[Tensor, "R 1"]:
+    """Per ray, ``sum_i w_i min(|t_i - t*| / t*, 1) + (1 - opacity)``: how far, relative to the target distance
+    ``t*`` (R,), the ray's termination lies from it (samples ``t_i`` at the interval midpoints; whatever the ray
+    does not stop counts as missing by the cap, 1). 0 on rays with ``t* <= 0`` (no target).
+
+    Unlike ``|E[t] - t*|`` it is linear in the weights, so a floater in front and a surface behind cannot average
+    out: every sample off the target pays its weight. Differentiable w.r.t. ``weights`` and ``opacity``.
+    """
+    has = target > 0
+    goal = target.clamp_min(1e-6)[ray_indices]
+    miss = (((t_starts + t_ends) * 0.5 - goal).abs() / goal).clamp(max=1.0)
+    off = torch.zeros(len(target), dtype=weights.dtype, device=weights.device)
+    off = off.index_add(0, ray_indices, weights * miss.to(weights))
+    return torch.where(has[:, None], off[:, None] + (1.0 - opacity), torch.zeros_like(opacity))
 
 
 @torch.no_grad()
@@ -284,7 +308,13 @@ def vertex_normals(mesh: Mesh) -> Float[Tensor, "V 3"]:
 
 
 def render_camera(
-    render_rays: RayRenderFn, camera: Camera, *, pixels: Tensor | None, chunk: int, producer: str = "field"
+    render_rays: RayRenderFn,
+    camera: Camera,
+    *,
+    pixels: Tensor | None,
+    chunk: int,
+    producer: str = "field",
+    depth_targets: Tensor | None = None,
 ) -> RenderOutput:
     """Generate the rays of ``camera`` (all pixels or ``pixels``), render them in chunks, reshape.
 
@@ -300,6 +330,9 @@ def render_camera(
         pixels: (C, R, 2) integer pixels or None (full images).
         chunk: rays per ``render_rays`` call.
         producer: the scene's name (for error messages of consumers).
+        depth_targets: (C, R, 1) camera-z targets of a ``pixels`` render (0 = none), or None. Each chunk call then
+            gets a third argument, the (R,) targets as distances along the unit rays, and may return
+            ``"depth_deviation": (R, 1)`` (``RenderOutput.depth_deviation``).
 
     Returns:
         ``RenderOutput`` shaped (C, H, W, .) or (C, R, .).
@@ -308,10 +341,21 @@ def render_camera(
     shape = rays.shape
     origins = rays.origins.reshape(-1, 3).contiguous()
     directions = rays.directions.reshape(-1, 3).contiguous()
-    parts = [render_rays(o, d) for o, d in zip(origins.split(chunk), directions.split(chunk), strict=True)]
-    merged = {k: torch.cat([p[k] for p in parts]).reshape(*shape, -1) for k in parts[0]}
     forward = camera.T_cam_world[:, 2, :3].reshape(len(camera), *([1] * (len(shape) - 1)), 3)
     cos_z = (rays.directions * forward.to(rays.directions)).sum(-1, keepdim=True)  # unit-ray camera z
+    chunks = zip(origins.split(chunk), directions.split(chunk), strict=True)
+    if depth_targets is None:
+        parts = [render_rays(o, d) for o, d in chunks]
+    else:
+        if pixels is None or tuple(depth_targets.shape) != (*shape, 1):
+            raise ValueError(
+                f"depth_targets must be (C, R, 1) = {(*shape, 1)} for a pixel-subset render, got "
+                f"{tuple(depth_targets.shape)}{'' if pixels is not None else ' (and pixels is None)'}"
+            )
+        # camera z -> distance along the unit ray (0 stays 0: no target)
+        t_targets = (depth_targets.to(cos_z) / cos_z.clamp_min(1e-6)).reshape(-1).split(chunk)
+        parts = [render_rays(o, d, t) for (o, d), t in zip(chunks, t_targets, strict=True)]
+    merged = {k: torch.cat([p[k] for p in parts]).reshape(*shape, -1) for k in parts[0]}
     eikonal = None
     if "eikonal" in merged:
         eikonal = EikonalSamples(residual_sum=merged["eikonal"], num_samples=merged["num_samples"])
@@ -319,5 +363,5 @@ def render_camera(
     return RenderOutput(
         rgb=merged["rgb"], alpha=merged["alpha"], depth=ray_t_to_z(merged["depth"], cos_z),
         normals=merged.get("normals"), depth_median=None if median is None else ray_t_to_z(median, cos_z),
-        eikonal=eikonal, producer=producer,
+        eikonal=eikonal, depth_deviation=merged.get("depth_deviation"), producer=producer,
     )  # fmt: skip

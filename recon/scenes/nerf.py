@@ -46,6 +46,7 @@ from recon.scenes.field_scene import (
     HashGridSceneConfig,
     RayJitter,
     closed_mesh,
+    depth_deviation,
     median_depth,
     render_camera,
     stratified_generator,
@@ -166,7 +167,7 @@ class NerfScene(FieldScene):
     """
 
     config: NerfSceneConfig
-    capabilities = RenderCapabilities(depth=True, depth_median=True, pixel_subsets=True)
+    capabilities = RenderCapabilities(depth=True, depth_median=True, pixel_subsets=True, depth_deviation=True)
     proposal: ProposalNetworks | None
 
     # Buffers (registered in __init__), declared so that static type checkers know they are tensors.
@@ -297,11 +298,17 @@ class NerfScene(FieldScene):
         return super().render(camera, options, pixels=pixels)
 
     def _render_rays(
-        self, origins: Tensor, directions: Tensor, options: RenderOptions, jitter: RayJitter | None
+        self,
+        origins: Tensor,
+        directions: Tensor,
+        options: RenderOptions,
+        jitter: RayJitter | None,
+        depth_target: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """``rgb``, ``alpha`` and ``depth`` (expected distance along the unit ray) of a chunk of rays; no normals."""
+        """``rgb``, ``alpha`` and ``depth`` (expected distance along the unit ray) of a chunk of rays; no normals;
+        ``depth_deviation`` (``field_scene.depth_deviation``) when given per-ray target distances."""
         if self.proposal is not None:
-            return self._render_rays_proposal(origins, directions, options, jitter)
+            return self._render_rays_proposal(origins, directions, options, jitter, depth_target)
         cfg, backend = self.config, options.backend
         samples = self.occupancy_grid.sampling(
             origins, directions, render_step_size=cfg.render_step_size,
@@ -321,10 +328,19 @@ class NerfScene(FieldScene):
         result = {"rgb": out.rgb, "alpha": out.opacity, "depth": out.depth}
         if options.median_depth:
             result["depth_median"] = median_depth(samples, out.weights, out.transmittance)
+        if depth_target is not None:
+            result["depth_deviation"] = depth_deviation(
+                samples.t_starts, samples.t_ends, out.weights, ri, out.opacity, depth_target
+            )
         return result
 
     def _render_rays_proposal(
-        self, origins: Tensor, directions: Tensor, options: RenderOptions, jitter: RayJitter | None
+        self,
+        origins: Tensor,
+        directions: Tensor,
+        options: RenderOptions,
+        jitter: RayJitter | None,
+        depth_target: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Proposal sampling, the radiance field on the final samples, the last sample's colour as background."""
         assert self.proposal is not None
@@ -356,6 +372,12 @@ class NerfScene(FieldScene):
                   "depth": out.depth}  # fmt: skip
         if options.median_depth:
             result["depth_median"] = median_depth(packed, out.weights, out.transmittance)
+        if (
+            depth_target is not None
+        ):  # what the field does not stop counts as a miss (the last colour's share)
+            result["depth_deviation"] = depth_deviation(
+                packed.t_starts, packed.t_ends, out.weights, ri, out.opacity, depth_target
+            )
         if requires_grad:
             self._proposal_cache.append((samples, out.weights.reshape(n_rays, -1)))
         return result

@@ -60,7 +60,7 @@ def sfm_depth_table(
     dataset, split: str, count: int, *, device: torch.device | str = "cpu"
 ) -> tuple[Int[Tensor, "M 3"], Float[Tensor, " M"]] | None:
     """All SfM depth targets of a split (``SceneDataset.sfm_depth``) as one table: rows ``(view, column, row)``
-    and the target distance of each; None when the dataset has none (duck-typed: no ``sfm_depth`` counts as none).
+    and the camera-z depth of each; None when the dataset has none (duck-typed: no ``sfm_depth`` counts as none).
     """
     if not getattr(dataset, "has_sfm_depth", False):
         return None
@@ -69,9 +69,9 @@ def sfm_depth_table(
         found = dataset.sfm_depth(split, i)
         if found is None:
             continue
-        pixels, distance = found
+        pixels, depth = found
         rows.append(torch.cat([torch.full((len(pixels), 1), i, dtype=torch.long), pixels.long()], -1))
-        targets.append(distance.float())
+        targets.append(depth.float())
     if not rows or sum(len(r) for r in rows) == 0:
         return None
     return torch.cat(rows).to(device), torch.cat(targets).to(device)

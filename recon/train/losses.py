@@ -34,8 +34,8 @@ class LossConfig:
     """Surface depth for the normal term: median depth (depth_ratio 1, bounded scenes) or expected depth."""
     sfm_depth_weight: float = 0.0
     """Weight of the SfM depth term (ray batches on datasets whose frames list the SfM points they observe, i.e.
-    COLMAP models with tracks): the relative L1 error of the rendered expected depth at the pixels the points
-    project into (``sfm_depth_loss``). 0 = off."""
+    COLMAP models with tracks): at the pixels the points project into, how far the rays' termination lies from the
+    points (``sfm_depth_loss``). 0 = off."""
     sfm_depth_fraction: float = 0.125
     """Share of each ray batch drawn at those pixels when the SfM depth term is on (the rest stays random)."""
 
@@ -98,25 +98,26 @@ def total_loss(
     return terms
 
 
-def sfm_depth_loss(depth: Float[Tensor, "C R 1"], target: Float[Tensor, "C R 1"]) -> Tensor:
-    """Mean of ``|depth - target| / target`` over the rays with a target (``target > 0``; 0 = none), or 0 when no
-    ray has one. Differentiable w.r.t. ``depth``.
+def sfm_depth_loss(deviation: Float[Tensor, "C R 1"], target: Float[Tensor, "C R 1"]) -> Tensor:
+    """Mean of the rendered ``depth_deviation`` (``RenderOutput.depth_deviation``: each ray's expected relative
+    distance of termination from its target, capped at 1 per sample, plus what the ray does not stop) over the
+    rays with a target (``target > 0``; 0 = none), or 0 when no ray has one. Differentiable w.r.t. ``deviation``.
 
-    A floater in front of an SfM point pulls the expected depth towards the camera and a surface behind it pushes
-    it away, so both pay in proportion to their weight on the ray (DS-NeRF's motivation, Deng et al. 2022; this is
-    the plain expected-depth form). Relative error, so that near and far points weigh alike in unbounded scenes.
+    A floater in front of an SfM point and a surface behind it both pay their weight on the ray (the idea of
+    DS-NeRF, Deng et al. 2022, in a form linear in the weights); the stretches between points are left to the
+    photometric loss.
     """
     valid = target > 0
     if not bool(valid.any()):
-        return depth.sum() * 0.0
-    return ((depth[valid] - target[valid]).abs() / target[valid]).mean()
+        return deviation.sum() * 0.0
+    return deviation[valid].mean()
 
 
 def loss_needs(config: LossConfig) -> RenderCapabilities:
     """What the scene must be able to render for these loss weights (checked once before training)."""
     normal = config.normal_weight > 0 and config.normal_from_fraction < 1.0
     return RenderCapabilities(
-        depth=normal or config.sfm_depth_weight > 0, normals=normal, depth_median=normal and config.median_depth,
+        depth=normal, normals=normal, depth_deviation=config.sfm_depth_weight > 0, depth_median=normal and config.median_depth,
         distortion=config.distortion_weight > 0 and config.normal_from_fraction < 1.0,
     )  # fmt: skip
 

@@ -36,7 +36,7 @@ class RayBatch:
         background: (C, R, 3) background colour of each ray.
         alpha: (C, R, 1) target alpha / mask, or None when the dataset has none.
         view_indices: (C,) training-view index of each camera.
-        depth: (C, R, 1) target distance along each unit ray from the SfM points (0 = none), or None when the
+        depth: (C, R, 1) camera-z depth targets at SfM points (0 = none), or None when the
             sampler draws no SfM rays.
     """
 
@@ -76,7 +76,7 @@ class RayBatchSampler:
             "black" (images without alpha are opaque: only the render sees the colour).
         generator: RNG of the draws.
         sfm_depth: SfM depth targets (``recon.train.data.sfm_depth_table``: rows ``(view, column, row)`` and their
-            target distances), or None.
+            camera-z depths), or None.
         sfm_depth_rays: how many of each batch's rays are drawn from ``sfm_depth`` (at evenly spread positions of
             the batch; their ``RayBatch.depth`` is the target, every other ray's 0). Needs ``images_per_batch = 0``.
 

@@ -176,13 +176,14 @@ class Trainer:
             camera, pixels, target, target_alpha = rays.camera, rays.pixels, rays.target, rays.alpha
             background, render_background = self.views.background, None
             view_indices, pass_start = rays.view_indices, False
+            depth_targets = rays.depth  # camera z at SfM points (0 elsewhere), or None
         else:
             assert isinstance(self.sampler, ViewSampler)  # chosen by cfg.batch in __init__
             indices, pass_start = self.sampler.next_views(cfg.views_per_rank * self.world)
             indices = indices[distributed.shard(len(indices), self.rank, self.world)]
             background = render_background = self._background()
             camera, target = self.views.views(indices, background)
-            pixels, view_indices = None, torch.tensor(indices)
+            pixels, view_indices, depth_targets = None, torch.tensor(indices), None
             target_alpha = (
                 None if self.views.alphas is None else self.views.alphas[view_indices.to(self.device)]
             )
@@ -195,7 +196,7 @@ class Trainer:
             background=render_background, backend=cfg.backend, depth=True,
             normals=needs_normals(cfg.loss, fraction),
             median_depth=needs_normals(cfg.loss, fraction), distortion=needs_distortion(cfg.loss, fraction),
-            stats=self.strategy.needs_stats, first_ray=first_ray,
+            stats=self.strategy.needs_stats, first_ray=first_ray, depth_targets=depth_targets,
         )  # fmt: skip
         render = self.scene.render(camera, options, pixels=pixels)
         if pixels is not None:
@@ -204,9 +205,9 @@ class Trainer:
                           pass_start, fraction, target_alpha=target_alpha, num_ranks=self.world,
                           sum_over_ranks=distributed.all_reduce_ if self.world > 1 else None)  # fmt: skip
         terms = total_loss(render, target, camera, cfg.loss, fraction=fraction) | self.scene.regularizers(ctx)
-        if pixels is not None and rays.depth is not None:
+        if depth_targets is not None:
             terms["sfm_depth"] = cfg.loss.sfm_depth_weight * sfm_depth_loss(
-                render.require("depth", by="the SfM depth loss"), rays.depth
+                render.require("depth_deviation", by="the SfM depth loss"), depth_targets
             )
         sctx = StrategyContext(ctx, self.scene, self.optimizer)
         self.strategy.before_backward(sctx)

@@ -232,7 +232,7 @@ def test_rgba_images_composite_over_the_stated_background(tmp_path, dw):
 @pytest.mark.parametrize("binary", [True, False])
 def test_tracks_give_each_frame_its_points_and_sfm_depth_targets(tmp_path, dw, binary):
     """Points placed at known pixel centres and distances of the images that observe them come back as those
-    pixels and distances (in normalised units); points behind the camera or outside the image are dropped."""
+    pixels and their camera z (in normalised units); points behind the camera or outside the image are dropped."""
     K, T = dw.random_cameras(10, width=W, height=H, seed=3)
     rng = np.random.default_rng(1)
     points, tracks, expected = [], [], {}
@@ -246,7 +246,7 @@ def test_tracks_give_each_frame_its_points_and_sfm_depth_targets(tmp_path, dw, b
         world = apply_T(invert_T(T[image]), x_cam)
         points += world.tolist()
         tracks += [[image, 5]] * 4  # image 5 observes them too, though they may fall outside its view
-        expected[image] = (np.stack([cols, rows], -1), dist)
+        expected[image] = (np.stack([cols, rows], -1), x_cam[:, 2])
     behind = apply_T(invert_T(T[1]), torch.tensor([[0.0, 0.0, -2.0]], dtype=torch.float64))
     outside = apply_T(invert_T(T[1]), torch.tensor([[1e3, 0.0, 1.0]], dtype=torch.float64))
     points += behind.tolist() + outside.tolist()
@@ -257,14 +257,14 @@ def test_tracks_give_each_frame_its_points_and_sfm_depth_targets(tmp_path, dw, b
     assert ds.has_sfm_depth
     s = ds.scale
     train_names = [f.name for f in ds.splits["train"]]
-    for image, (pixels, dist) in expected.items():
+    for image, (pixels, z) in expected.items():
         i = train_names.index(f"images/img_{image:03d}.png")
         frame = ds.frame("train", i)
         assert frame.points3d_ids is not None
         assert len(frame.points3d_ids) == (6 if image == 1 else 4)
-        got_pixels, got_dist = ds.sfm_depth("train", i)
+        got_pixels, got_z = ds.sfm_depth("train", i)
         assert got_pixels.tolist() == pixels.tolist()  # behind/outside dropped, order kept
-        assert_close(got_dist.double(), torch.tensor(dist) * s, rtol=1e-5, atol=1e-6, name="distance")
+        assert_close(got_z.double(), z * s, rtol=1e-5, atol=1e-6, name="camera z")
     empty = ds.sfm_depth("train", train_names.index("images/img_004.png"))  # observes nothing
     assert empty is None
     test_frame = ds.frame("test", 0)

@@ -231,3 +231,33 @@ def test_median_depth_on_opaque_pixels(fitted, dataset):
     # and never on rays that stay more than half transparent
     assert float((median[opaque] - out.depth[opaque]).abs().median()) < 3 * TINY.render_step_size
     assert bool((median[clear] == 0).all())
+
+
+def test_depth_targets_give_the_deviation_of_the_termination(fitted, dataset):
+    """With ``RenderOptions.depth_targets`` a pixel render returns ``depth_deviation``: small where the target is
+    the rendered depth of an opaque pixel, larger for a target twice as far, 0 without a target."""
+    scene = fitted[0].eval()
+    cam = dataset.camera("test", 0)
+    with torch.no_grad():
+        full = scene.render(cam, RenderOptions(background=dataset.background))
+    opaque = torch.nonzero(full.alpha[0, ..., 0] > 0.9)[:16]  # (row, col)
+    assert len(opaque) >= 8
+    pixels = opaque.flip(-1)[None]  # (1, R, 2) column, row
+    z = full.depth[0, opaque[:, 0], opaque[:, 1]][None]  # (1, R, 1)
+
+    def deviation(targets):
+        with torch.no_grad():
+            out = scene.render(cam, RenderOptions(background=dataset.background, depth_targets=targets),
+                               pixels=pixels)  # fmt: skip
+        return out.require("depth_deviation", by="this test")
+
+    scene.train()
+    at_surface, too_far = deviation(z), deviation(2 * z)
+    assert at_surface.shape == (1, len(opaque), 1)
+    assert float(at_surface.mean()) < 0.5 * float(too_far.mean())
+    none = deviation(torch.zeros_like(z))
+    assert bool((none == 0).all())
+    with pytest.raises(ValueError, match="depth_targets"):
+        deviation(z[:, :3])
+    plain = scene.render(cam, RenderOptions(background=dataset.background), pixels=pixels)
+    assert plain.depth_deviation is None

@@ -80,19 +80,16 @@ def test_loss_needs_follow_the_weights():
     assert loss_needs(LossConfig(normal_weight=1e-4, normal_from_fraction=1.0)).normals is False
 
 
-def test_sfm_depth_loss_is_the_relative_error_over_rays_with_a_target():
-    depth = torch.tensor([[[1.0], [3.0], [9.0]], [[2.0], [5.0], [7.0]]], requires_grad=True)
+def test_sfm_depth_loss_is_the_mean_deviation_over_rays_with_a_target():
+    deviation = torch.tensor([[[0.5], [3.0], [0.25]], [[0.0], [5.0], [7.0]]], requires_grad=True)
     target = torch.tensor([[[2.0], [0.0], [6.0]], [[2.0], [0.0], [0.0]]])  # 0 = no target
-    loss = sfm_depth_loss(depth, target)
-    assert float(loss.detach()) == pytest.approx((0.5 + 0.5 + 0.0) / 3)
+    loss = sfm_depth_loss(deviation, target)
+    assert float(loss.detach()) == pytest.approx((0.5 + 0.25 + 0.0) / 3)
     loss.backward()
-    grad = depth.grad.flatten().tolist()
-    assert grad == pytest.approx(
-        [-1 / 6, 0.0, 1 / 18, 0.0, 0.0, 0.0]
-    )  # sign(d - t) / (t * count); none off-target
-    none = sfm_depth_loss(depth, torch.zeros_like(target))
+    assert deviation.grad.flatten().tolist() == pytest.approx([1 / 3, 0.0, 1 / 3, 1 / 3, 0.0, 0.0])
+    none = sfm_depth_loss(deviation, torch.zeros_like(target))
     assert (
         float(none.detach()) == 0.0 and none.requires_grad
-    )  # no target in the batch: a zero that still backpropagates
-    assert loss_needs(LossConfig(normal_weight=0.0, sfm_depth_weight=0.1)).depth
-    assert not loss_needs(LossConfig(normal_weight=0.0)).depth
+    )  # no target in the batch: a zero that backpropagates
+    assert loss_needs(LossConfig(normal_weight=0.0, sfm_depth_weight=0.1)).depth_deviation
+    assert not loss_needs(LossConfig(normal_weight=0.0)).depth_deviation
