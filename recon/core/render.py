@@ -75,10 +75,9 @@ class RenderOutput:
         distortion: (*batch, 1) the 2DGS/mip-NeRF-360 distortion map, or None.
         stats: per-primitive statistics (``RenderOptions.stats``), or None.
         eikonal: eikonal residuals of SDF scenes, or None.
-        depth_deviation: (*batch, 1) for a render given ``RenderOptions.depth_targets``: the expected relative
-            distance of the ray's termination from its target, ``sum_i w_i min(|t_i - t*| / t*, 1) + (1 - alpha)``
-            over the samples ``t_i`` with weights ``w_i`` (``t*`` the target's distance along the ray; 0 on rays
-            without a target), or None.
+        depth_deviation: (*batch, 1) for a render given ``RenderOptions.depth_targets``: the weight the ray puts
+            off its target, ``sum_i w_i min(|t_i - t*| / t*, 1)`` over the samples ``t_i`` with weights ``w_i``
+            (``t*`` the target's distance along the ray; 0 on rays without a target), or None.
         producer: name of the scene class that rendered this (for error messages).
     """
 

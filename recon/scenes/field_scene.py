@@ -191,21 +191,22 @@ class FieldScene(Scene):
 
 
 def depth_deviation(
-    t_starts: Tensor, t_ends: Tensor, weights: Tensor, ray_indices: Tensor, opacity: Tensor, target: Tensor
+    t_starts: Tensor, t_ends: Tensor, weights: Tensor, ray_indices: Tensor, target: Tensor
 ) -> Float[Tensor, "R 1"]:
-    """Per ray, ``sum_i w_i min(|t_i - t*| / t*, 1) + (1 - opacity)``: how far, relative to the target distance
-    ``t*`` (R,), the ray's termination lies from it (samples ``t_i`` at the interval midpoints; whatever the ray
-    does not stop counts as missing by the cap, 1). 0 on rays with ``t* <= 0`` (no target).
+    """Per ray, ``sum_i w_i min(|t_i - t*| / t*, 1)``: the weight the ray puts off its target distance ``t*`` (R,),
+    each sample (``t_i`` at the interval midpoints) counted by its relative miss, capped at 1. 0 on rays with
+    ``t* <= 0`` (no target).
 
-    Unlike ``|E[t] - t*|`` it is linear in the weights, so a floater in front and a surface behind cannot average
-    out: every sample off the target pays its weight. Differentiable w.r.t. ``weights`` and ``opacity``.
+    Linear in the weights, so a floater in front and a surface behind cannot average out as they do in
+    ``|E[t] - t*|``. What the ray does not stop costs nothing: a term rewarding opacity anywhere made the unbounded
+    beer-can field put everything at the near plane (Adam undoes the near-camera gradient scaling there).
+    Differentiable w.r.t. ``weights``.
     """
-    has = target > 0
     goal = target.clamp_min(1e-6)[ray_indices]
     miss = (((t_starts + t_ends) * 0.5 - goal).abs() / goal).clamp(max=1.0)
     off = torch.zeros(len(target), dtype=weights.dtype, device=weights.device)
-    off = off.index_add(0, ray_indices, weights * miss.to(weights))
-    return torch.where(has[:, None], off[:, None] + (1.0 - opacity), torch.zeros_like(opacity))
+    off = off.index_add(0, ray_indices, weights * miss.to(weights) * (goal > 1e-6).to(weights))
+    return off[:, None]
 
 
 @torch.no_grad()

@@ -330,7 +330,7 @@ class NerfScene(FieldScene):
             result["depth_median"] = median_depth(samples, out.weights, out.transmittance)
         if depth_target is not None:
             result["depth_deviation"] = depth_deviation(
-                samples.t_starts, samples.t_ends, out.weights, ri, out.opacity, depth_target
+                samples.t_starts, samples.t_ends, out.weights, ri, depth_target
             )
         return result
 
@@ -372,11 +372,9 @@ class NerfScene(FieldScene):
                   "depth": out.depth}  # fmt: skip
         if options.median_depth:
             result["depth_median"] = median_depth(packed, out.weights, out.transmittance)
-        if (
-            depth_target is not None
-        ):  # what the field does not stop counts as a miss (the last colour's share)
+        if depth_target is not None:
             result["depth_deviation"] = depth_deviation(
-                packed.t_starts, packed.t_ends, out.weights, ri, out.opacity, depth_target
+                packed.t_starts, packed.t_ends, out.weights, ri, depth_target
             )
         if requires_grad:
             self._proposal_cache.append((samples, out.weights.reshape(n_rays, -1)))

@@ -99,9 +99,9 @@ def total_loss(
 
 
 def sfm_depth_loss(deviation: Float[Tensor, "C R 1"], target: Float[Tensor, "C R 1"]) -> Tensor:
-    """Mean of the rendered ``depth_deviation`` (``RenderOutput.depth_deviation``: each ray's expected relative
-    distance of termination from its target, capped at 1 per sample, plus what the ray does not stop) over the
-    rays with a target (``target > 0``; 0 = none), or 0 when no ray has one. Differentiable w.r.t. ``deviation``.
+    """Mean of the rendered ``depth_deviation`` (``RenderOutput.depth_deviation``: the weight each ray puts off
+    its target, counted by the relative miss capped at 1 per sample) over the rays with a target (``target > 0``;
+    0 = none), or 0 when no ray has one. Differentiable w.r.t. ``deviation``.
 
     A floater in front of an SfM point and a surface behind it both pay their weight on the ray (the idea of
     DS-NeRF, Deng et al. 2022, in a form linear in the weights); the stretches between points are left to the

@@ -78,7 +78,7 @@ def test_a_training_render_of_a_shard_equals_that_part_of_the_whole_batch():
                        scene.render(camera, RenderOptions(), pixels=pixels).depth.detach())  # fmt: skip
 
 
-def test_depth_deviation_is_linear_in_the_weights_and_counts_the_unstopped_rest():
+def test_depth_deviation_is_linear_in_the_weights_and_ignores_what_the_ray_does_not_stop():
     from recon.scenes.field_scene import depth_deviation
 
     # ray 0: samples at t = 1, 2, 4 (target 2); ray 1: no target; ray 2: one sample at 10 (target 4)
@@ -86,11 +86,10 @@ def test_depth_deviation_is_linear_in_the_weights_and_counts_the_unstopped_rest(
     t_ends = t_starts + 1.0
     ri = torch.tensor([0, 0, 0, 1, 2])
     weights = torch.tensor([0.2, 0.5, 0.2, 0.9, 0.6], dtype=torch.float64, requires_grad=True)
-    opacity = torch.tensor([[0.9], [0.9], [0.6]], dtype=torch.float64)
     target = torch.tensor([2.0, 0.0, 4.0], dtype=torch.float64)
-    out = depth_deviation(t_starts, t_ends, weights, ri, opacity, target)
-    # |1-2|/2 = 0.5, 0, |4-2|/2 = 1 (cap); |10-4|/4 = 1.5 -> 1 (cap)
-    expected = [0.2 * 0.5 + 0.5 * 0.0 + 0.2 * 1.0 + 0.1, 0.0, 0.6 * 1.0 + 0.4]
+    out = depth_deviation(t_starts, t_ends, weights, ri, target)
+    # |1-2|/2 = 0.5, 0, |4-2|/2 = 1 (cap); |10-4|/4 = 1.5 -> 1 (cap); the 0.1 and 0.4 not stopped cost nothing
+    expected = [0.2 * 0.5 + 0.5 * 0.0 + 0.2 * 1.0, 0.0, 0.6 * 1.0]
     assert out.shape == (3, 1) and out.flatten().tolist() == pytest.approx(expected)
     out.sum().backward()
     assert weights.grad.tolist() == pytest.approx(
