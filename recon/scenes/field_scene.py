@@ -183,10 +183,17 @@ class FieldScene(Scene):
         )  # fmt: skip
 
     def _render_rays(
-        self, origins: Tensor, directions: Tensor, options: RenderOptions, jitter: "RayJitter | None"
+        self,
+        origins: Tensor,
+        directions: Tensor,
+        options: RenderOptions,
+        jitter: "RayJitter | None",
+        depth_target: Tensor | None = None,
     ) -> dict[str, Tensor]:  # pragma: no cover - interface
         """Render a chunk of rays into the per-ray outputs described by ``render_camera`` (``jitter``: training
-        mode's stratified sampling; None renders deterministically)."""
+        mode's stratified sampling; None renders deterministically). ``depth_target`` (R,) target distances
+        along the rays reach only scenes with the ``depth_deviation`` capability, which then add
+        ``"depth_deviation"``."""
         raise NotImplementedError
 
 
