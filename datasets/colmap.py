@@ -91,12 +91,14 @@ class ColmapPoints:
     error: np.ndarray
     tracks: np.ndarray | None = None
 
-    def image_points(self, image_id: int) -> np.ndarray:
-        """Indices (into ``ids``) of the points image ``image_id`` observes (sorted, unique; empty without
-        tracks)."""
-        if self.tracks is None:
-            return np.empty(0, dtype=np.int64)
-        return np.unique(self.tracks[self.tracks[:, 1] == image_id, 0])
+    def points_by_image(self) -> dict[int, np.ndarray]:
+        """``IMAGE_ID -> indices (into ids)`` of the points each image observes (sorted, unique), from one sort of
+        the tracks; empty without tracks."""
+        if self.tracks is None or len(self.tracks) == 0:
+            return {}
+        rows = np.unique(self.tracks[:, [1, 0]], axis=0)  # (image, point) sorted by image, then point
+        images, starts = np.unique(rows[:, 0], return_index=True)
+        return {int(i): part[:, 1] for i, part in zip(images, np.split(rows, starts[1:]), strict=True)}
 
 
 # --- text ------------------------------------------------------------------------------------------------------
@@ -255,16 +257,16 @@ def read_points3d_binary(path: Path) -> ColmapPoints:
     xyz = np.empty((count, 3), dtype=np.float64)
     rgb = np.empty((count, 3), dtype=np.uint8)
     err = np.empty(count, dtype=np.float64)
-    tracks = []
+    track_points, track_images = [], []
     for k in range(count):
         pid, x, y, z, cr, cg, cb, e, track_len = r.read("QdddBBBdQ")
         ids[k], xyz[k], rgb[k], err[k] = pid, (x, y, z), (cr, cg, cb), e
-        elements = np.asarray(r.read("ii" * track_len), dtype=np.int64).reshape(
-            -1, 2
-        )  # (IMAGE_ID, POINT2D_IDX)
-        tracks.append(np.stack([np.full(track_len, k, dtype=np.int64), elements[:, 0]], -1))
-    track_rows = np.concatenate(tracks) if tracks else np.empty((0, 2), dtype=np.int64)
-    return ColmapPoints(ids=ids, xyz=xyz, rgb=rgb, error=err, tracks=track_rows)
+        track_images.extend(r.read("ii" * track_len)[0::2])  # (IMAGE_ID, POINT2D_IDX) pairs
+        track_points.extend([k] * track_len)
+    tracks = np.stack(
+        [np.asarray(track_points, dtype=np.int64), np.asarray(track_images, dtype=np.int64)], -1
+    )
+    return ColmapPoints(ids=ids, xyz=xyz, rgb=rgb, error=err, tracks=tracks.reshape(-1, 2))
 
 
 def _check_params(model: str, params: tuple, path: Path, cam_id: int, n: int) -> None:
@@ -365,6 +367,7 @@ def load_colmap(root: Path, opts: LoadOptions) -> SceneDataset:
     image_dir = find_image_folder(root) or root
     cam_file = next(p for p in (model / "cameras.bin", model / "cameras.txt") if p.is_file())
     lenses = {cid: lens_from_colmap(cam, f"camera {cid} in {cam_file}") for cid, cam in cameras.items()}
+    observed = points.points_by_image() if points is not None and points.tracks is not None else None
     frames = []
     for image in sorted(images.values(), key=lambda im: im.name):
         source = f"image {image.image_id} ({image.name}) in {model}"
@@ -381,8 +384,9 @@ def load_colmap(root: Path, opts: LoadOptions) -> SceneDataset:
             root, image_dir / image.name, K, T, (cam.width, cam.height), what=f"{source}: the image name",
             allow_outside=opts.allow_outside_root, camera_model=lens, distortion=dist,
         )  # fmt: skip
-        if points is not None and points.tracks is not None:
-            frame = replace(frame, points3d_ids=torch.from_numpy(points.image_points(image.image_id)))
+        if observed is not None:
+            ids = observed.get(image.image_id, np.empty(0, dtype=np.int64))
+            frame = replace(frame, points3d_ids=torch.from_numpy(ids))
         frames.append(frame)
     if not frames:
         raise DatasetError(f"COLMAP model in {model} has no registered images: expected at least one")

@@ -209,11 +209,10 @@ def depth_deviation(
     beer-can field put everything at the near plane (Adam undoes the near-camera gradient scaling there).
     Differentiable w.r.t. ``weights``.
     """
-    goal = target.clamp_min(1e-6)[ray_indices]
-    miss = (((t_starts + t_ends) * 0.5 - goal).abs() / goal).clamp(max=1.0)
+    goal = target[ray_indices]
+    miss = (((t_starts + t_ends) * 0.5 - goal).abs() / goal.clamp_min(1e-6)).clamp(max=1.0) * (goal > 0)
     off = torch.zeros(len(target), dtype=weights.dtype, device=weights.device)
-    off = off.index_add(0, ray_indices, weights * miss.to(weights) * (goal > 1e-6).to(weights))
-    return off[:, None]
+    return off.index_add(0, ray_indices, weights * miss.to(weights))[:, None]
 
 
 @torch.no_grad()

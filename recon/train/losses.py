@@ -107,18 +107,17 @@ def sfm_depth_loss(deviation: Float[Tensor, "C R 1"], target: Float[Tensor, "C R
     DS-NeRF, Deng et al. 2022, in a form linear in the weights); the stretches between points are left to the
     photometric loss.
     """
-    valid = target > 0
-    if not bool(valid.any()):
-        return deviation.sum() * 0.0
-    return deviation[valid].mean()
+    valid = (target > 0).to(deviation)
+    return (deviation * valid).sum() / valid.sum().clamp_min(1.0)  # no host sync
 
 
 def loss_needs(config: LossConfig) -> RenderCapabilities:
     """What the scene must be able to render for these loss weights (checked once before training)."""
     normal = config.normal_weight > 0 and config.normal_from_fraction < 1.0
     return RenderCapabilities(
-        depth=normal, normals=normal, depth_deviation=config.sfm_depth_weight > 0, depth_median=normal and config.median_depth,
+        depth=normal, normals=normal, depth_median=normal and config.median_depth,
         distortion=config.distortion_weight > 0 and config.normal_from_fraction < 1.0,
+        depth_deviation=config.sfm_depth_weight > 0,
     )  # fmt: skip
 
 

@@ -131,6 +131,8 @@ class RayBatchSampler:
         """A sampler over a ``recon.train.data.TrainViews`` (images, alphas, cameras, background); with
         ``sfm_depth_fraction > 0`` and SfM depth targets in ``views``, that share of each batch's rays (at least
         one) is drawn at them."""
+        if not 0.0 <= sfm_depth_fraction < 1.0:
+            raise ReconError(f"loss.sfm_depth_fraction must be in [0, 1), got {sfm_depth_fraction}")
         table = getattr(views, "sfm_depth", None)
         rays = 0
         if sfm_depth_fraction > 0 and table is not None:
@@ -156,18 +158,16 @@ class RayBatchSampler:
         views = self._draw(n, (c,))
         cols, rows = self._draw(w, (c, r)), self._draw(h, (c, r))
         depth = None
-        if (
-            self.sfm_depth is not None
-        ):  # k rays at SfM points, spread evenly over the batch (every rank's shard
-            table, distances = (
-                self.sfm_depth
-            )  # of a data-parallel step gets its share); c = R cameras, 1 pixel each
+        if self.sfm_depth is not None:
+            # k rays at SfM points, spread evenly over the batch so every rank's shard of a data-parallel step gets
+            # its share (c = R cameras of one pixel each)
+            table, depths = self.sfm_depth
             k = self.sfm_depth_rays
             slots = (torch.arange(k) * c // k).to(views.device)
             pick = self._draw(len(table), (k,))
             views[slots], cols[slots, 0], rows[slots, 0] = table[pick, 0], table[pick, 1], table[pick, 2]
             depth = torch.zeros(c, r, 1, dtype=self.images.dtype, device=self.images.device)
-            depth[slots, 0, 0] = distances[pick].to(depth)
+            depth[slots, 0, 0] = depths[pick].to(depth)
         target = self.images[views[:, None], rows, cols]
         alpha = None if self.alphas is None else self.alphas[views[:, None], rows, cols]
         background = self._backgrounds(c, r)

@@ -95,3 +95,15 @@ def test_depth_deviation_is_linear_in_the_weights_and_ignores_what_the_ray_does_
     assert weights.grad.tolist() == pytest.approx(
         [0.5, 0.0, 1.0, 0.0, 1.0]
     )  # each sample's miss; none off-target
+
+
+def test_depth_deviation_float64_gradcheck():
+    from recon.scenes.field_scene import depth_deviation
+
+    g = torch.Generator().manual_seed(0)
+    t_starts = torch.rand(7, generator=g, dtype=torch.float64) * 4
+    t_ends = t_starts + 0.1
+    ri = torch.tensor([0, 0, 0, 1, 1, 2, 2])
+    target = torch.tensor([2.0, 0.0, 1.5], dtype=torch.float64)
+    weights = torch.rand(7, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda w: depth_deviation(t_starts, t_ends, w, ri, target), (weights,))

@@ -149,6 +149,8 @@ def test_sfm_depth_from_views_fraction_and_bad_arguments(gen):
         ).sfm_depth_rays
         == 0
     )
+    with pytest.raises(ReconError, match="sfm_depth_fraction"):
+        RayBatchSampler.from_views(views, rays_per_batch=64, generator=g, sfm_depth_fraction=1.0)
     for kwargs in ({"sfm_depth_rays": 4}, {"sfm_depth": (rows, targets), "sfm_depth_rays": 16},
                    {"sfm_depth": (rows, targets), "sfm_depth_rays": 4, "images_per_batch": 4}):  # fmt: skip
         with pytest.raises(ReconError, match="sfm_depth_rays"):
