@@ -10,6 +10,7 @@ from typing import Literal
 
 from recon.core.shapes import Backend
 from recon.scenes.triangles import TriangleSceneConfig
+from recon.train.appearance import AppearanceMode
 from recon.train.losses import LossConfig
 from recon.train.triangles_mcmc import TriangleMCMCConfig
 
@@ -105,6 +106,10 @@ class TrainConfig:
     views_per_rank: int = 1
     """With batch "image": training views each process renders per step (the loss is their mean); a step of N
     processes (--nproc N) renders N x views_per_rank views (docs/distributed.md)."""
+    appearance: AppearanceMode = "off"
+    """Per-image exposure compensation of the training renders (recon.train.appearance): affine, off, or auto
+    (affine for photos without alpha masks, i.e. real captures). Training only: evaluation and renders use the
+    average exposure of the training photos."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
@@ -39,6 +39,7 @@ from recon.metrics import psnr_tensor
 from recon.renderers._backend import backend_report, reset_backend_report
 from recon.scenes.base import RenderOptions, Scene, StepContext
 from recon.train import distributed
+from recon.train.appearance import ExposureCompensation, uses_compensation
 from recon.train.budget import Budget
 from recon.train.config import TrainConfig, model_config_hash
 from recon.train.data import TrainViews, ViewSampler
@@ -133,7 +134,13 @@ class Trainer:
         elif scene is None:
             scene = method.scene_cls.from_dataset(cfg.scene, dataset, generator=self.generator)  # pyright: ignore[reportAttributeAccessIssue]  # every method's TrainConfig subclass has it
         self.scene = scene.to(device)
-        self.optimizer = ParamOptimizer(self.scene.param_groups())
+        self.appearance = (
+            ExposureCompensation(len(self.views)).to(device)
+            if uses_compensation(cfg.appearance, has_alpha=self.views.alphas is not None)
+            else None
+        )
+        extra_groups = [] if self.appearance is None else self.appearance.param_groups()
+        self.optimizer = ParamOptimizer(self.scene.param_groups() + extra_groups)
         self.strategy = method.make_strategy(cfg, len(self.views))
         # Capabilities are checked once, here: a loss or strategy needing an output the scene cannot render fails
         # before any work, naming both (instead of skipping a term silently at every step).
@@ -199,6 +206,9 @@ class Trainer:
             stats=self.strategy.needs_stats, first_ray=first_ray, depth_targets=depth_targets,
         )  # fmt: skip
         render = self.scene.render(camera, options, pixels=pixels)
+        if self.appearance is not None:  # per-image exposure (training only)
+            rgb = self.appearance(render.rgb, render.alpha, view_indices, background=render_background)
+            render = replace(render, rgb=rgb)
         if pixels is not None:
             render = rays.over_background(render)
         ctx = StepContext(step, cfg.steps, camera, target, background, render, view_indices, len(self.views),
@@ -432,6 +442,8 @@ class Trainer:
         out |= {f"optim.{k}": v for k, v in self.optimizer.state_tensors().items()}
         out |= {f"strategy.{k}": v for k, v in self.strategy.state_tensors().items()}
         out |= {f"sampler.{k}": v for k, v in self.sampler.state_tensors().items()}
+        if self.appearance is not None:
+            out |= {f"appearance.{k}": v for k, v in self.appearance.state_dict().items()}
         out["trainer.generator"] = self.generator.get_state()
         return out
 
@@ -479,6 +491,8 @@ class Trainer:
         scene = method.scene_cls.empty(cfg.scene)  # pyright: ignore[reportAttributeAccessIssue]  # every method's TrainConfig subclass has it
         scene.load_state_dict_resizing(_section(tensors, "scene"))
         trainer = cls(cfg, method, dataset, run, device=device, scene=scene)
+        if trainer.appearance is not None:
+            trainer.appearance.load_state_dict(_section(tensors, "appearance"))
         trainer.optimizer.load_state_tensors(_section(tensors, "optim"))
         trainer.strategy.load_state_tensors(_section(tensors, "strategy"))
         trainer.sampler.load_state_tensors(_section(tensors, "sampler"))

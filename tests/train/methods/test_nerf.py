@@ -7,6 +7,7 @@ import yaml
 
 from recon.cli import train as train_cli
 from recon.core import MissingRenderOutput
+from recon.datasets import load_dataset
 from recon.runs import RunDir
 from recon.scenes.nerf import NerfScene, NerfSceneConfig
 from recon.scenes.triangles import TriangleSceneConfig, TriangleSplatScene
@@ -114,3 +115,20 @@ def test_sfm_depth_term_pulls_the_rendered_depth_onto_the_sfm_points(tmp_path):
     with_term, logged = depth_error(1.0)
     assert all(v is None for v in logged_without) and all(v is not None for v in logged)
     assert with_term < 0.3 * without, (with_term, without)
+
+
+def test_photos_train_with_exposure_compensation_on_ray_batches(tmp_path):
+    """``--appearance auto`` on a capture without alpha: each training photo gets its affine exposure, trained
+    through the ray batches and kept in the checkpoint (never in the scene: renders use the average exposure)."""
+    data = write_colmap(tmp_path / "d", kind="forward", points=30)
+    run_dir = tmp_path / "run"
+    argv = ["nerf", "--data", str(data), "--steps", "4", "--run-dir", str(run_dir), "--no-final-eval",
+            "--no-progress", "--threads", "1", "--logger", "none", "--rays-per-batch", "64",
+            "--scene.proposal-samples", "8", "--scene.num-samples", "4", "--scene.proposal-max-resolutions", "16",
+            "--scene.grid-log2-size", "10", "--scene.proposal-grid-log2-size", "8", "--appearance", "auto"]  # fmt: skip
+    assert train_cli.main(argv) == 0
+    tensors, _ = RunDir(run_dir).load_checkpoint()
+    train_views = len(load_dataset(data).splits["train"])
+    assert tensors["appearance.log_gain"].shape == tensors["appearance.bias"].shape == (train_views, 3)
+    assert tensors["appearance.log_gain"].abs().max() > 0 and tensors["appearance.bias"].abs().max() > 0
+    assert not any(k.startswith("scene.appearance") for k in tensors)
