@@ -132,6 +132,11 @@ def evaluate_run(
         "num_primitives": scene.num_primitives(),
         "train_peak_memory": _train_peak_memory(run, step),
     }
+    if _checkpoint_meta(run, step).get("exposure_compensation"):
+        result["protocol"]["exposure"] = (
+            "training compensated each photo's exposure (--appearance); these renders use the training photos' "
+            "average exposure, with no per-view correction of the test views"
+        )
     if m["lpips"] is None:
         result["lpips_unavailable_reason"] = m["lpips_unavailable_reason"]
     gt = getattr(dataset, "gt_mesh_path", None)
@@ -186,15 +191,20 @@ def _mesh_eval(scene, method: Method, dataset, cfg: TrainConfig, *, split: str, 
 def _train_peak_memory(run: RunDir, step: int) -> dict[str, Any]:
     """Peak memory of the training process up to the checkpoint of ``step`` (``recon.train.memory``), from the
     checkpoint's metadata; ``{"unavailable_reason"}`` for checkpoints written before it was recorded."""
-    from recon.checkpoint_io import _read_json
-
-    found = dict(run.checkpoints()).get(step)
-    meta = _read_json(found.with_suffix(".json")) if found is not None else {}
+    meta = _checkpoint_meta(run, step)
     if not isinstance(meta.get("peak_memory"), dict):
         return {
             "unavailable_reason": f"checkpoint of step {step} records no peak memory (written by an older recon)"
         }
     return meta["peak_memory"]
+
+
+def _checkpoint_meta(run: RunDir, step: int) -> dict[str, Any]:
+    """The metadata of the checkpoint of ``step`` (empty when there is none)."""
+    from recon.checkpoint_io import _read_json
+
+    found = dict(run.checkpoints()).get(step)
+    return _read_json(found.with_suffix(".json")) if found is not None else {}
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:

@@ -462,7 +462,8 @@ class Trainer:
             return None
         meta = {"method": self.method.name, "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
                 "num_primitives": self.scene.num_primitives(), "model_config_hash": model_config_hash(self.cfg),
-                "backends": backend_report(), "peak_memory": peak_memory(self.device)}  # fmt: skip
+                "backends": backend_report(), "peak_memory": peak_memory(self.device),
+                "exposure_compensation": self.appearance is not None}  # fmt: skip
         with self._critical():
             path = self.run.save_checkpoint(
                 self.step, self.state_tensors(), meta, keep_last=self.cfg.keep_checkpoints

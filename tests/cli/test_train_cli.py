@@ -50,6 +50,7 @@ def test_train_eval_export_render(data, tmp_path, capsys):
         assert key in ev, key
     assert ev["step"] == 20 and ev["num_images"] == 2 and ev["protocol"]["background"] == "white"
     assert set(ev["protocol"]) >= {"background", "resolution", "split_rule", "backend", "device"}
+    assert "exposure" not in ev["protocol"]  # no per-photo compensation (Blender images carry alpha)
     # what really ran, per op family (not the requested "auto"); Warp runs on this CPU
     assert ev["protocol"]["backend"] == {"splat": "warp"} and ev["protocol"]["backend_requested"] == "auto"
     assert "chamfer" in ev and "fscore" in ev and "fscore_threshold" in ev  # synthetic data has a GT mesh

@@ -1,6 +1,8 @@
 """``recon train nerf``: the strategy follows the scene type (occupancy grid for bounded scenes, proposal schedules
 for unbounded and forward ones), in isolation and through the command line on a tiny forward-facing capture."""
 
+import json
+
 import pytest
 import torch
 import yaml
@@ -122,7 +124,7 @@ def test_photos_train_with_exposure_compensation_on_ray_batches(tmp_path):
     through the ray batches and kept in the checkpoint (never in the scene: renders use the average exposure)."""
     data = write_colmap(tmp_path / "d", kind="forward", points=30)
     run_dir = tmp_path / "run"
-    argv = ["nerf", "--data", str(data), "--steps", "4", "--run-dir", str(run_dir), "--no-final-eval",
+    argv = ["nerf", "--data", str(data), "--steps", "4", "--run-dir", str(run_dir),
             "--no-progress", "--threads", "1", "--logger", "none", "--rays-per-batch", "64",
             "--scene.proposal-samples", "8", "--scene.num-samples", "4", "--scene.proposal-max-resolutions", "16",
             "--scene.grid-log2-size", "10", "--scene.proposal-grid-log2-size", "8", "--appearance", "auto"]  # fmt: skip
@@ -132,3 +134,6 @@ def test_photos_train_with_exposure_compensation_on_ray_batches(tmp_path):
     assert tensors["appearance.log_gain"].shape == tensors["appearance.bias"].shape == (train_views, 3)
     assert tensors["appearance.log_gain"].abs().max() > 0 and tensors["appearance.bias"].abs().max() > 0
     assert not any(k.startswith("scene.appearance") for k in tensors)
+    # the scores say how the test views were rendered (the average exposure, no per-view correction)
+    protocol = json.loads((run_dir / "eval.json").read_text())["protocol"]
+    assert "average exposure" in protocol["exposure"]
