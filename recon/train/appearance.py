@@ -1,4 +1,4 @@
-"""Per-image exposure compensation of the training renders (real captures, docs/training.md).
+"""Per-image exposure compensation of the training renders (real captures, docs/nerf.md).
 
 A hand-held capture changes exposure and white balance from photo to photo (auto exposure). A scene fitted to such
 photos explains the changes with view-dependent colour and with semi-transparent floaters near the cameras, which

@@ -34,13 +34,7 @@ def dataset():
     return fake_data.FakeDataset(size=32, views=12, test_views=4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: one torch thread is several times faster than two on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(steps: int, **strategy) -> TrianglesTrainConfig:
