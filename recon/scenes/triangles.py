@@ -70,6 +70,12 @@ class TriangleSceneConfig:
     """lambda_s: weight of 1 / mean(area) while densification runs (spec §8)."""
     area_until_fraction: float = 25_000 / 30_000
     """Fraction of the step budget after which the area term stops (the spec's densify_until)."""
+    supersample: int = 1
+    """Raster resolution factor k: every render rasterises the triangles at k times the camera's width and height
+    and box-filters each k x k block into one output pixel. The 1-px inradius cull (spec §5) then applies to
+    raster pixels, so triangles down to 1/k output pixel survive: on low-resolution images (the soup's size is
+    bounded by the image resolution at k = 1) a longer budget can buy a larger soup. Costs ~k^2 per render;
+    chosen by the capacity rule under a time budget (recon.train.capacity, docs/budget.md)."""
     incenter_grad: bool = False
     """Differentiate through the incenter and inradius (False reproduces the published gradient)."""
     capture: Literal["auto", "object", "outdoor"] = "auto"
@@ -101,6 +107,8 @@ class TriangleSplatScene(Scene):
         super().__init__()
         if not 0 <= config.sh_degree <= MAX_SH_DEGREE:
             raise ValueError(f"scene.sh_degree must be in [0, {MAX_SH_DEGREE}], got {config.sh_degree}")
+        if config.supersample < 1:
+            raise ValueError(f"scene.supersample must be a positive integer, got {config.supersample}")
         self.config = config
         n = vertices.shape[0]
         rest = num_sh_coeffs(config.sh_degree) - 1
@@ -193,11 +201,15 @@ class TriangleSplatScene(Scene):
         Returns:
             RenderOutput with rgb/alpha (C, H, W, ·), expected depth (z), world-space normals when requested,
             median depth and distortion when requested and the per-triangle statistics (``stats``: max
-            blending weight, radii, visibility, (C, N)) when ``options.stats``.
+            blending weight, radii, visibility, (C, N)) when ``options.stats``. With ``scene.supersample`` k > 1
+            the per-pixel outputs are k x k box-filtered raster pixels and the statistics are in raster pixels.
 
         Differentiable w.r.t. all parameters (statistics are detached).
         """
         camera = camera.to(device=self.vertices.device, dtype=self.vertices.dtype)
+        k = self.config.supersample
+        if k > 1:
+            camera = camera.scaled(1.0 / k, width=camera.width * k, height=camera.height * k)
         centroids = self.vertices.mean(dim=1)
         dirs = centroids[None] - camera.centers()[:, None, :]  # (C, N, 3): spec §1 view direction
         colors = torch.stack([self.colors(dirs[c]) for c in range(len(camera))])
@@ -233,6 +245,8 @@ class TriangleSplatScene(Scene):
             stats=stats,
             producer=type(self).__name__,
         )
+        if k > 1:
+            result = result.map_pixels(lambda t: _box_filter(t, k))
         return _gather(result, pixels) if pixels is not None else result
 
     def param_groups(self) -> list[ParamGroup]:
@@ -273,6 +287,12 @@ class TriangleSplatScene(Scene):
         return Mesh(
             vertices=unique, faces=faces, face_colors=colors, face_alpha=self.opacities()[keep].detach()
         )
+
+
+def _box_filter(t: Tensor, k: int) -> Tensor:
+    """(C, kH, kW, D) -> (C, H, W, D): the mean of each k x k block (``scene.supersample``)."""
+    c, h, w, d = t.shape
+    return t.reshape(c, h // k, k, w // k, k, d).mean(dim=(2, 4))
 
 
 def _gather(out: RenderOutput, pixels: Tensor) -> RenderOutput:

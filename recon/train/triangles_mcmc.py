@@ -146,7 +146,11 @@ class TriangleMCMC(Strategy):
             raise ValueError("TriangleMCMC.after_backward needs the step's render (StepContext.render)")
         stats = step.render.require_stats(by="TriangleMCMC densification")
         self.importance = torch.maximum(self.importance, stats.max_blending.detach().amax(0).float())
-        self.image_size = torch.maximum(self.image_size, stats.radius_px.detach().amax(0).float())
+        # image sizes in output pixels (the size rules' unit); visibility in raster pixels (what the cull saw)
+        raster_per_px = float(scene.config.supersample)
+        self.image_size = torch.maximum(
+            self.image_size, stats.radius_px.detach().amax(0).float() / raster_per_px
+        )
         if self.counting == COUNTING:
             seen = (stats.inradius_px.detach() > VISIBLE_INRADIUS_PX).sum(0)
             self.visible_count += seen.float()

@@ -1,6 +1,7 @@
 """TriangleSplatScene: parameters and activations (spec §1), initialisation (§9), render, gradients, state."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -85,6 +86,33 @@ def test_pixels_select_from_full_render(gen):
     part = scene.render(cam, RenderOptions(backend="torch"), pixels=pix)
     assert part.rgb.shape == (1, 3, 3)
     assert torch.equal(part.rgb[0, 1], full.rgb[0, 7, 20])
+
+
+def test_supersample_box_filters_a_finer_raster(gen):
+    # scene.supersample = 2 renders 64 x 64 raster pixels per 32 x 32 image: each output pixel is the mean of its
+    # 2 x 2 block of the k = 1 scene's render of the same triangles into the doubled camera.
+    base = _scene(gen)
+    fine = TriangleSplatScene(replace(base.config, supersample=2), base.vertices.detach(), torch.zeros(80, 3))
+    fine.load_state_dict(base.state_dict())
+    cam, opts = _camera(), RenderOptions(background=torch.ones(3), backend="torch", stats=True)
+    out = fine.render(cam, opts)
+    big = base.render(cam.scaled(0.5, width=64, height=64), opts)
+    assert out.rgb.shape == (1, 32, 32, 3) and out.depth.shape == (1, 32, 32, 1)
+    block = big.rgb.reshape(1, 32, 2, 32, 2, 3).mean(dim=(2, 4))
+    assert torch.allclose(out.rgb, block, atol=1e-6)
+    assert torch.equal(out.stats.inradius_px, big.stats.inradius_px)  # statistics stay in raster pixels
+    out.rgb.sum().backward()
+    assert fine.vertices.grad is not None and torch.count_nonzero(fine.vertices.grad) > 0
+    # a triangle too small for the 1-px inradius cull at k = 1 is drawn at k = 2 (the point of the option)
+    tiny = torch.tensor(
+        [[[-0.09, 0.0, -0.06], [0.09, 0.0, -0.06], [0.0, 0.0, 0.12]]]
+    )  # inradius ~0.7 px at k = 1
+    one, two = (TriangleSplatScene(TriangleSceneConfig(sh_degree=0, supersample=k), tiny, torch.zeros(1, 3))
+                for k in (1, 2))  # fmt: skip
+    assert float(one.render(cam, opts).alpha.detach().max()) == 0.0
+    assert float(two.render(cam, opts).alpha.detach().max()) > 0.0
+    with pytest.raises(ValueError, match="scene.supersample"):
+        TriangleSplatScene(TriangleSceneConfig(supersample=0), tiny, torch.zeros(1, 3))
 
 
 def test_regularizers_follow_schedule(gen):
