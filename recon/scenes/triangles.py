@@ -66,6 +66,9 @@ class TriangleSceneConfig:
     lr_sigma: float = 0.0008
     opacity_weight: float = 0.0055
     """lambda_o: weight of mean(opacity) in the loss (spec §8)."""
+    opacity_on_objects: bool = True
+    """Apply the opacity term on object captures (``capture: object``); outdoor captures always get it. The CPU
+    preset turns it off: on objects with its 4x learning rates the term shrank the soup as budgets grew (docs/budget.md)."""
     area_weight: float = 1e-8
     """lambda_s: weight of 1 / mean(area) while densification runs (spec §8)."""
     area_until_fraction: float = 25_000 / 30_000
@@ -261,12 +264,12 @@ class TriangleSplatScene(Scene):
         ]
 
     def regularizers(self, ctx: StepContext) -> dict[str, Tensor]:
-        """Opacity term (always) and area term (before ``area_until_fraction``), spec §8; already weighted."""
+        """Opacity term (unless ``opacity_on_objects`` is off on an object capture) and area term (before ``area_until_fraction``), spec §8; already weighted."""
         cfg = self.config
         terms: dict[str, Tensor] = {}
         if self.num_primitives() == 0:
             return terms
-        if cfg.opacity_weight > 0:
+        if cfg.opacity_weight > 0 and (cfg.opacity_on_objects or cfg.capture != "object"):
             terms["opacity"] = cfg.opacity_weight * self.opacities().mean()
         if cfg.area_weight > 0 and ctx.fraction < cfg.area_until_fraction:
             terms["area"] = cfg.area_weight / self.areas().mean().clamp_min(AREA_EPS)
