@@ -18,6 +18,7 @@ from recon.core import Camera, Mesh, PrimitiveStats, RenderCapabilities, RenderO
 from recon.renderers.splat import eval_sh, rasterize_triangles
 from recon.renderers.splat.sh import num_sh_coeffs, rgb_to_sh
 from recon.scenes.base import (
+    ConstantLr,
     ExponentialDecayLr,
     ExportOptions,
     ParamGroup,
@@ -60,6 +61,9 @@ class TriangleSceneConfig:
     """Vertex learning rate at the end of the step budget relative to the start (log-linear decay)."""
     lr_scale: float = 1.0
     """Multiplier of every learning rate below (short step budgets need larger steps than the 30k recipe)."""
+    lr_scale_decay: bool = False
+    """Let the learning rates other than the vertices' decay log-linearly from ``lr_scale`` times their value to
+    their value over the budget (without it they stay at ``lr_scale`` times their value)."""
     lr_sh_dc: float = 0.0025
     lr_sh_rest: float = 0.0025 / 20
     lr_opacity: float = 0.014
@@ -255,12 +259,13 @@ class TriangleSplatScene(Scene):
     def param_groups(self) -> list[ParamGroup]:
         cfg, k = self.config, self.config.lr_scale
         decay = ExponentialDecayLr(cfg.lr_vertices_final_ratio)
+        rest = ExponentialDecayLr(1.0 / k) if cfg.lr_scale_decay and k > 1.0 else ConstantLr()
         return [
             ParamGroup("vertices", self.vertices, k * cfg.lr_vertices, decay),
-            ParamGroup("sh_dc", self.sh_dc, k * cfg.lr_sh_dc),
-            ParamGroup("sh_rest", self.sh_rest, k * cfg.lr_sh_rest),
-            ParamGroup("logit_opacities", self.logit_opacities, k * cfg.lr_opacity),
-            ParamGroup("raw_sigmas", self.raw_sigmas, k * cfg.lr_sigma),
+            ParamGroup("sh_dc", self.sh_dc, k * cfg.lr_sh_dc, rest),
+            ParamGroup("sh_rest", self.sh_rest, k * cfg.lr_sh_rest, rest),
+            ParamGroup("logit_opacities", self.logit_opacities, k * cfg.lr_opacity, rest),
+            ParamGroup("raw_sigmas", self.raw_sigmas, k * cfg.lr_sigma, rest),
         ]
 
     def regularizers(self, ctx: StepContext) -> dict[str, Tensor]:

@@ -115,6 +115,20 @@ def test_supersample_box_filters_a_finer_raster(gen):
         TriangleSplatScene(TriangleSceneConfig(supersample=0), tiny, torch.zeros(1, 3))
 
 
+def test_lr_scale_decay_schedules(gen):
+    from recon.scenes.base import ConstantLr, ExponentialDecayLr
+
+    scene = _scene(gen)
+    scene.config = replace(scene.config, lr_scale=4.0)
+    groups = {g.name: g for g in scene.param_groups()}
+    assert isinstance(groups["sh_dc"].schedule, ConstantLr)
+    scene.config = replace(scene.config, lr_scale_decay=True)
+    groups = {g.name: g for g in scene.param_groups()}
+    for name in ("sh_dc", "sh_rest", "logit_opacities", "raw_sigmas"):
+        assert groups[name].schedule == ExponentialDecayLr(0.25), name  # 4x -> 1x over the budget
+    assert groups["vertices"].schedule == ExponentialDecayLr(scene.config.lr_vertices_final_ratio)
+
+
 def test_regularizers_follow_schedule(gen):
     scene = _scene(gen)
     ctx = StepContext(
