@@ -71,8 +71,9 @@ class TriangleSceneConfig:
     opacity_weight: float = 0.0055
     """lambda_o: weight of mean(opacity) in the loss (spec §8)."""
     opacity_on_objects: bool = True
-    """Apply the opacity term on object captures (``capture: object``); outdoor captures always get it. The CPU
-    preset turns it off: on objects with its 4x learning rates the term shrank the soup as budgets grew (docs/budget.md)."""
+    """Apply the opacity term on object captures (``capture: object``); outdoor captures always get it. Off, the
+    soup of a low-resolution object scene grows with the budget, but on the chair it then fills the cap and a
+    20-minute run gets too few steps (docs/budget.md); every preset keeps it on."""
     area_weight: float = 1e-8
     """lambda_s: weight of 1 / mean(area) while densification runs (spec §8)."""
     area_until_fraction: float = 25_000 / 30_000
