@@ -82,8 +82,8 @@ class TriangleSceneConfig:
     """Raster resolution factor k: every render rasterises the triangles at k times the camera's width and height
     and box-filters each k x k block into one output pixel. The 1-px inradius cull (spec §5) then applies to
     raster pixels, so triangles down to 1/k output pixel survive: on low-resolution images (the soup's size is
-    bounded by the image resolution at k = 1) a longer budget can buy a larger soup. Costs ~k^2 per render;
-    chosen by the capacity rule under a time budget (recon.train.capacity, docs/budget.md)."""
+    bounded by the image resolution at k = 1) a longer budget can buy a larger soup. Costs ~k^2 per render. An
+    option: no capacity rule chooses it yet (measurements in docs/budget.md)."""
     incenter_grad: bool = False
     """Differentiate through the incenter and inradius (False reproduces the published gradient)."""
     capture: Literal["auto", "object", "outdoor"] = "auto"
@@ -270,7 +270,8 @@ class TriangleSplatScene(Scene):
         ]
 
     def regularizers(self, ctx: StepContext) -> dict[str, Tensor]:
-        """Opacity term (unless ``opacity_on_objects`` is off on an object capture) and area term (before ``area_until_fraction``), spec §8; already weighted."""
+        """Opacity term (unless ``opacity_on_objects`` is off on an object capture) and area term (before
+        ``area_until_fraction``), spec §8; already weighted."""
         cfg = self.config
         terms: dict[str, Tensor] = {}
         if self.num_primitives() == 0:

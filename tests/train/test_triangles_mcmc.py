@@ -200,3 +200,27 @@ def test_prune_only_after_until(gen):
     strat.importance[:4] = 0.0
     strat.prune(_ctx(scene, opt, 25_999))
     assert scene.num_primitives() == 26
+
+
+def test_supersampled_statistics_size_rules_in_output_pixels(gen):
+    # scene.supersample = 2: the renderer reports radii in raster pixels; the size rules (big_size_px, the image-size
+    # pruning) compare output pixels, so the strategy halves them. Visibility keeps the raster's 1-px rule.
+    from dataclasses import replace
+
+    from recon.core import PrimitiveStats, RenderOutput
+
+    scene = _scene(3, gen)
+    scene.config = replace(scene.config, supersample=2)
+    opt = _stepped_optimizer(scene, gen)
+    strategy = TriangleMCMC(TriangleMCMCConfig(), num_views=100, max_sh_degree=1)
+    ctx = _ctx(scene, opt, step=10)
+    stats = PrimitiveStats(
+        max_blending=torch.full((1, 3), 0.5), radius_px=torch.tensor([[30, 4, 0]], dtype=torch.int32),
+        inradius_px=torch.tensor([[3.0, 1.5, 0.0]]), visible=torch.tensor([[True, True, False]]),
+    )  # fmt: skip
+    render = RenderOutput(rgb=torch.zeros(1, 1, 1, 3), alpha=torch.zeros(1, 1, 1, 1), stats=stats)
+    ctx.step.render = render
+    ctx.step.pass_start = True  # starts the counting pass
+    strategy.after_backward(ctx)
+    assert torch.equal(strategy.image_size, torch.tensor([15.0, 2.0, 0.0]))
+    assert torch.equal(strategy.visible_count, torch.tensor([1.0, 1.0, 0.0]))
