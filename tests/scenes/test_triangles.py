@@ -141,7 +141,7 @@ def test_regularizers_follow_schedule(gen):
         step=90, max_steps=100, camera=_camera(), image=torch.zeros(1, 32, 32, 3), background=torch.ones(3)
     )
     assert "area" not in scene.regularizers(late)
-    # opacity_on_objects = False (the CPU preset) drops the opacity term on object captures only
+    # opacity_on_objects = False (--scene.no-opacity-on-objects) drops the opacity term on object captures only
     for capture, expected in (("object", False), ("outdoor", True), ("auto", True)):
         scene.config = replace(scene.config, opacity_on_objects=False, capture=capture)
         assert ("opacity" in scene.regularizers(ctx)) is expected, capture
