@@ -99,6 +99,9 @@ class CapacityRule:
             without changing what a step costs (a coarser visual hull for the seed points).
         linked: ``(field, ratio)`` pairs lowered with the chosen size: a positive value above ``ratio x size``
             becomes ``ratio x size`` (the initial triangle count stays below the cap so the soup can grow).
+        steps_field: dotted field set to ``n(s)``, the steps the schedules need at the chosen size (at most the
+            steps the budget buys at it), for an in-run rule that keeps the model from outgrowing the step rate
+            the calibration assumed ("": none).
     """
 
     field: str
@@ -112,6 +115,7 @@ class CapacityRule:
     calibrate_fields: tuple[str, ...] = ()
     calibrate_overrides: tuple[tuple[str, object], ...] = ()
     linked: tuple[tuple[str, float], ...] = ()
+    steps_field: str = ""
 
     def bounds(self, device: str) -> Bounds:
         """The bounds for a device string (``"cuda:1"`` -> the CUDA bounds)."""
@@ -125,12 +129,15 @@ TRIANGLE_CAP = CapacityRule(
     calibrate_fields=("scene.random_init_points", "scene.max_init_points"),
     calibrate_overrides=(("scene.hull_resolution", 32),),  # 5 s -> 0.8 s per calibration scene on the chair
     linked=(("scene.random_init_points", 0.8), ("scene.max_init_points", 0.8)),
+    steps_field="strategy.min_steps",
 )  # fmt: skip
 """Triangle splats: the triangle cap. 110 passes over the training views (one view per step): the budget-driven
 chair runs of benchmarks/README.md trained ~107 passes in 20 CPU-minutes with the preset cap of 10 000, the size
 known to work. At least 5000 on CPUs: a 2-minute chair run under load with cap 3000 and 1200 initial triangles
 lost 0.9 dB against the preset (few steps leave few densification events, so the initial count matters most);
-the initial count stays at most 0.8 x the cap (the preset's 4000 up to a cap of 5000)."""
+the initial count stays at most 0.8 x the cap (the preset's 4000 up to a cap of 5000). ``strategy.min_steps`` gets
+the steps the schedules need, so densification stops growing the soup when the measured step rate would no longer
+buy them (``TriangleMCMC.growth_target``)."""
 
 
 @dataclass(frozen=True)
@@ -349,6 +356,10 @@ def apply_capacity(
         for dotted, ratio in rule.linked:
             if dotted not in explicit and 0 < ratio * choice.value < get_field(cfg, dotted):
                 cfg = set_field(cfg, dotted, math.ceil(ratio * choice.value))
+        if rule.steps_field and rule.steps_field not in explicit:
+            # the steps the schedules need, or what the budget buys at the low bound when no size gets them
+            needed = min(required_steps(rule, choice.value, inputs), choice.expected_steps)
+            cfg = set_field(cfg, rule.steps_field, math.ceil(needed))
         choices.append(choice)
     return cfg, choices
 
@@ -357,7 +368,15 @@ def explicit_fields(rules, args: list[str], files: list[dict]) -> frozenset[str]
     """The dotted fields of ``rules`` (their fields and linked fields) that the user set: by a flag in ``args``
     (``--strategy.cap 9000``, ``--strategy.cap=9000``, underscores or hyphens) or as a key of one of the config
     ``files`` (the plain data of ``--load-config`` or of a ``--preset`` file)."""
-    names = {dotted for rule in rules for dotted in (rule.field, *(name for name, _ in rule.linked))}
+    names = {
+        dotted
+        for rule in rules
+        for dotted in (
+            rule.field,
+            *(name for name, _ in rule.linked),
+            *([rule.steps_field] * bool(rule.steps_field)),
+        )
+    }
     given = set()
     for dotted in names:
         flags = {"--" + dotted, "--" + dotted.replace("_", "-")}

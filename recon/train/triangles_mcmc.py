@@ -6,6 +6,7 @@ defaults reproduce its step numbers) and time budgets of any length on any machi
 fraction enters a new event period (``every_fraction``), at least ``min_every_steps`` steps after the previous one.
 """
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import cast
@@ -20,6 +21,8 @@ from recon.train import distributed
 from recon.train.schedules import active_sh_degree
 from recon.train.strategy import Strategy, StrategyContext
 from recon.train.triangles_finish import OpaqueFinish, OpaqueFinishConfig
+
+logger = logging.getLogger(__name__)
 
 OPACITY_EPS = 1e-6  # keeps o' = 1 - sqrt(1 - o) strictly inside (0, 1) before the logit
 SIGMA_PROB_EPS = 1e-6  # epsilon of the 1 / (sigma + eps) sampling distribution
@@ -53,6 +56,11 @@ class TriangleMCMCConfig:
     """Target growth factor per densification event."""
     cap: int = 4_000_000
     """Maximum number of triangles."""
+    min_steps: int = 0
+    """In-run growth rule (0: off): a densification event grows the soup only as far as the rest of the budget
+    still buys this many steps in all, at the step rate measured since the previous event with a step cost taken
+    as proportional to the soup size. Set under ``--max-minutes`` by the capacity rule to the steps its schedules
+    need (``capacity.json``): the calibration times a fresh soup, and a grown one can cost several times more."""
     big_size_px: float = 24.0
     """Sampled triangles with image size above this are split into 4 (cost 3); others are cloned (cost 1)."""
     max_image_size_px: float = 1400.0
@@ -105,6 +113,11 @@ class TriangleMCMC(Strategy):
         self.events = 0
         self.last_event_period = 0  # floor(fraction / every_fraction) when the last event fired
         self.last_event_step = 0  # 1-based iteration of the last event (none before min_every_steps)
+        self.last_event_fraction = 0.0  # budget fraction at the last event
+        self.steps_per_fraction = (
+            math.inf
+        )  # step rate between the last two events (steps per unit of fraction)
+        self.growth_limited = 0  # densification events whose growth the in-run rule limited
         self.finish = _finish(config)
 
     # --- schedule ------------------------------------------------------------------------------------------
@@ -124,7 +137,9 @@ class TriangleMCMC(Strategy):
             or fraction >= 1.0
         ):
             return None
-        self.last_event_period, self.last_event_step = period, it
+        elapsed = fraction - self.last_event_fraction
+        self.steps_per_fraction = (it - self.last_event_step) / elapsed if elapsed > 0 else math.inf
+        self.last_event_period, self.last_event_step, self.last_event_fraction = period, it, fraction
         if cfg.start_fraction < fraction < cfg.until_fraction:
             return "densify"
         if fraction >= cfg.until_fraction:
@@ -246,7 +261,7 @@ class TriangleMCMC(Strategy):
         dead = self.dead_mask(opac, fraction, size_rule=size_rule)
         if bool(dead.all()):
             dead = torch.zeros_like(dead)
-        n_add = max(0, min(cfg.cap, math.floor(cfg.growth * n)) - n) + int(dead.sum())
+        n_add = max(0, self.growth_target(n, ctx.step.step + 1, fraction) - n) + int(dead.sum())
         self.events += 1
         if self.events % 2 == 1:
             prob = opac.clone()
@@ -263,6 +278,32 @@ class TriangleMCMC(Strategy):
         if new_rows["vertices"].shape[0] > 0:
             ctx.optimizer.extend_rows(new_rows)
         self._reset_stats(scene.num_primitives(), scene.vertices.device)
+
+    def growth_target(self, n: int, it: int, fraction: float) -> int:
+        """Soup size a densification event at 1-based iteration ``it`` and ``fraction`` aims for: ``growth x n``
+        within the cap and, with ``min_steps``, no larger than the size ``m`` at which the rest of the budget still
+        buys ``min_steps`` steps in all: ``it + (1 - fraction) r n / m >= min_steps``, ``r`` the steps per unit of
+        fraction measured since the previous event (a step cost proportional to the size; re-measured at every
+        event). Below ``n`` the event does not grow the soup (dead rows are still replaced)."""
+        cfg = self.config
+        target = min(cfg.cap, math.floor(cfg.growth * n))
+        remaining = cfg.min_steps - it
+        if cfg.min_steps <= 0 or remaining <= 0 or not math.isfinite(self.steps_per_fraction):
+            return target
+        affordable = math.floor(n * (1.0 - fraction) * self.steps_per_fraction / remaining)
+        if affordable < target:
+            if self.growth_limited == 0:
+                logger.info(
+                    "densification limits the soup to %d triangles at step %d: the rest of the budget buys ~%d "
+                    "more steps at this size, the schedules need %d in all (strategy.min_steps)",
+                    max(n, affordable),
+                    it,
+                    round((1.0 - fraction) * self.steps_per_fraction),
+                    cfg.min_steps,
+                )
+            self.growth_limited += 1
+            return max(n, affordable)
+        return target
 
     def _sample(self, prob: Float[Tensor, " N"], n_add: int) -> Tensor:
         """Rows drawn without replacement ∝ ``prob`` until the accumulated cost (3 big, 1 small) reaches n_add."""
@@ -333,6 +374,8 @@ class TriangleMCMC(Strategy):
             "counting": torch.tensor(self.counting),
             "events": torch.tensor(self.events),
             "last_event": torch.tensor([self.last_event_period, self.last_event_step]),
+            "last_event_fraction": torch.tensor(self.last_event_fraction, dtype=torch.float64),
+            "growth_limited": torch.tensor(self.growth_limited),
             "generator": self.generator.get_state(),
         } | (
             {} if self.finish is None else {f"finish.{k}": v for k, v in self.finish.state_tensors().items()}
@@ -348,6 +391,9 @@ class TriangleMCMC(Strategy):
         self.events = int(tensors["events"])
         if "last_event" in tensors:  # checkpoints written before time-driven schedules have none
             self.last_event_period, self.last_event_step = (int(v) for v in tensors["last_event"])
+        if "last_event_fraction" in tensors:  # checkpoints written before the in-run growth rule have none
+            self.last_event_fraction = float(tensors["last_event_fraction"])
+            self.growth_limited = int(tensors["growth_limited"])
         self.generator.set_state(tensors["generator"].to(torch.uint8))
         if self.finish is not None and "finish.done" in tensors:
             self.finish.load_state_tensors(

@@ -79,6 +79,15 @@ def test_load_config_partial_file_applies_over_the_preset(data, tmp_path):
     assert cfg.scene.random_init_points == preset_only.scene.random_init_points == 4000  # triangles_cpu value
 
 
+def test_cpu_preset_decays_its_scaled_learning_rates_and_the_recipe_does_not(data):
+    _, cpu, _ = _parse("--data", str(data), "--device", "cpu")
+    _, recipe, _ = _parse("--data", str(data), "--device", "cpu", "--preset", "triangles")
+    assert (cpu.scene.lr_scale, cpu.scene.lr_scale_decay) == (4.0, True)  # 4x -> 1x over the budget
+    assert (recipe.scene.lr_scale, recipe.scene.lr_scale_decay) == (1.0, False)
+    _, off, _ = _parse("--data", str(data), "--device", "cpu", "--scene.no-lr-scale-decay")
+    assert not off.scene.lr_scale_decay
+
+
 def test_load_config_is_strict(data, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("scene:\n  sh_degre: 2\n")

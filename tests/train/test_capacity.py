@@ -142,6 +142,9 @@ def test_explicit_fields_from_flags_and_files():
     assert explicit_fields(rules, ["--scene.random-init-points", "9"], []) == {"scene.random_init_points"}
     assert explicit_fields(rules, ["--steps", "9"], [{"scene": {"sh_degree": 1}}]) == frozenset()
     assert explicit_fields(rules, [], [{"strategy": {"cap": 5}}]) == {"strategy.cap"}
+    assert explicit_fields(rules, ["--strategy.min-steps", "5"], []) == {
+        "strategy.min_steps"
+    }  # the in-run rule's
 
 
 class _Dataset:
@@ -178,9 +181,21 @@ def test_apply_capacity_sets_the_cap_and_lowers_the_initial_count():
     assert cfg.strategy.cap == choices[0].value
     assert choices[0].cost.sizes == TRIANGLE_CAP.cpu.calibrate
     assert cfg.scene.random_init_points <= 0.8 * cfg.strategy.cap + 1 < base.scene.random_init_points
+    # the in-run growth rule gets the steps the schedules need (110 passes over 100 views), at most what the
+    # budget buys at the chosen cap (a 2-minute budget cannot buy them at any size: the low bound's steps)
+    assert cfg.strategy.min_steps == min(11_000, choices[0].expected_steps) > 0
+    long, (long_choice,) = apply_capacity(
+        replace(base, max_minutes=60.0), method, dataset, "cpu", measure=_model_cost
+    )
+    assert long.strategy.min_steps == 11_000 <= long_choice.expected_steps
+    assert base.strategy.min_steps == 0  # off unless the rule sets it
     # explicit values win: the cap, and the initial count
     explicit = frozenset({"strategy.cap", "scene.random_init_points", "scene.max_init_points"})
     kept, none = apply_capacity(base, method, dataset, "cpu", explicit=explicit, measure=_model_cost)
+    own_steps = frozenset({"strategy.min_steps"})
+    mine, _ = apply_capacity(replace(base, strategy=replace(base.strategy, min_steps=7)), method, dataset, "cpu",
+                             explicit=own_steps, measure=_model_cost)  # fmt: skip
+    assert mine.strategy.min_steps == 7
     assert kept == base and none == []
     only_cap = frozenset({"scene.random_init_points"})
     cfg2, _ = apply_capacity(base, method, dataset, "cpu", explicit=only_cap, measure=_model_cost)

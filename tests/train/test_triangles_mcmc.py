@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from recon.core import Camera
@@ -190,6 +191,69 @@ def test_event_state_survives_a_checkpoint():
     restored = TriangleMCMC(cfg, num_views=100, max_sh_degree=3)
     restored.load_state_tensors(s.state_tensors())
     assert restored.next_event(11, 0.11) is None and restored.next_event(20, 0.2) == "densify"
+
+
+def _growth_strategy(min_steps: int, cap: int = 100_000) -> TriangleMCMC:
+    """A strategy whose last two events were at iterations 100 and 200, fractions 0.1 and 0.2 (1000 steps per
+    unit of fraction: the budget buys 1000 steps at the present soup size)."""
+    cfg = TriangleMCMCConfig(
+        every_fraction=0.1, start_fraction=0.0, min_every_steps=1, cap=cap, min_steps=min_steps
+    )
+    s = TriangleMCMC(cfg, num_views=100, max_sh_degree=3)
+    assert s.next_event(100, 0.1) == s.next_event(200, 0.2) == "densify"
+    assert s.steps_per_fraction == pytest.approx(1000.0)
+    s.steps_per_fraction = 1000.0  # exactly (0.2 - 0.1 is not 0.1 in floating point)
+    return s
+
+
+def test_in_run_growth_rule_limits_the_soup_to_what_the_rest_of_the_budget_affords():
+    # without the rule: growth x n within the cap
+    assert _growth_strategy(0).growth_target(1000, 200, 0.2) == 1300
+    assert _growth_strategy(0, cap=1100).growth_target(1000, 200, 0.2) == 1100
+    # the rest of the budget (0.8 of it) buys 800 more steps at 1000 triangles, 400 at 2000 (cost ~ size)
+    assert (
+        _growth_strategy(600).growth_target(1000, 200, 0.2) == 1300
+    )  # 400 more needed: up to 2000 affordable
+    limited = _growth_strategy(900)  # 700 more needed: 1000 x 800 / 700 = 1142 affordable
+    assert limited.growth_target(1000, 200, 0.2) == 1142 and limited.growth_limited == 1
+    assert (
+        _growth_strategy(1000).growth_target(1000, 200, 0.2) == 1000
+    )  # exactly what this size buys: no growth
+    assert _growth_strategy(5000).growth_target(1000, 200, 0.2) == 1000  # never below the present size
+    assert _growth_strategy(150).growth_target(1000, 200, 0.2) == 1300  # the steps are already done
+    # monotone: a faster step rate (or a longer budget: more steps per unit of fraction) never gives a smaller soup
+    targets = []
+    for rate in (200, 500, 1000, 2000, 5000):
+        s = _growth_strategy(2000)
+        s.steps_per_fraction = float(rate)
+        targets.append(s.growth_target(1000, 200, 0.2))
+    assert targets == sorted(targets) and targets[0] == 1000 and targets[-1] == 1300
+
+
+def test_in_run_growth_rule_at_a_densification_event(gen):
+    n = 100
+    scene = _scene(n, gen)
+    opt = _stepped_optimizer(scene, gen)
+    strat = _strategy(n)
+    strat.config = TriangleMCMCConfig(min_steps=30_000)
+    strat.last_event_step, strat.last_event_fraction = 500, 0.1
+    strat.importance[:7] = 0.0  # 7 dead rows
+    ctx = _ctx(scene, opt, 999)
+    assert strat.next_event(1000, 0.2) == "densify" and strat.steps_per_fraction == pytest.approx(5000.0)
+    # 29 000 more steps needed, 0.8 x 5000 = 4000 affordable at 100 triangles: the event only replaces the dead
+    strat.densify_and_prune(ctx, 0.2)
+    assert scene.num_primitives() == n and strat.growth_limited == 1
+
+
+def test_growth_rule_state_survives_a_checkpoint():
+    s = _growth_strategy(900)
+    s.growth_target(1000, 200, 0.2)
+    restored = TriangleMCMC(s.config, num_views=100, max_sh_degree=3)
+    restored.load_state_tensors(s.state_tensors())
+    assert (restored.last_event_step, restored.last_event_fraction, restored.growth_limited) == (200, 0.2, 1)
+    assert restored.next_event(300, 0.3) == "densify" and restored.steps_per_fraction == pytest.approx(1000.0)
+    old = {k: v for k, v in s.state_tensors().items() if k not in ("last_event_fraction", "growth_limited")}
+    restored.load_state_tensors(old)  # a checkpoint written before the rule: the run goes on
 
 
 def test_prune_only_after_until(gen):
