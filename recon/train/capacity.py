@@ -136,8 +136,8 @@ chair runs of benchmarks/README.md trained ~107 passes in 20 CPU-minutes with th
 known to work. At least 5000 on CPUs: a 2-minute chair run under load with cap 3000 and 1200 initial triangles
 lost 0.9 dB against the preset (few steps leave few densification events, so the initial count matters most);
 the initial count stays at most 0.8 x the cap (the preset's 4000 up to a cap of 5000). ``strategy.min_steps`` gets
-the steps the schedules need, so densification stops growing the soup when the measured step rate would no longer
-buy them (``TriangleMCMC.growth_target``)."""
+the steps the schedules need: with ``--strategy.limit-growth`` densification stops growing the soup when the
+measured step rate would no longer buy them (``TriangleMCMC.growth_target``)."""
 
 
 @dataclass(frozen=True)

@@ -56,11 +56,14 @@ class TriangleMCMCConfig:
     """Target growth factor per densification event."""
     cap: int = 4_000_000
     """Maximum number of triangles."""
+    limit_growth: bool = False
+    """In-run growth rule (off by default): a densification event grows the soup only as far as the rest of the
+    budget still buys ``min_steps`` steps in all, at the step rate measured since the previous event with a step
+    cost taken as proportional to the soup size (the calibration times a fresh soup; a grown one can cost several
+    times more)."""
     min_steps: int = 0
-    """In-run growth rule (0: off): a densification event grows the soup only as far as the rest of the budget
-    still buys this many steps in all, at the step rate measured since the previous event with a step cost taken
-    as proportional to the soup size. Set under ``--max-minutes`` by the capacity rule to the steps its schedules
-    need (``capacity.json``): the calibration times a fresh soup, and a grown one can cost several times more."""
+    """The steps the schedules need (``limit_growth``); set under ``--max-minutes`` by the capacity rule
+    (``capacity.json``: 110 passes over the training views, or what the budget buys at the low bound)."""
     big_size_px: float = 24.0
     """Sampled triangles with image size above this are split into 4 (cost 3); others are cloned (cost 1)."""
     max_image_size_px: float = 1400.0
@@ -281,14 +284,15 @@ class TriangleMCMC(Strategy):
 
     def growth_target(self, n: int, it: int, fraction: float) -> int:
         """Soup size a densification event at 1-based iteration ``it`` and ``fraction`` aims for: ``growth x n``
-        within the cap and, with ``min_steps``, no larger than the size ``m`` at which the rest of the budget still
+        within the cap and, with ``limit_growth``, no larger than the size ``m`` at which the rest of the budget still
         buys ``min_steps`` steps in all: ``it + (1 - fraction) r n / m >= min_steps``, ``r`` the steps per unit of
         fraction measured since the previous event (a step cost proportional to the size; re-measured at every
         event). Below ``n`` the event does not grow the soup (dead rows are still replaced)."""
         cfg = self.config
         target = min(cfg.cap, math.floor(cfg.growth * n))
         remaining = cfg.min_steps - it
-        if cfg.min_steps <= 0 or remaining <= 0 or not math.isfinite(self.steps_per_fraction):
+        limited = cfg.limit_growth and cfg.min_steps > 0
+        if not limited or remaining <= 0 or not math.isfinite(self.steps_per_fraction):
             return target
         affordable = math.floor(n * (1.0 - fraction) * self.steps_per_fraction / remaining)
         if affordable < target:

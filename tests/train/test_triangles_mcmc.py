@@ -193,11 +193,16 @@ def test_event_state_survives_a_checkpoint():
     assert restored.next_event(11, 0.11) is None and restored.next_event(20, 0.2) == "densify"
 
 
-def _growth_strategy(min_steps: int, cap: int = 100_000) -> TriangleMCMC:
+def _growth_strategy(min_steps: int, cap: int = 100_000, limit: bool = True) -> TriangleMCMC:
     """A strategy whose last two events were at iterations 100 and 200, fractions 0.1 and 0.2 (1000 steps per
     unit of fraction: the budget buys 1000 steps at the present soup size)."""
     cfg = TriangleMCMCConfig(
-        every_fraction=0.1, start_fraction=0.0, min_every_steps=1, cap=cap, min_steps=min_steps
+        every_fraction=0.1,
+        start_fraction=0.0,
+        min_every_steps=1,
+        cap=cap,
+        min_steps=min_steps,
+        limit_growth=limit,
     )
     s = TriangleMCMC(cfg, num_views=100, max_sh_degree=3)
     assert s.next_event(100, 0.1) == s.next_event(200, 0.2) == "densify"
@@ -221,6 +226,7 @@ def test_in_run_growth_rule_limits_the_soup_to_what_the_rest_of_the_budget_affor
     )  # exactly what this size buys: no growth
     assert _growth_strategy(5000).growth_target(1000, 200, 0.2) == 1000  # never below the present size
     assert _growth_strategy(150).growth_target(1000, 200, 0.2) == 1300  # the steps are already done
+    assert _growth_strategy(5000, limit=False).growth_target(1000, 200, 0.2) == 1300  # the rule is off
     # monotone: a faster step rate (or a longer budget: more steps per unit of fraction) never gives a smaller soup
     targets = []
     for rate in (200, 500, 1000, 2000, 5000):
@@ -235,7 +241,7 @@ def test_in_run_growth_rule_at_a_densification_event(gen):
     scene = _scene(n, gen)
     opt = _stepped_optimizer(scene, gen)
     strat = _strategy(n)
-    strat.config = TriangleMCMCConfig(min_steps=30_000)
+    strat.config = TriangleMCMCConfig(min_steps=30_000, limit_growth=True)
     strat.last_event_step, strat.last_event_fraction = 500, 0.1
     strat.importance[:7] = 0.0  # 7 dead rows
     ctx = _ctx(scene, opt, 999)
