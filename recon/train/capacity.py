@@ -365,24 +365,25 @@ def apply_capacity(
 
 
 def explicit_fields(rules, args: list[str], files: list[dict]) -> frozenset[str]:
-    """The dotted fields of ``rules`` (their fields and linked fields) that the user set: by a flag in ``args``
+    """The dotted fields of ``rules`` (``_rule_fields``) that the user set: by a flag in ``args``
     (``--strategy.cap 9000``, ``--strategy.cap=9000``, underscores or hyphens) or as a key of one of the config
     ``files`` (the plain data of ``--load-config`` or of a ``--preset`` file)."""
-    names = {
-        dotted
-        for rule in rules
-        for dotted in (
-            rule.field,
-            *(name for name, _ in rule.linked),
-            *([rule.steps_field] * bool(rule.steps_field)),
-        )
-    }
+    names = {dotted for rule in rules for dotted in _rule_fields(rule)}
     given = set()
     for dotted in names:
         flags = {"--" + dotted, "--" + dotted.replace("_", "-")}
         if any(a.partition("=")[0] in flags for a in args) or any(_has_key(data, dotted) for data in files):
             given.add(dotted)
     return frozenset(given)
+
+
+def _rule_fields(rule: CapacityRule) -> tuple[str, ...]:
+    """The dotted fields a rule sets: its field, the linked fields and the steps field."""
+    return (
+        rule.field,
+        *(name for name, _ in rule.linked),
+        *((rule.steps_field,) if rule.steps_field else ()),
+    )
 
 
 def _has_key(data, dotted: str) -> bool:

@@ -117,9 +117,8 @@ class TriangleMCMC(Strategy):
         self.last_event_period = 0  # floor(fraction / every_fraction) when the last event fired
         self.last_event_step = 0  # 1-based iteration of the last event (none before min_every_steps)
         self.last_event_fraction = 0.0  # budget fraction at the last event
-        self.steps_per_fraction = (
-            math.inf
-        )  # step rate between the last two events (steps per unit of fraction)
+        # step rate between the last two events, in steps per unit of fraction
+        self.steps_per_fraction = math.inf
         self.growth_limited = 0  # densification events whose growth the in-run rule limited
         self.finish = _finish(config)
 
