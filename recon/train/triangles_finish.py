@@ -211,6 +211,9 @@ class OpaqueFinish:
         most 2 rows, and shrinks only when too few rows have a positive score (with none, the rows leaving are
         simply pruned).
         """
+        if bool(leave.all()):  # never remove every triangle: an empty soup cannot recover
+            leave = leave.clone()
+            leave[scene.opacities().argmax()] = False
         n_leave = int(leave.sum())
         score = self.error.to(leave.device) if self.error.shape[0] == leave.shape[0] else None
         if distributed.world_size() > 1:

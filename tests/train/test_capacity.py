@@ -226,7 +226,8 @@ def test_cli_run_with_max_minutes_uses_and_records_the_rule(data, tmp_path, caps
     (record,) = json.loads((run_dir / "capacity.json").read_text())
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["strategy"]["cap"] == record["value"]
-    assert config["strategy"]["min_steps"] == min(110 * 6, record["expected_steps"])  # for --strategy.limit-growth
+    needed = min(110 * 6, record["expected_steps"])  # recorded for --strategy.limit-growth
+    assert config["strategy"]["min_steps"] == needed
     assert record["field"] == "strategy.cap" and record["inputs"]["train_views"] == 6
     assert record["inputs"]["train_pixels"] == 6 * 24 * 24 and record["inputs"]["budget_seconds"] == 0.6
     assert all(s > 0 for s in record["cost"]["seconds"])
