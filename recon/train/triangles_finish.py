@@ -192,9 +192,7 @@ class OpaqueFinish:
         logits.copy_(torch.where(logits >= t, logits.clamp(min=hi), logits.clamp(max=lo)))
 
     def _threshold(self, scene, optimizer, strategy) -> None:
-        keep = scene.opacities() >= self.config.threshold
-        if not bool(keep.any()):  # never remove every triangle: keep the most opaque one
-            keep[scene.opacities().argmax()] = True
+        keep = ~_spare_one(scene.opacities() < self.config.threshold, scene.opacities())
         if strategy is not None and self.config.relocate:
             self.relocate(scene, optimizer, ~keep, strategy)
         else:
@@ -211,9 +209,7 @@ class OpaqueFinish:
         most 2 rows, and shrinks only when too few rows have a positive score (with none, the rows leaving are
         simply pruned).
         """
-        if bool(leave.all()):  # never remove every triangle: an empty soup cannot recover
-            leave = leave.clone()
-            leave[scene.opacities().argmax()] = False
+        leave = _spare_one(leave, scene.opacities())
         n_leave = int(leave.sum())
         score = self.error.to(leave.device) if self.error.shape[0] == leave.shape[0] else None
         if distributed.world_size() > 1:
@@ -279,3 +275,12 @@ def _draw(score: Tensor, n: int, generator: torch.Generator) -> Tensor:
         return torch.zeros(0, dtype=torch.long, device=score.device)
     draws = torch.multinomial(score.cpu().double(), min(n, available), replacement=False, generator=generator)
     return draws.to(score.device)
+
+
+def _spare_one(leave: Tensor, opacities: Tensor) -> Tensor:
+    """``leave`` without its most opaque row when it holds every row: an empty soup cannot recover."""
+    if not bool(leave.all()):
+        return leave
+    spared = leave.clone()
+    spared[opacities.argmax()] = False
+    return spared

@@ -105,6 +105,8 @@ class TriangleMCMC(Strategy):
     def __init__(self, config: TriangleMCMCConfig, *, num_views: int, max_sh_degree: int) -> None:
         if config.every_fraction <= 0:
             raise ValueError(f"strategy.every_fraction must be positive, got {config.every_fraction}")
+        if config.min_steps < 0:
+            raise ValueError(f"strategy.min_steps must be >= 0, got {config.min_steps}")
         self.config = config
         self.num_views = num_views
         self.max_sh_degree = max_sh_degree

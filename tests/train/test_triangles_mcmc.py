@@ -251,6 +251,11 @@ def test_in_run_growth_rule_at_a_densification_event(gen):
     assert scene.num_primitives() == n and strat.growth_limited == 1
 
 
+def test_negative_min_steps_is_refused():
+    with pytest.raises(ValueError, match="strategy.min_steps must be >= 0"):
+        TriangleMCMC(TriangleMCMCConfig(min_steps=-1), num_views=10, max_sh_degree=0)
+
+
 def test_growth_rule_state_survives_a_checkpoint():
     s = _growth_strategy(900)
     s.growth_target(1000, 200, 0.2)
