@@ -102,6 +102,8 @@ class CapacityRule:
         steps_field: dotted field set to ``n(s)``, the steps the schedules need at the chosen size (at most the
             steps the budget buys at it), for an in-run rule that keeps the model from outgrowing the step rate
             the calibration assumed ("": none).
+        floor_field: dotted field set to the device's low bound, the size below which that in-run rule never
+            holds the model ("": none).
     """
 
     field: str
@@ -116,6 +118,7 @@ class CapacityRule:
     calibrate_overrides: tuple[tuple[str, object], ...] = ()
     linked: tuple[tuple[str, float], ...] = ()
     steps_field: str = ""
+    floor_field: str = ""
 
     def bounds(self, device: str) -> Bounds:
         """The bounds for a device string (``"cuda:1"`` -> the CUDA bounds)."""
@@ -130,14 +133,16 @@ TRIANGLE_CAP = CapacityRule(
     calibrate_overrides=(("scene.hull_resolution", 32),),  # 5 s -> 0.8 s per calibration scene on the chair
     linked=(("scene.random_init_points", 0.8), ("scene.max_init_points", 0.8)),
     steps_field="strategy.min_steps",
+    floor_field="strategy.growth_floor",
 )  # fmt: skip
 """Triangle splats: the triangle cap. 110 passes over the training views (one view per step): the budget-driven
 chair runs of benchmarks/README.md trained ~107 passes in 20 CPU-minutes with the preset cap of 10 000, the size
 known to work. At least 5000 on CPUs: a 2-minute chair run under load with cap 3000 and 1200 initial triangles
 lost 0.9 dB against the preset (few steps leave few densification events, so the initial count matters most);
 the initial count stays at most 0.8 x the cap (the preset's 4000 up to a cap of 5000). ``strategy.min_steps`` gets
-the steps the schedules need: with ``--strategy.limit-growth`` densification stops growing the soup when the
-measured step rate would no longer buy them (``TriangleMCMC.growth_target``)."""
+the steps the schedules need: with ``strategy.limit_growth`` (on in the CPU preset) densification stops growing the
+soup when the measured step rate would no longer buy them, but never below the low bound (``strategy.growth_floor``;
+``TriangleMCMC.growth_target``)."""
 
 
 @dataclass(frozen=True)
@@ -360,6 +365,8 @@ def apply_capacity(
             # the steps the schedules need, or what the budget buys at the low bound when no size gets them
             needed = min(required_steps(rule, choice.value, inputs), choice.expected_steps)
             cfg = set_field(cfg, rule.steps_field, math.ceil(needed))
+        if rule.floor_field and rule.floor_field not in explicit:
+            cfg = set_field(cfg, rule.floor_field, rule.bounds(inputs.device).low)
         choices.append(choice)
     return cfg, choices
 
@@ -378,11 +385,11 @@ def explicit_fields(rules, args: list[str], files: list[dict]) -> frozenset[str]
 
 
 def _rule_fields(rule: CapacityRule) -> tuple[str, ...]:
-    """The dotted fields a rule sets: its field, the linked fields and the steps field."""
+    """The dotted fields a rule sets: its field, the linked fields, the steps field and the floor field."""
     return (
         rule.field,
         *(name for name, _ in rule.linked),
-        *((rule.steps_field,) if rule.steps_field else ()),
+        *(name for name in (rule.steps_field, rule.floor_field) if name),
     )
 
 

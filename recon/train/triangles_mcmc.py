@@ -64,6 +64,10 @@ class TriangleMCMCConfig:
     min_steps: int = 0
     """The steps the schedules need (``limit_growth``); set under ``--max-minutes`` by the capacity rule
     (``capacity.json``: 110 passes over the training views, or what the budget buys at the low bound)."""
+    growth_floor: int = 0
+    """``limit_growth`` never holds the soup below this size (set under ``--max-minutes`` to the capacity rule's
+    low bound for the device, 5000 on CPUs: a budget that cannot buy ``min_steps`` at any size still gets the
+    smallest soup the rule allows, as the capacity rule itself chooses)."""
     big_size_px: float = 24.0
     """Sampled triangles with image size above this are split into 4 (cost 3); others are cloned (cost 1)."""
     max_image_size_px: float = 1400.0
@@ -105,8 +109,9 @@ class TriangleMCMC(Strategy):
     def __init__(self, config: TriangleMCMCConfig, *, num_views: int, max_sh_degree: int) -> None:
         if config.every_fraction <= 0:
             raise ValueError(f"strategy.every_fraction must be positive, got {config.every_fraction}")
-        if config.min_steps < 0:
-            raise ValueError(f"strategy.min_steps must be >= 0, got {config.min_steps}")
+        for name in ("min_steps", "growth_floor"):
+            if getattr(config, name) < 0:
+                raise ValueError(f"strategy.{name} must be >= 0, got {getattr(config, name)}")
         self.config = config
         self.num_views = num_views
         self.max_sh_degree = max_sh_degree
@@ -288,14 +293,15 @@ class TriangleMCMC(Strategy):
         within the cap and, with ``limit_growth``, no larger than the size ``m`` at which the rest of the budget still
         buys ``min_steps`` steps in all: ``it + (1 - fraction) r n / m >= min_steps``, ``r`` the steps per unit of
         fraction measured since the previous event (a step cost proportional to the size; re-measured at every
-        event). Below ``n`` the event does not grow the soup (dead rows are still replaced)."""
+        event), and never below ``growth_floor``. Below ``n`` the event does not grow the soup (dead rows are still
+        replaced)."""
         cfg = self.config
         target = min(cfg.cap, math.floor(cfg.growth * n))
         remaining = cfg.min_steps - it
         limited = cfg.limit_growth and cfg.min_steps > 0
         if not limited or remaining <= 0 or not math.isfinite(self.steps_per_fraction):
             return target
-        affordable = math.floor(n * (1.0 - fraction) * self.steps_per_fraction / remaining)
+        affordable = max(cfg.growth_floor, math.floor(n * (1.0 - fraction) * self.steps_per_fraction / remaining))
         if affordable < target:
             if self.growth_limited == 0:
                 logger.info(

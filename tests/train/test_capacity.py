@@ -145,6 +145,7 @@ def test_explicit_fields_from_flags_and_files():
     assert explicit_fields(rules, ["--strategy.min-steps", "5"], []) == {
         "strategy.min_steps"
     }  # the in-run rule's
+    assert explicit_fields(rules, ["--strategy.growth-floor", "5"], []) == {"strategy.growth_floor"}
 
 
 class _Dataset:
@@ -189,13 +190,18 @@ def test_apply_capacity_sets_the_cap_and_lowers_the_initial_count():
     )
     assert long.strategy.min_steps == 11_000 <= long_choice.expected_steps
     assert base.strategy.min_steps == 0  # off unless the rule sets it
+    # ... and a floor: the device's low bound, never held below
+    assert cfg.strategy.growth_floor == long.strategy.growth_floor == TRIANGLE_CAP.cpu.low
+    assert base.strategy.growth_floor == 0
+    on_gpu, _ = apply_capacity(base, method, dataset, "cuda:0", measure=_model_cost)
+    assert on_gpu.strategy.growth_floor == TRIANGLE_CAP.cuda.low
     # explicit values win: the cap, and the initial count
     explicit = frozenset({"strategy.cap", "scene.random_init_points", "scene.max_init_points"})
     kept, none = apply_capacity(base, method, dataset, "cpu", explicit=explicit, measure=_model_cost)
-    own_steps = frozenset({"strategy.min_steps"})
-    mine, _ = apply_capacity(replace(base, strategy=replace(base.strategy, min_steps=7)), method, dataset, "cpu",
-                             explicit=own_steps, measure=_model_cost)  # fmt: skip
-    assert mine.strategy.min_steps == 7
+    own_steps = frozenset({"strategy.min_steps", "strategy.growth_floor"})
+    mine, _ = apply_capacity(replace(base, strategy=replace(base.strategy, min_steps=7, growth_floor=9)), method,
+                             dataset, "cpu", explicit=own_steps, measure=_model_cost)  # fmt: skip
+    assert (mine.strategy.min_steps, mine.strategy.growth_floor) == (7, 9)
     assert kept == base and none == []
     only_cap = frozenset({"scene.random_init_points"})
     cfg2, _ = apply_capacity(base, method, dataset, "cpu", explicit=only_cap, measure=_model_cost)
@@ -228,6 +234,7 @@ def test_cli_run_with_max_minutes_uses_and_records_the_rule(data, tmp_path, caps
     assert config["strategy"]["cap"] == record["value"]
     needed = min(110 * 6, record["expected_steps"])  # recorded for --strategy.limit-growth
     assert config["strategy"]["min_steps"] == needed
+    assert config["strategy"]["growth_floor"] == 5000 and config["strategy"]["limit_growth"] is True  # CPU preset
     assert record["field"] == "strategy.cap" and record["inputs"]["train_views"] == 6
     assert record["inputs"]["train_pixels"] == 6 * 24 * 24 and record["inputs"]["budget_seconds"] == 0.6
     assert all(s > 0 for s in record["cost"]["seconds"])

@@ -193,7 +193,7 @@ def test_event_state_survives_a_checkpoint():
     assert restored.next_event(11, 0.11) is None and restored.next_event(20, 0.2) == "densify"
 
 
-def _growth_strategy(min_steps: int, cap: int = 100_000, limit: bool = True) -> TriangleMCMC:
+def _growth_strategy(min_steps: int, cap: int = 100_000, limit: bool = True, floor: int = 0) -> TriangleMCMC:
     """A strategy whose last two events were at iterations 100 and 200, fractions 0.1 and 0.2 (1000 steps per
     unit of fraction: the budget buys 1000 steps at the present soup size)."""
     cfg = TriangleMCMCConfig(
@@ -203,6 +203,7 @@ def _growth_strategy(min_steps: int, cap: int = 100_000, limit: bool = True) -> 
         cap=cap,
         min_steps=min_steps,
         limit_growth=limit,
+        growth_floor=floor,
     )
     s = TriangleMCMC(cfg, num_views=100, max_sh_degree=3)
     assert s.next_event(100, 0.1) == s.next_event(200, 0.2) == "densify"
@@ -236,6 +237,19 @@ def test_in_run_growth_rule_limits_the_soup_to_what_the_rest_of_the_budget_affor
     assert targets == sorted(targets) and targets[0] == 1000 and targets[-1] == 1300
 
 
+def test_in_run_growth_rule_never_holds_the_soup_below_its_floor():
+    # 5000 steps needed, only ~800 affordable: without a floor the soup would not grow at all
+    starved = _growth_strategy(5000, floor=1200)
+    assert starved.growth_target(1000, 200, 0.2) == 1200 and starved.growth_limited == 1
+    # the floor never grows the soup faster than growth x n or past the cap
+    assert _growth_strategy(5000, floor=9000).growth_target(1000, 200, 0.2) == 1300
+    assert _growth_strategy(5000, cap=1100, floor=9000).growth_target(1000, 200, 0.2) == 1100
+    # a floor below what the budget affords changes nothing (900 needed: 1142 affordable)
+    assert _growth_strategy(900, floor=500).growth_target(1000, 200, 0.2) == 1142
+    # a soup already above the floor is held at its size, as without one
+    assert _growth_strategy(5000, floor=800).growth_target(1000, 200, 0.2) == 1000
+
+
 def test_in_run_growth_rule_at_a_densification_event(gen):
     n = 100
     scene = _scene(n, gen)
@@ -251,9 +265,11 @@ def test_in_run_growth_rule_at_a_densification_event(gen):
     assert scene.num_primitives() == n and strat.growth_limited == 1
 
 
-def test_negative_min_steps_is_refused():
+def test_negative_min_steps_and_floor_are_refused():
     with pytest.raises(ValueError, match="strategy.min_steps must be >= 0"):
         TriangleMCMC(TriangleMCMCConfig(min_steps=-1), num_views=10, max_sh_degree=0)
+    with pytest.raises(ValueError, match="strategy.growth_floor must be >= 0"):
+        TriangleMCMC(TriangleMCMCConfig(growth_floor=-1), num_views=10, max_sh_degree=0)
 
 
 def test_growth_rule_state_survives_a_checkpoint():
