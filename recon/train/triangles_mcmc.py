@@ -301,7 +301,9 @@ class TriangleMCMC(Strategy):
         limited = cfg.limit_growth and cfg.min_steps > 0
         if not limited or remaining <= 0 or not math.isfinite(self.steps_per_fraction):
             return target
-        affordable = max(cfg.growth_floor, math.floor(n * (1.0 - fraction) * self.steps_per_fraction / remaining))
+        affordable = max(
+            cfg.growth_floor, math.floor(n * (1.0 - fraction) * self.steps_per_fraction / remaining)
+        )
         if affordable < target:
             if self.growth_limited == 0:
                 logger.info(

@@ -234,7 +234,9 @@ def test_cli_run_with_max_minutes_uses_and_records_the_rule(data, tmp_path, caps
     assert config["strategy"]["cap"] == record["value"]
     needed = min(110 * 6, record["expected_steps"])  # recorded for --strategy.limit-growth
     assert config["strategy"]["min_steps"] == needed
-    assert config["strategy"]["growth_floor"] == 5000 and config["strategy"]["limit_growth"] is True  # CPU preset
+    assert (
+        config["strategy"]["growth_floor"] == 5000 and config["strategy"]["limit_growth"] is True
+    )  # CPU preset
     assert record["field"] == "strategy.cap" and record["inputs"]["train_views"] == 6
     assert record["inputs"]["train_pixels"] == 6 * 24 * 24 and record["inputs"]["budget_seconds"] == 0.6
     assert all(s > 0 for s in record["cost"]["seconds"])
