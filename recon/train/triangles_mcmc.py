@@ -57,10 +57,10 @@ class TriangleMCMCConfig:
     cap: int = 4_000_000
     """Maximum number of triangles."""
     limit_growth: bool = False
-    """In-run growth rule (off by default): a densification event grows the soup only as far as the rest of the
-    budget still buys ``min_steps`` steps in all, at the step rate measured since the previous event with a step
-    cost taken as proportional to the soup size (the calibration times a fresh soup; a grown one can cost several
-    times more)."""
+    """In-run growth rule (off in the recipe, on in the CPU preset): a densification event grows the soup only as
+    far as the rest of the budget still buys ``min_steps`` steps in all, at the step rate measured since the
+    previous event with a step cost taken as proportional to the soup size (the calibration times a fresh soup; a
+    grown one can cost several times more). Without ``min_steps`` (no time budget) it does nothing."""
     min_steps: int = 0
     """The steps the schedules need (``limit_growth``); set under ``--max-minutes`` by the capacity rule
     (``capacity.json``: 110 passes over the training views, or what the budget buys at the low bound)."""
