@@ -232,7 +232,7 @@ def test_cli_run_with_max_minutes_uses_and_records_the_rule(data, tmp_path, caps
     (record,) = json.loads((run_dir / "capacity.json").read_text())
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["strategy"]["cap"] == record["value"]
-    needed = min(110 * 6, record["expected_steps"])  # recorded for --strategy.limit-growth
+    needed = min(110 * 6, record["expected_steps"])  # the in-run growth rule's target
     assert config["strategy"]["min_steps"] == needed
     assert (
         config["strategy"]["growth_floor"] == 5000 and config["strategy"]["limit_growth"] is True
