@@ -1,8 +1,10 @@
 """Cameras and the exact ray caster of the synthetic scenes (Open3D RaycastingScene on the CPU, Embree).
 
 Independent of ``recon.renderers`` on purpose: the synthetic scenes are the ground truth the differentiable
-renderers are tested against. One ray per pixel through the pixel centre (no anti-aliasing), so alpha is exactly
-0 or 1 and depth, normals and colour all belong to the same surface point.
+renderers are tested against. By default one ray per pixel through the pixel centre (no anti-aliasing), so alpha
+is exactly 0 or 1 and depth, normals and colour all belong to the same surface point. With ``supersample`` N > 1
+colour and alpha are the box-filtered mean of an N x N grid of rays per pixel, as a camera pixel integrates light
+(Blender's NeRF-synthetic renders are anti-aliased the same way); depth and normals stay the centre ray's.
 
 Shading is view independent (so every method can represent the scene): albedo times a fixed Lambertian term from
 world-space directional lights plus ambient,
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from recon.core.errors import ReconError
 from recon.core.transforms import look_at
 from recon.datasets.synthetic.shapes import Part
 
@@ -158,15 +161,12 @@ class Caster:
                 out[sel] = part.albedo(points[sel])
         return out
 
-    def render(self, T_cam_world: np.ndarray, K: np.ndarray, resolution: int) -> Renders:
-        """Ray-cast C views (one ray through each pixel centre).
-
-        Args:
-            T_cam_world: (C, 4, 4) OpenCV world-to-camera poses.
-            K: (3, 3) pixel intrinsics.
-            resolution: image width = height in pixels.
-        """
-        C, H, W = len(T_cam_world), resolution, resolution
+    def _cast(
+        self, T_cam_world: np.ndarray, K: np.ndarray, resolution: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One ray through each pixel centre of C views: (hit (R,) bool, rgb (R, 3) float64 in [0, 1], depth (R,),
+        normals (R, 3)) with R = C * resolution^2 in row-major pixel order; rgb, depth and normals are 0 on a miss."""
+        H = W = resolution
         j, i = np.meshgrid(np.arange(H) + 0.5, np.arange(W) + 0.5, indexing="ij")
         # Camera-frame directions with unit z, so the caster's t_hit is the camera-frame depth itself.
         dirs_cam = np.stack([(i - K[0, 2]) / K[0, 0], (j - K[1, 2]) / K[1, 1], np.ones_like(i)], -1).reshape(
@@ -189,13 +189,43 @@ class Caster:
         normals = self.face_normals[face[hit]]
         flip = (normals * directions[hit]).sum(-1) > 0  # seen from behind (open surfaces): face the camera
         normals[flip] *= -1.0
-        rgb = np.clip(
+        rgb = np.zeros((len(rays), 3))
+        rgb[hit] = np.clip(
             self.albedo(face[hit], bary[hit].astype(np.float64)) * _shade(normals)[:, None], 0.0, 1.0
         )
-        rgba = np.zeros((len(rays), 4), np.uint8)
-        rgba[hit, :3] = np.round(rgb * 255.0).astype(np.uint8)
-        rgba[hit, 3] = 255
         depth = np.where(hit, t_hit, 0.0).astype(np.float32)
         normal_map = np.zeros((len(rays), 3), np.float32)
         normal_map[hit] = normals
-        return Renders(rgba.reshape(C, H, W, 4), depth.reshape(C, H, W), normal_map.reshape(C, H, W, 3))
+        return hit, rgb, depth, normal_map
+
+    def render(
+        self, T_cam_world: np.ndarray, K: np.ndarray, resolution: int, supersample: int = 1
+    ) -> Renders:
+        """Ray-cast C views.
+
+        Args:
+            T_cam_world: (C, 4, 4) OpenCV world-to-camera poses.
+            K: (3, 3) pixel intrinsics.
+            resolution: image width = height in pixels.
+            supersample: N: colour and alpha are the mean over an N x N grid of rays per pixel (alpha = the
+                covered fraction, colour = the mean colour of the covered rays); 1 = one ray through the centre.
+                Depth and normals are always the centre ray's (0 where it misses, even if alpha > 0).
+        """
+        if supersample < 1:
+            raise ReconError(f"supersample must be >= 1 rays per pixel side, got {supersample}")
+        C, H, W = len(T_cam_world), resolution, resolution
+        hit, rgb, depth, normals = self._cast(T_cam_world, K, resolution)
+        alpha = hit.astype(np.float64)
+        if supersample > 1:
+            n = supersample
+            K_fine = K.copy()
+            K_fine[:2] *= n  # fine pixel (x + 0.5) / n of the N x N grid inside each pixel
+            fine_hit, fine_rgb, _, _ = self._cast(T_cam_world, K_fine, n * resolution)
+            alpha = fine_hit.reshape(C, H, n, W, n).mean(axis=(2, 4)).reshape(-1)
+            premultiplied = fine_rgb.reshape(C, H, n, W, n, 3).mean(axis=(2, 4)).reshape(-1, 3)
+            rgb = np.where(alpha[:, None] > 0, premultiplied / np.maximum(alpha, 1e-12)[:, None], 0.0)
+        rgba = np.zeros((C * H * W, 4), np.uint8)
+        rgba[:, :3] = np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+        rgba[:, 3] = np.round(alpha * 255.0).astype(np.uint8)
+        rgba[rgba[:, 3] == 0, :3] = 0
+        return Renders(rgba.reshape(C, H, W, 4), depth.reshape(C, H, W), normals.reshape(C, H, W, 3))

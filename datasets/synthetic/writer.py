@@ -24,7 +24,8 @@ from recon.datasets.synthetic.shapes import SCENE_BUILDERS, Part, rainbow_albedo
 
 SCENES: tuple[str, ...] = tuple(SCENE_BUILDERS)
 FORMAT_VERSION = 1  # "recon_synthetic.version" in the transforms files
-VIEWS_PER_BATCH = 16  # views ray-cast together (bounds memory at ~100 MB for 200x200 images)
+VIEWS_PER_BATCH = 16  # views ray-cast together (bounds memory at ~100 MB for 200x200 images), / supersample^2
+MAX_SUPERSAMPLE = 8  # rays per pixel side of the anti-aliased renders (64 rays per pixel)
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])  # camera axes: flip y (down -> up) and z (forward -> back)
 ALL_AROUND_Z = (-0.95, 0.95)  # training-view zone (unit-sphere z) for free-floating objects
 UPPER_Z = (math.sin(math.radians(10.0)), math.sin(math.radians(75.0)))  # tabletop: above the ground only
@@ -34,13 +35,15 @@ MESH_TEXTURE_CELL = 0.2
 Y_UP_TO_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # rotation +90 deg about x
 
 
-def _check_counts(views: int, test_views: int, resolution: int) -> None:
+def _check_counts(views: int, test_views: int, resolution: int, supersample: int) -> None:
     if views < 1:
         raise ReconError(f"views must be >= 1, got {views}")
     if test_views < 0:
         raise ReconError(f"test_views must be >= 0, got {test_views}")
     if resolution < 8:
         raise ReconError(f"resolution must be >= 8 pixels, got {resolution}")
+    if not 1 <= supersample <= MAX_SUPERSAMPLE:
+        raise ReconError(f"supersample must be 1-{MAX_SUPERSAMPLE} rays per pixel side, got {supersample}")
 
 
 def _prepare_output(output: Path) -> Path:
@@ -53,13 +56,20 @@ def _prepare_output(output: Path) -> Path:
 
 
 def _write_split(
-    caster: Caster, output: Path, split: str, T_cam_world: np.ndarray, resolution: int, meta: dict
+    caster: Caster,
+    output: Path,
+    split: str,
+    T_cam_world: np.ndarray,
+    resolution: int,
+    supersample: int,
+    meta: dict,
 ) -> None:
     K = intrinsics(resolution)
     frames = []
-    for start in range(0, len(T_cam_world), VIEWS_PER_BATCH):
-        batch = T_cam_world[start : start + VIEWS_PER_BATCH]
-        renders = caster.render(batch, K, resolution)
+    per_batch = max(1, VIEWS_PER_BATCH // supersample**2)  # the same number of rays per batch
+    for start in range(0, len(T_cam_world), per_batch):
+        batch = T_cam_world[start : start + per_batch]
+        renders = caster.render(batch, K, resolution, supersample)
         for k in range(len(batch)):
             i = start + k
             Image.fromarray(renders.rgba[k], mode="RGBA").save(output / split / f"r_{i}.png")
@@ -98,26 +108,28 @@ def _write_gt_mesh(parts: list[Part], path: Path) -> None:
 
 def _write(
     parts: list[Part], output: Path, *, views: int, test_views: int, resolution: int, seed: int,
-    z_range: tuple[float, float], test_elevation: float, meta: dict,
+    supersample: int, z_range: tuple[float, float], test_elevation: float, meta: dict,
 ) -> Path:  # fmt: skip
-    _check_counts(views, test_views, resolution)
+    _check_counts(views, test_views, resolution, supersample)
     output = _prepare_output(output)
     center, radius = bounding_sphere(parts)
     distance = camera_distance(radius)
     meta = {**meta, "seed": seed, "version": FORMAT_VERSION, "views": views, "test_views": test_views,
-            "resolution": resolution, "camera_distance": distance, "look_at": center.tolist()}  # fmt: skip
+            "resolution": resolution, "supersample": supersample, "camera_distance": distance,
+            "look_at": center.tolist()}  # fmt: skip
     caster = Caster(parts)
     train = train_poses(views, seed=seed, center=center, distance=distance, z_range=z_range)
-    _write_split(caster, output, "train", train, resolution, meta)
+    _write_split(caster, output, "train", train, resolution, supersample, meta)
     test = orbit_poses(test_views, center=center, distance=distance, elevation=test_elevation)
-    _write_split(caster, output, "test", test, resolution, meta)
+    _write_split(caster, output, "test", test, resolution, supersample, meta)
     _write_gt_mesh(parts, output / "gt_mesh.ply")
     return output
 
 
 def write_scene(
-    name: str, output: Path, *, views: int = 100, test_views: int = 50, resolution: int = 200, seed: int = 0
-) -> Path:
+    name: str, output: Path, *, views: int = 100, test_views: int = 50, resolution: int = 200, seed: int = 0,
+    supersample: int = 1,
+) -> Path:  # fmt: skip
     """Render a built-in scene (one of :data:`SCENES`) into a Blender-format dataset folder.
 
     The folder holds ``transforms_{train,test}.json`` (``camera_angle_x``, per-frame OpenGL camera-to-world
@@ -134,6 +146,9 @@ def write_scene(
         test_views: number of test views (a ring orbit, independent of the seed).
         resolution: image width = height in pixels.
         seed: camera jitter seed.
+        supersample: N > 1 anti-aliases colour and alpha with N x N rays per pixel (box filter, as a camera pixel
+            or Blender's NeRF-synthetic renders); 1 = one ray through each pixel centre, alpha exactly 0 or 1.
+            Depth and normals are always the centre ray's. At most MAX_SUPERSAMPLE.
 
     Returns:
         The output folder.
@@ -146,7 +161,7 @@ def write_scene(
     z_range = UPPER_Z if name == "tabletop" else ALL_AROUND_Z
     return _write(
         SCENE_BUILDERS[name](), output, views=views, test_views=test_views, resolution=resolution, seed=seed,
-        z_range=z_range, test_elevation=TEST_ELEVATION[name], meta={"scene": name},
+        supersample=supersample, z_range=z_range, test_elevation=TEST_ELEVATION[name], meta={"scene": name},
     )  # fmt: skip
 
 
@@ -183,7 +198,7 @@ def _mesh_colors(mesh: trimesh.Trimesh) -> tuple[np.ndarray | None, np.ndarray |
 
 def write_mesh_scene(
     mesh_path: Path | str, output: Path, *, views: int = 100, test_views: int = 50, resolution: int = 200,
-    seed: int = 0, up_axis: Literal["y", "z"] = "y", upper_views: bool = False,
+    seed: int = 0, up_axis: Literal["y", "z"] = "y", upper_views: bool = False, supersample: int = 1,
 ) -> Path:  # fmt: skip
     """Render any mesh file (OBJ, PLY, GLB, ...) like a built-in scene into a Blender-format folder.
 
@@ -199,7 +214,7 @@ def write_mesh_scene(
     Args:
         mesh_path: mesh file readable by trimesh.
         output: folder to write.
-        views, test_views, resolution, seed: as in :func:`write_scene`.
+        views, test_views, resolution, seed, supersample: as in :func:`write_scene`.
         up_axis: the file's up axis.
         upper_views: training cameras on the upper hemisphere only.
 
@@ -233,5 +248,5 @@ def write_mesh_scene(
             "face" if face_colors is not None else "procedural"}  # fmt: skip
     return _write(
         [part], output, views=views, test_views=test_views, resolution=resolution, seed=seed,
-        z_range=UPPER_Z if upper_views else ALL_AROUND_Z, test_elevation=TEST_ELEVATION["object"], meta=meta,
+        supersample=supersample, z_range=UPPER_Z if upper_views else ALL_AROUND_Z, test_elevation=TEST_ELEVATION["object"], meta=meta,
     )  # fmt: skip

@@ -64,6 +64,9 @@ class Synth:
     """Image width = height in pixels."""
     seed: int = 0
     """Seed of the training-camera jitter (geometry does not depend on it)."""
+    supersample: int = 1
+    """Anti-aliasing: N x N rays per pixel, colour and alpha their box-filtered mean (as a camera pixel or Blender's
+    NeRF-synthetic renders); 1 = one ray through each pixel centre (exact 0/1 alpha). Depth/normals: centre ray."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ def _run_synth(args: Synth) -> int:
         "test_views": args.test_views,
         "resolution": args.resolution,
         "seed": args.seed,
+        "supersample": args.supersample,
     }
     if args.name == MESH_SCENE:
         if args.mesh is None:

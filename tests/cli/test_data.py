@@ -63,9 +63,11 @@ def test_synth_dispatch_arguments(monkeypatch, tmp_path, capsys):
         synthetic, "write_mesh_scene", lambda mesh, output, **kw: calls.append((mesh, output, kw)) or output
     )
     argv = ["synth", "tabletop", "--output", str(tmp_path), "--views", "7", "--test-views", "2", "--resolution",
-            "16", "--seed", "3"]  # fmt: skip
+            "16", "--seed", "3", "--supersample", "4"]  # fmt: skip
     assert data_cli.main(argv) == 0
-    assert calls[-1] == ("tabletop", tmp_path, {"views": 7, "test_views": 2, "resolution": 16, "seed": 3})
+    assert calls[-1] == (
+        "tabletop", tmp_path, {"views": 7, "test_views": 2, "resolution": 16, "seed": 3, "supersample": 4}
+    )  # fmt: skip
     mesh = tmp_path / "m.obj"
     assert (
         data_cli.main(["synth", "mesh", "--mesh", str(mesh), "--output", str(tmp_path), "--up-axis", "z"])
@@ -74,7 +76,15 @@ def test_synth_dispatch_arguments(monkeypatch, tmp_path, capsys):
     assert calls[-1] == (
         mesh,
         tmp_path,
-        {"views": 100, "test_views": 50, "resolution": 200, "seed": 0, "up_axis": "z", "upper_views": False},
+        {
+            "views": 100,
+            "test_views": 50,
+            "resolution": 200,
+            "seed": 0,
+            "supersample": 1,
+            "up_axis": "z",
+            "upper_views": False,
+        },  # fmt: skip
     )
     assert capsys.readouterr().out.splitlines() == [str(tmp_path), str(tmp_path)]
     with pytest.raises(data_cli.ReconError, match="--mesh is only used with NAME 'mesh'"):

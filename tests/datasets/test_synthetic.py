@@ -281,6 +281,43 @@ def test_seed_moves_training_cameras_only(tmp_path, scenes) -> None:
     assert tests[0] == tests[1]
 
 
+def test_supersample_box_filters_a_finer_render(tmp_path, cube_scene) -> None:
+    """supersample = 2: alpha is the covered fraction and colour the mean colour of the covered rays of a 2 x 2
+    ray grid, i.e. exactly the box filter of the same scene written at twice the resolution (same cameras, the
+    intrinsics scale with the resolution); depth and normals stay the centre ray's (the 1-ray files)."""
+    mesh = tmp_path / "cube.ply"
+    trimesh.creation.box(extents=(4.0, 4.0, 4.0)).apply_translation((10.0, -2.0, 5.0)).export(mesh)
+    kw = {"views": VIEWS, "test_views": TEST_VIEWS, "seed": 1}
+    smooth = write_mesh_scene(mesh, tmp_path / "ss2", resolution=RES, supersample=2, **kw)
+    fine = write_mesh_scene(mesh, tmp_path / "fine", resolution=2 * RES, **kw)
+    assert _frames(smooth, "train")[0]["recon_synthetic"]["supersample"] == 2
+    partial = 0
+    for split, n in (("train", VIEWS), ("test", TEST_VIEWS)):
+        for i in range(n):
+            got = np.asarray(Image.open(smooth / split / f"r_{i}.png")).astype(np.float64)
+            hi = np.asarray(Image.open(fine / split / f"r_{i}.png")).astype(np.float64)
+            blocks = hi.reshape(RES, 2, RES, 2, 4)
+            alpha = blocks[..., 3].mean(axis=(1, 3))  # the 1-ray alphas are 0 or 255
+            np.testing.assert_array_equal(got[..., 3], np.round(alpha))
+            premultiplied = (blocks[..., :3] * blocks[..., 3:] / 255.0).mean(axis=(1, 3))
+            covered = alpha > 0
+            colour = premultiplied[covered] / (alpha[covered, None] / 255.0)
+            assert np.abs(got[covered][:, :3] - colour).max() <= 1.0 + 1e-9  # uint8 rounding of both files
+            assert not got[~covered][:, :3].any()
+            partial += int(((got[..., 3] > 0) & (got[..., 3] < 255)).sum())
+            for key in ("depth", "normal"):
+                one_ray = cube_scene / split / f"r_{i}_{key}.npy"  # the same cube, cameras and resolution
+                assert (smooth / split / f"r_{i}_{key}.npy").read_bytes() == one_ray.read_bytes()
+    assert partial > 0  # the silhouettes are anti-aliased
+
+
+def test_bad_supersample_is_refused_by_name(tmp_path) -> None:
+    for bad in (0, 9):
+        with pytest.raises(ReconError, match=f"supersample must be 1-8 rays per pixel side, got {bad}"):
+            write_scene("object", tmp_path / "x", views=2, test_views=0, resolution=8, supersample=bad)
+    assert not (tmp_path / "x").exists()
+
+
 def test_unknown_scene_lists_names(tmp_path) -> None:
     with pytest.raises(ReconError, match="object.*tabletop"):
         write_scene("nope", tmp_path / "x")
