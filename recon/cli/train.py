@@ -275,11 +275,12 @@ def main(argv: list[str]) -> int:
     run = _prepare_run(cfg) if distributed.is_rank0() else None
     dataset = load_run_dataset(cfg)
     cfg = _adapt_to_dataset(method, cfg, dataset)
-    cfg, capacity = _capacity(method, cfg, dataset, device, argv)
+    cfg, capacity, in_run = _capacity(method, cfg, dataset, device, argv)
     trainer = _start_ranks(method, cfg, dataset, device, run)
     run = trainer.run
     if capacity and trainer.rank == 0:
-        (run.path / "capacity.json").write_text(json.dumps([c.record() for c in capacity], indent=2) + "\n")
+        _write_capacity(run, capacity)
+    _attach_in_run_capacity(trainer, in_run, capacity, dataset, device)
     result = _train(trainer, cfg)
     images = _final_images_over_ranks(trainer, cfg, dataset, result)
     distributed.shutdown()  # no collectives after this
@@ -301,11 +302,12 @@ def main(argv: list[str]) -> int:
 
 
 def _capacity(method, cfg, dataset, device, argv: list[str]):
-    """(cfg, choices): the capacity limits the budget buys on this device (``recon.train.capacity``) for a new
-    run with ``--max-minutes``; limits set by a flag, ``--load-config`` or a ``--preset`` file are kept. Every rank
-    times the calibration steps together (they all-reduce); rank 0's choice is used by all."""
+    """(cfg, choices, in-run rules): the capacity limits the budget buys on this device (``recon.train.capacity``)
+    for a new run with ``--max-minutes``; limits set by a flag, ``--load-config`` or a ``--preset`` file are kept.
+    Every rank times the calibration steps together (they all-reduce); rank 0's choice is used by all. The rules
+    decided during the run (``CapacityRule.in_run_after``) come back for :func:`_attach_in_run_capacity`."""
     if cfg.resume or cfg.max_minutes <= 0 or not method.capacity:
-        return cfg, []
+        return cfg, [], []
     files = [load_yaml(Path(f)) or {} for f in (cfg.load_config, cfg.preset) if f and _is_preset_path(f)]
     explicit = explicit_fields(method.capacity, _expand_aliases(argv[1:]), files)
     cfg, choices = distributed.broadcast_object(
@@ -314,7 +316,34 @@ def _capacity(method, cfg, dataset, device, argv: list[str]):
     if distributed.is_rank0():
         for choice in choices:
             print(choice.line(), file=sys.stderr)
-    return cfg, choices
+    in_run = [rule for rule in method.capacity if rule.in_run_after and rule.field not in explicit]
+    return cfg, choices, in_run
+
+
+def _attach_in_run_capacity(trainer: Trainer, rules, choices: list, dataset, device) -> None:
+    """Hooks that choose the in-run rules' sizes from the run's own step times (``recon.train.capacity_in_run``);
+    each choice is printed and added to capacity.json by rank 0 when it is made."""
+    from recon.train.capacity import capacity_inputs
+    from recon.train.capacity_in_run import InRunCapacity, settle_steps
+
+    def report(choice) -> None:
+        choices.append(choice)
+        if trainer.rank == 0:
+            print(choice.line(), file=sys.stderr)
+            _write_capacity(trainer.run, choices)
+
+    for rule in rules:
+        if rule.field != "rays_per_batch":  # the only size a trainer can change between steps today
+            raise ValueError(f"no in-run setter for the capacity field {rule.field!r}")
+        trainer.hooks.append(InRunCapacity(
+            rule, capacity_inputs(trainer.cfg, dataset, device), start_step=settle_steps(rule, trainer.cfg),
+            apply=trainer.set_rays_per_batch, report=report,
+        ))  # fmt: skip
+
+
+def _write_capacity(run, choices) -> None:
+    """capacity.json: the record of every capacity choice so far (``CapacityChoice.record``)."""
+    (run.path / "capacity.json").write_text(json.dumps([c.record() for c in choices], indent=2) + "\n")
 
 
 def _final_images_over_ranks(trainer: Trainer, cfg, dataset, result) -> dict | None:

@@ -1,9 +1,9 @@
 """Capacity follows the budget, the data and the device (docs/budget.md).
 
 A time budget (``--max-minutes``) is spent on the **largest model that still gets enough optimisation steps**.
-Each method names its capacity limits as :class:`CapacityRule` records in ``Method.capacity`` (today the triangle
-cap; a rule may also count rays per step, ``per="ray"``); for each one the trainer measures the step time on this device at two sizes before training
-(:func:`calibrate`, a few steps each) and fits the linear cost model
+Each method names its capacity limits as :class:`CapacityRule` records in ``Method.capacity`` (the triangle cap,
+the fields' rays per step); for each one the step time on this device is measured at two sizes and fitted by the
+linear cost model
 
 .. math::
 
@@ -23,8 +23,13 @@ on its grid (multiples of ``quantum``) inside the per-device bounds ``[low, high
 feasible). Because the feasible set only grows with ``B`` and only shrinks with ``N_px``, ``a`` and ``b``, the
 choice is non-decreasing in the budget and non-increasing in the training pixels and the step time, by
 construction. No constant depends on a dataset: ``P`` and ``S_min`` were set once so that a 20-minute budget on a
-200x200, 100-view scene gives the preset sizes that are known to work on a 2-core CPU; the CUDA bounds end at the
-published sizes.
+200x200, 100-view scene gives the preset sizes that are known to work on a 2-core CPU (the fields' ``S_min`` is
+the published recipes' 20 000 steps); the CUDA bounds end at the published sizes.
+
+When: the triangle cap is chosen before training (:func:`calibrate`: a few steps of fresh trainers at each size);
+the fields' ray batches during the run, once their occupancy grid has pruned (``CapacityRule.in_run_after``,
+``recon.train.capacity_in_run``), because their first steps march the all-occupied initial grid and cost many
+times a later step.
 
 Example:
     >>> cost = StepCost(sizes=(2500, 10000), seconds=(0.038, 0.105))  # measured on the 2-core CPU
@@ -41,6 +46,8 @@ from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from typing import Literal
 
 __all__ = [
+    "NERF_RAYS",
+    "NEUS_RAYS",
     "TRIANGLE_CAP",
     "Bounds",
     "CapacityChoice",
@@ -49,6 +56,7 @@ __all__ = [
     "StepCost",
     "apply_capacity",
     "calibrate",
+    "capacity_inputs",
     "choose",
     "explicit_fields",
     "get_field",
@@ -104,6 +112,10 @@ class CapacityRule:
             the calibration assumed ("": none).
         floor_field: dotted field set to the device's low bound, the size below which that in-run rule never
             holds the model ("": none).
+        in_run_after: "": the size is chosen before training, from calibration trainers. A dotted field of a
+            step count (``"strategy.warmup_steps"``): the size is chosen *during* the run from the run's own step
+            times, measured once ``SETTLE_FACTOR`` x that many steps are done (``recon.train.capacity_in_run``);
+            for the ray-marched fields, whose first steps march the all-occupied initial occupancy grid.
     """
 
     field: str
@@ -119,6 +131,7 @@ class CapacityRule:
     linked: tuple[tuple[str, float], ...] = ()
     steps_field: str = ""
     floor_field: str = ""
+    in_run_after: str = ""
 
     def bounds(self, device: str) -> Bounds:
         """The bounds for a device string (``"cuda:1"`` -> the CUDA bounds)."""
@@ -143,6 +156,27 @@ the initial count stays at most 0.8 x the cap (the preset's 4000 up to a cap of 
 the steps the schedules need: with ``strategy.limit_growth`` (on in the CPU preset) densification stops growing the
 soup when the measured step rate would no longer buy them, but never below the low bound (``strategy.growth_floor``;
 ``TriangleMCMC.growth_target``)."""
+
+
+NERF_RAYS = CapacityRule(
+    field="rays_per_batch", unit="rays", per="ray", min_passes=0.0, min_steps=20_000, quantum=128,
+    cpu=Bounds(low=512, high=4096, calibrate=(512, 1024)),
+    cuda=Bounds(low=1024, high=4096, calibrate=(1024, 4096)),
+    in_run_after="strategy.warmup_steps",
+)  # fmt: skip
+"""NeRF: rays per step. The largest batch with which the budget still buys the published recipe's 20 000 steps
+(nerfacc's occupancy-grid recipe; spec neural_fields.md §4), up to its 4096 rays. At least the CPU preset's 512:
+a 20-minute budget on a 200 px scene buys ~17 000-22 000 steps there on the 2-core CPU, so the rule keeps 512 up
+to ~20 minutes and spends longer budgets on larger batches. Decided during the run (``in_run_after``)."""
+
+NEUS_RAYS = CapacityRule(
+    field="rays_per_batch", unit="rays", per="ray", min_passes=0.0, min_steps=20_000, quantum=128,
+    cpu=Bounds(low=256, high=2048, calibrate=(256, 512)),
+    cuda=Bounds(low=512, high=2048, calibrate=(512, 2048)),
+    in_run_after="strategy.warmup_steps",
+)  # fmt: skip
+"""NeuS: rays per step, by the same rule as ``NERF_RAYS``: the published fast recipe's 20 000 steps (spec
+neural_fields.md §5), up to its 2048 rays, at least the CPU preset's 256."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +231,11 @@ class CapacityInputs:
 
 @dataclass(frozen=True)
 class CapacityChoice:
-    """The rule's output for one field, with everything it was computed from (recorded in the run)."""
+    """The rule's output for one field, with everything it was computed from (recorded in the run).
+
+    ``decided_at_step``: 0 for a choice made before training; for an in-run rule the step at which it was made
+    (``inputs.budget_seconds`` is then the budget left at that step and ``cost`` the run's own step times).
+    """
 
     field: str
     value: int
@@ -207,12 +245,15 @@ class CapacityChoice:
     inputs: CapacityInputs
     cost: StepCost
     calibration_seconds: float = 0.0
+    decided_at_step: int = 0
 
     def line(self) -> str:
-        """``capacity: strategy.cap 12,000 triangles (budget 20 min, 0.21 s/step at 10k, 4.0 Mpx, ...)``."""
+        """``capacity: strategy.cap 12,000 triangles (budget 20 min, 0.21 s/step at 10k, 4.0 Mpx, ...)``; an in-run
+        choice says its step and the budget that was left then."""
         size, seconds = self.cost.sizes[1], self.cost.seconds[1]
+        when = f"at step {self.decided_at_step:,}, budget left" if self.decided_at_step else "budget"
         return (
-            f"capacity: {self.field} {self.value:,} {self.unit} (budget {self.inputs.budget_seconds / 60:g} min, "
+            f"capacity: {self.field} {self.value:,} {self.unit} ({when} {self.inputs.budget_seconds / 60:.3g} min, "
             f"{seconds:.3g} s/step at {_short(size)}, {self.inputs.train_pixels / 1e6:.1f} Mpx, "
             f"{self.inputs.device}; ~{self.expected_steps:,} steps; {self.limited_by}-limited)"
         )
@@ -334,7 +375,7 @@ def apply_capacity(
         measure: ``(cfg_at_size) -> seconds per step``; default: real trainer steps
             (:func:`trainer_step_seconds`). Tests pass a cost model.
     """
-    rules = [rule for rule in method.capacity if rule.field not in explicit]
+    rules = [rule for rule in method.capacity if rule.field not in explicit and not rule.in_run_after]
     if cfg.max_minutes <= 0 or not rules:
         return cfg, []
     if measure is None:
@@ -345,12 +386,7 @@ def apply_capacity(
 
         measure = _trainer_seconds
 
-    cameras = dataset.cameras("train")
-    views = len(dataset.splits["train"])
-    inputs = CapacityInputs(
-        budget_seconds=cfg.max_minutes * 60.0, train_views=views,
-        train_pixels=views * int(cameras.width) * int(cameras.height), device=str(device), max_steps=cfg.steps,
-    )  # fmt: skip
+    inputs = capacity_inputs(cfg, dataset, device)
     choices = []
     for rule in rules:
         cost, spent = calibrate(
@@ -369,6 +405,16 @@ def apply_capacity(
             cfg = set_field(cfg, rule.floor_field, rule.bounds(inputs.device).low)
         choices.append(choice)
     return cfg, choices
+
+
+def capacity_inputs(cfg, dataset, device) -> CapacityInputs:
+    """The rule's inputs for a run: its budget and step bound, the training views and pixels, the device."""
+    cameras = dataset.cameras("train")
+    views = len(dataset.splits["train"])
+    return CapacityInputs(
+        budget_seconds=cfg.max_minutes * 60.0, train_views=views,
+        train_pixels=views * int(cameras.width) * int(cameras.height), device=str(device), max_steps=cfg.steps,
+    )  # fmt: skip
 
 
 def explicit_fields(rules, args: list[str], files: list[dict]) -> frozenset[str]:

@@ -187,7 +187,23 @@ class RayBatchSampler:
             return torch.zeros(c, r, 3).to(self.images)
         return self.dataset_background.expand(c, r, 3)
 
-    # the generator belongs to the caller (the trainer checkpoints it); the sampler itself is stateless
+    def set_rays_per_batch(self, rays: int) -> None:
+        """Draw ``rays`` rays per batch from the next batch on (the in-run capacity rule; ``recon.train.
+        capacity_in_run``). The SfM-depth rays keep their share of the batch; with ``images_per_batch = C`` the
+        count is rounded down to a multiple of C (at least C)."""
+        if rays < 1:
+            raise ReconError(f"rays_per_batch must be >= 1, got {rays}")
+        if self.images_per_batch:
+            rays = max(self.images_per_batch, rays - rays % self.images_per_batch)
+        if self.sfm_depth_rays:
+            share = round(self.sfm_depth_rays * rays / self.rays_per_batch)
+            self.sfm_depth_rays = min(max(1, share), rays - 1) if rays > 1 else 0
+            if not self.sfm_depth_rays:
+                self.sfm_depth = None
+        self.rays_per_batch = rays
+
+    # the generator belongs to the caller (the trainer checkpoints it, and the rays per step: Trainer.state_tensors);
+    # the sampler itself is stateless
     def state_tensors(self) -> dict[str, Tensor]:
         return {}
 

@@ -232,6 +232,14 @@ class Trainer:
             "psnr": psnr_tensor(render.rgb.detach(), target),
         }
 
+    def set_rays_per_batch(self, rays: int) -> None:
+        """Each rank trains on ``rays`` rays per step from the next step on (ray batches only; the in-run capacity
+        rule, ``recon.train.capacity_in_run``). Checkpoints keep it (``trainer.rays_per_rank``), so a resumed run
+        goes on with it."""
+        if not isinstance(self.sampler, RayBatchSampler):
+            raise ReconError(f"{self.method.name} trains on views, not ray batches: it has no rays per step")
+        self.sampler.set_rays_per_batch(rays * self.world)
+
     def sync_gradients(self) -> None:
         """The hook point between ``backward`` and the optimiser step: averages the gradients over the ranks.
 
@@ -445,6 +453,8 @@ class Trainer:
         if self.appearance is not None:
             out |= {f"appearance.{k}": v for k, v in self.appearance.state_dict().items()}
         out["trainer.generator"] = self.generator.get_state()
+        if isinstance(self.sampler, RayBatchSampler):  # per rank: a resume may change the number of processes
+            out["trainer.rays_per_rank"] = torch.tensor(self.sampler.rays_per_batch // self.world)
         return out
 
     def save_checkpoint(self):
@@ -498,6 +508,8 @@ class Trainer:
         trainer.strategy.load_state_tensors(_section(tensors, "strategy"))
         trainer.sampler.load_state_tensors(_section(tensors, "sampler"))
         trainer.generator.set_state(tensors["trainer.generator"])
+        if "trainer.rays_per_rank" in tensors:  # an in-run capacity choice (older checkpoints: the config's)
+            trainer.set_rays_per_batch(int(tensors["trainer.rays_per_rank"]))
         trainer.step = int(meta["step"])
         trainer.train_seconds = float(meta.get("train_seconds", 0.0))
         trainer.eval_seconds = float(meta.get("eval_seconds", 0.0))

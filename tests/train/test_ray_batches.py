@@ -156,3 +156,23 @@ def test_sfm_depth_from_views_fraction_and_bad_arguments(gen):
         with pytest.raises(ReconError, match="sfm_depth_rays"):
             RayBatchSampler(images, cameras, alphas=alpha, dataset_background=bg0, rays_per_batch=16, generator=g,
                             **kwargs)  # fmt: skip
+
+
+def test_set_rays_per_batch_changes_the_next_batches(gen):
+    images, cameras, alpha, _, bg0 = _views(gen)
+    rows, targets = _sfm_table()
+    sampler = RayBatchSampler(images, cameras, alphas=alpha, dataset_background=bg0, rays_per_batch=16,
+                              generator=torch.Generator().manual_seed(0), sfm_depth=(rows, targets),
+                              sfm_depth_rays=4)  # fmt: skip
+    sampler.set_rays_per_batch(64)
+    batch = sampler.next()
+    assert batch.pixels.shape == (64, 1, 2) and sampler.sfm_depth_rays == 16  # SfM rays keep their share
+    assert int((batch.depth > 0).sum()) == 16
+    sampler.set_rays_per_batch(1)  # no room for SfM rays
+    assert sampler.next().depth is None and sampler.sfm_depth_rays == 0
+    per_image = RayBatchSampler(images, cameras, alphas=None, dataset_background=bg0, rays_per_batch=12,
+                                images_per_batch=4, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    per_image.set_rays_per_batch(30)  # rounded down to a multiple of the images per batch
+    assert per_image.rays_per_batch == 28 and per_image.next().pixels.shape == (4, 7, 2)
+    with pytest.raises(ReconError, match="rays_per_batch must be >= 1, got 0"):
+        sampler.set_rays_per_batch(0)

@@ -12,6 +12,7 @@ from recon.core import MissingRenderOutput
 from recon.scenes.base import Scene
 from recon.scenes.nerf import NerfScene, NerfSceneConfig
 from recon.scenes.scene_type import SceneKind, SceneTypeDecision
+from recon.train.capacity import NERF_RAYS
 from recon.train.config import TrainConfig
 from recon.train.methods import Method
 from recon.train.neural_configs import NerfTrainConfig
@@ -89,4 +90,6 @@ def _strategy(cfg: TrainConfig, num_views: int) -> Strategy:
     return SceneTypeStrategy(cfg.strategy, seed=cfg.seed)  # pyright: ignore[reportAttributeAccessIssue]  # every method's TrainConfig subclass has it
 
 
-METHOD = Method("nerf", NerfTrainConfig, NerfSceneConfig, NerfStrategyConfig, NerfScene, _strategy)
+METHOD = Method(
+    "nerf", NerfTrainConfig, NerfSceneConfig, NerfStrategyConfig, NerfScene, _strategy, capacity=(NERF_RAYS,)
+)

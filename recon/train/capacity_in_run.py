@@ -1,0 +1,113 @@
+"""Capacity limits chosen during the run: the rays per step of the ray-marched fields (docs/budget.md).
+
+The rule is the one of ``recon.train.capacity`` (the largest size with which the budget still buys the steps the
+schedules need); only the step times come from elsewhere. A calibration before training would time the first
+steps, which march the all-occupied initial occupancy grid: on the chair 2.0 s per step at 256 rays, against ~0.07 s
+at 512 once the grid has pruned, a ratio that depends on how empty the scene is. So :class:`InRunCapacity`, a
+trainer hook, waits until the grid has settled (``SETTLE_FACTOR`` x the grid's all-cell warm-up steps), trains
+``WINDOW`` steps at each of the rule's two calibration sizes (real training steps: nothing is thrown away), fits
+``t(s) = a + b s`` to the median step times and sets the chosen size for the rest of the run. The decision uses
+the budget that is left and the steps still needed, so the choice stays non-decreasing in the budget.
+
+Every rank sees the same training clock (rank 0's, broadcast each step), so every rank makes the same choice
+without a collective. The choice is checkpointed with the sampler (``RayBatchSampler.state_tensors``); a resumed
+run goes on with it and does not decide again.
+"""
+
+import statistics
+from collections.abc import Callable
+from dataclasses import replace
+
+from recon.train.capacity import CapacityChoice, CapacityInputs, CapacityRule, StepCost, choose, get_field
+
+__all__ = ["SETTLE_FACTOR", "WINDOW", "InRunCapacity", "settle_steps"]
+
+SETTLE_FACTOR = 4
+"""The occupancy grid updates every cell for ``warmup_steps`` steps and then decays empty cells by an EMA (x0.95 per
+update, every 16 steps): on the cow (128 px) the step time fell from 0.17 s (steps 1-50) to ~0.065 s (steps
+150-300) and ~0.05 s from step ~400 with the CPU preset's 64 warm-up steps. At 4 x 64 = 256 steps the measured
+times are within ~25 % of the later ones (an over-estimate, so a smaller batch: the safe side)."""
+WINDOW = 16
+"""Steps timed at each calibration size (the median is used: the grid's updates every 16 steps and the load of
+the machine make single steps noisy)."""
+
+
+def settle_steps(rule: CapacityRule, cfg) -> int:
+    """The step from which an in-run rule measures: ``SETTLE_FACTOR`` x the field ``rule.in_run_after``."""
+    return SETTLE_FACTOR * int(get_field(cfg, rule.in_run_after))
+
+
+class InRunCapacity:
+    """Trainer hook (``Trainer.hooks``) that chooses the size of one in-run rule from the run's own step times.
+
+    Args:
+        rule: the rule (``rule.in_run_after`` set).
+        inputs: the run's inputs (``recon.train.capacity.capacity_inputs``: the whole budget, pixels, device).
+        start_step: the step from which step times are measured (:func:`settle_steps`).
+        apply: sets the size for the next steps (``Trainer.set_rays_per_batch``).
+        report: called once with the choice (records and prints it).
+        window: steps timed at each calibration size.
+
+    Example:
+        >>> # hook = InRunCapacity(NERF_RAYS, capacity_inputs(cfg, dataset, device), start_step=256,
+        >>> #                      apply=trainer.set_rays_per_batch, report=print)
+        >>> # trainer.hooks.append(hook)
+    """
+
+    def __init__(
+        self,
+        rule: CapacityRule,
+        inputs: CapacityInputs,
+        *,
+        start_step: int,
+        apply: Callable[[int], None],
+        report: Callable[[CapacityChoice], None],
+        window: int = WINDOW,
+    ) -> None:
+        if not rule.in_run_after or window < 1 or start_step < 0:
+            raise ValueError(
+                f"InRunCapacity needs an in-run rule, window >= 1 and start_step >= 0, got {rule.field}"
+            )
+        self.rule, self.inputs, self.start_step, self.window = rule, inputs, start_step, window
+        self.apply, self.report = apply, report
+        self.sizes = rule.bounds(inputs.device).calibrate
+        self.times: list[list[float]] = [[], []]
+        self.measuring: int | None = None  # index into sizes while timing
+        self.choice: CapacityChoice | None = None
+        self._clock = 0.0
+
+    def before_step(self, trainer) -> None:
+        self._clock = trainer.train_seconds  # a paused viewer's wait is not in train_seconds
+
+    def after_step(self, trainer, terms, logged: bool) -> None:
+        if self.choice is not None or trainer.step < self.start_step:
+            return
+        seconds = trainer.train_seconds - self._clock
+        if self.measuring is None:  # this step ran at the configured size: start timing the first size
+            self._switch(0)
+            return
+        self.times[self.measuring].append(seconds)
+        if len(self.times[self.measuring]) < self.window:
+            return
+        if self.measuring == 0:
+            self._switch(1)
+            return
+        self._decide(trainer)
+
+    def _switch(self, index: int) -> None:
+        self.measuring = index
+        self.apply(self.sizes[index])
+
+    def _decide(self, trainer) -> None:
+        """Fit the cost line, choose with the budget left and the steps still needed, and set the size."""
+        cost = StepCost(
+            sizes=self.sizes, seconds=(statistics.median(self.times[0]), statistics.median(self.times[1]))
+        )
+        left = max(self.inputs.budget_seconds - trainer.train_seconds, 1e-3)
+        steps = max(self.inputs.max_steps - trainer.step, 1) if self.inputs.max_steps else 0
+        rule = replace(self.rule, min_steps=max(self.rule.min_steps - trainer.step, 1))
+        choice = choose(rule, replace(self.inputs, budget_seconds=left, max_steps=steps), cost)
+        self.choice = replace(choice, decided_at_step=trainer.step)
+        self.measuring = None
+        self.apply(self.choice.value)
+        self.report(self.choice)
