@@ -158,25 +158,24 @@ soup when the measured step rate would no longer buy them, but never below the l
 ``TriangleMCMC.growth_target``)."""
 
 
-NERF_RAYS = CapacityRule(
-    field="rays_per_batch", unit="rays", per="ray", min_passes=0.0, min_steps=20_000, quantum=128,
-    cpu=Bounds(low=512, high=4096, calibrate=(512, 1024)),
-    cuda=Bounds(low=1024, high=4096, calibrate=(1024, 4096)),
-    in_run_after="strategy.warmup_steps",
-)  # fmt: skip
-"""NeRF: rays per step. The largest batch with which the budget still buys the published recipe's 20 000 steps
-(nerfacc's occupancy-grid recipe; spec neural_fields.md §4), up to its 4096 rays. At least the CPU preset's 512:
-a 20-minute budget on a 200 px scene buys ~17 000-22 000 steps there on the 2-core CPU, so the rule keeps 512 up
-to ~20 minutes and spends longer budgets on larger batches. Decided during the run (``in_run_after``)."""
+def _field_rays(cpu: Bounds, cuda: Bounds) -> CapacityRule:
+    """The fields' rays-per-step rule: the largest batch with which the budget still buys the published recipes'
+    20 000 steps (no pass target), decided during the run once the occupancy grid has settled."""
+    return CapacityRule(
+        field="rays_per_batch", unit="rays", per="ray", min_passes=0.0, min_steps=20_000, quantum=128, cpu=cpu,
+        cuda=cuda, in_run_after="strategy.warmup_steps",
+    )  # fmt: skip
 
-NEUS_RAYS = CapacityRule(
-    field="rays_per_batch", unit="rays", per="ray", min_passes=0.0, min_steps=20_000, quantum=128,
-    cpu=Bounds(low=256, high=2048, calibrate=(256, 512)),
-    cuda=Bounds(low=512, high=2048, calibrate=(512, 2048)),
-    in_run_after="strategy.warmup_steps",
-)  # fmt: skip
-"""NeuS: rays per step, by the same rule as ``NERF_RAYS``: the published fast recipe's 20 000 steps (spec
-neural_fields.md §5), up to its 2048 rays, at least the CPU preset's 256."""
+
+NERF_RAYS = _field_rays(Bounds(512, 4096, calibrate=(512, 1024)), Bounds(1024, 4096, calibrate=(1024, 4096)))
+"""NeRF: rays per step, up to the published recipe's 4096 (nerfacc's occupancy-grid recipe, 20 000 steps; spec
+neural_fields.md §4). At least the CPU preset's 512: a 20-minute budget on a 128-200 px scene buys ~17 000-22 000
+steps at 512 rays on the 2-core CPU, so the rule keeps ~512 up to ~20 minutes and spends longer budgets on larger
+batches; 256 rays scored 0.6 dB below 512 at 2 and 5 minutes on the cow (docs/budget.md)."""
+
+NEUS_RAYS = _field_rays(Bounds(256, 2048, calibrate=(256, 512)), Bounds(512, 2048, calibrate=(512, 2048)))
+"""NeuS: rays per step by the same rule, up to the published fast recipe's 2048 (20 000 steps; spec
+neural_fields.md §5), at least the CPU preset's 256."""
 
 
 @dataclass(frozen=True)

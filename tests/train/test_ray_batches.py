@@ -1,5 +1,7 @@
 """RayBatchSampler: batch layout, gathered targets, per-ray random backgrounds, determinism, errors."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -160,10 +162,13 @@ def test_sfm_depth_from_views_fraction_and_bad_arguments(gen):
 
 def test_set_rays_per_batch_changes_the_next_batches(gen):
     images, cameras, alpha, _, bg0 = _views(gen)
-    rows, targets = _sfm_table()
-    sampler = RayBatchSampler(images, cameras, alphas=alpha, dataset_background=bg0, rays_per_batch=16,
-                              generator=torch.Generator().manual_seed(0), sfm_depth=(rows, targets),
-                              sfm_depth_rays=4)  # fmt: skip
+    sampler = RayBatchSampler.from_views(
+        SimpleNamespace(images=images, cameras=cameras, alphas=alpha, background=bg0, sfm_depth=_sfm_table()),
+        rays_per_batch=16,
+        generator=torch.Generator().manual_seed(0),
+        sfm_depth_fraction=0.25,
+    )
+    assert sampler.sfm_depth_rays == 4
     sampler.set_rays_per_batch(64)
     batch = sampler.next()
     assert batch.pixels.shape == (64, 1, 2) and sampler.sfm_depth_rays == 16  # SfM rays keep their share
