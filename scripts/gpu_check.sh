@@ -3,8 +3,11 @@
 #   1. the Warp-vs-reference parity tests of every renderer op on CUDA (the `device` fixture's cuda cases of
 #      tests/renderers: forward and backward, every op family),
 #   2. benchmarks/bench_splat.py, bench_volume.py and bench_raster.py (when present) with --device cuda --json,
-# then one table (test counts per op family, benchmark timings) on stdout and, with $OUT set, files under $OUT.
-# Record what it prints in benchmarks/README.md ("GPU check").
+#   3. with RECON_CHAIR=<a copy of nerf_synthetic_chair_200> (issue 10, item 4): the published (full-size) presets
+#      of triangles and nerf trained on it for RECON_TRAIN_MINUTES (default 2) each on CUDA, with a periodic
+#      evaluation every quarter minute on 20 test views: the time-to-PSNR curve (training minutes, PSNR),
+# then one table (test counts per op family, benchmark timings, time-to-PSNR) on stdout and, with $OUT set, files
+# under $OUT. Record what it prints in benchmarks/README.md ("GPU check").
 #
 # Usage:
 #   bash scripts/gpu_check.sh                 # run the check (needs recon's dependencies importable)
@@ -20,7 +23,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PART_BYTES=$((60 * 1024 * 1024))
-WHEELS="warp-lang==1.19.0 trimesh nerfacc==0.5.3 safetensors"
+WHEELS="warp-lang==1.19.0 trimesh nerfacc==0.5.3 safetensors tyro==1.0.17 docstring-parser==0.18.0 typeguard==4.6.1"
 
 if [ "${1:-}" = "--prepare" ]; then
   mkdir -p .whl
@@ -79,6 +82,17 @@ for bench in bench_splat bench_volume bench_raster; do
     || log "$bench failed (see $OUT_DIR/$bench.err)"
 done
 
+if [ -n "${RECON_CHAIR:-}" ]; then
+  minutes=${RECON_TRAIN_MINUTES:-2}
+  log "3/3 time-to-PSNR of the published presets on $RECON_CHAIR ($minutes training minutes each)"
+  for method in triangles nerf; do
+    timeout $(( minutes * 60 + 150 )) "$PY" -m recon.cli.main \
+      train "$method" --data "$RECON_CHAIR" --preset "$method" --device cuda --max-minutes "$minutes" \
+      --eval-every-minutes 0.25 --eval-images 20 --no-progress --logger none --run-dir "$OUT_DIR/chair_$method" \
+      > "$OUT_DIR/chair_$method.log" 2>&1 || log "training $method failed (see $OUT_DIR/chair_$method.log)"
+  done
+fi
+
 "$PY" - "$OUT_DIR" <<'EOF'
 import json, sys, xml.etree.ElementTree as ET
 from collections import Counter
@@ -105,5 +119,15 @@ for path in sorted(out.glob("bench_*.json")):
     for case in (data or {}).get("cases", []):
         fields = {k: case.get(k) for k in ("name", "backend", "forward_s", "forward_backward_s") if k in case}
         print(f"  {path.stem:<13} " + "  ".join(f"{k}={v}" for k, v in fields.items()))
+for run in sorted(out.glob("chair_*/")):
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()] \
+        if (run / "metrics.jsonl").is_file() else []
+    evals = [r for r in rows if "eval_psnr" in r]
+    final = json.loads((run / "eval.json").read_text()) if (run / "eval.json").is_file() else {}
+    print(f"== time-to-PSNR, {run.name} (published preset, CUDA; periodic eval on {evals[0]['eval_images'] if evals else 0} test views)")
+    for r in evals:
+        print(f"  step {r['step']:>6}  {r['train_seconds'] / 60:6.2f} training min  PSNR {r['eval_psnr']:.2f}")
+    if final:
+        print(f"  final: PSNR {final.get('psnr')} / SSIM {final.get('ssim')} on {final.get('num_images')} test views")
 EOF
 exit "$tests_rc"
