@@ -10,8 +10,9 @@ trainer hook, waits until the grid has settled (``SETTLE_FACTOR`` x the grid's a
 the budget that is left and the steps still needed, so the choice stays non-decreasing in the budget.
 
 Every rank sees the same training clock (rank 0's, broadcast each step), so every rank makes the same choice
-without a collective. The choice is checkpointed with the sampler (``RayBatchSampler.state_tensors``); a resumed
-run goes on with it and does not decide again.
+without a collective. The choice is checkpointed (``trainer.rays_per_rank`` in ``Trainer.state_tensors``); a
+resumed run goes on with it and does not decide again. Proposal-sampled nerf scenes (unbounded, forward-facing)
+have no occupancy grid; they are timed after the same number of steps.
 """
 
 import statistics
