@@ -113,3 +113,19 @@ def test_views_per_rank_is_a_validated_config_field(tmp_path):
         train_cli.parse(["triangles", *base, "--views-per-rank", "0", "--print-config"])
     with pytest.raises(ReconError, match="--views-per-rank 2: only for --batch image"):
         train_cli.parse(["nerf", *base, "--views-per-rank", "2", "--print-config"])
+
+
+def test_two_ranks_choose_the_rays_per_step_during_the_run(data, tmp_path):
+    # nerf's in-run capacity rule (recon.train.capacity_in_run) under --nproc 2: timed on the shared clock from step
+    # 4 (warm-up 1), decided at step 36; 40 steps cannot buy 20 000, so the low bound, 512 rays per rank
+    run_dir = tmp_path / "rays"
+    done = _recon("train", "nerf", "--nproc", "2", "--data", str(data), "--max-minutes", "10", "--steps", "40",
+                  "--run-dir", str(run_dir), "--strategy.warmup-steps", "1", "--scene.render-step-size", "0.25",
+                  "--scene.grid-log2-size", "12", "--scene.occupancy-resolution", "16", "--no-final-eval",
+                  "--no-progress", "--threads", "1", "--logger", "none")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = json.loads((run_dir / "capacity.json").read_text())  # rank 0 alone writes it
+    assert (record["field"], record["value"], record["decided_at_step"]) == ("rays_per_batch", 512, 36)
+    assert done.stderr.count("capacity: rays_per_batch") == 1  # and prints it
+    tensors, meta = RunDir(run_dir).load_checkpoint()
+    assert meta["step"] == 40 and int(tensors["trainer.rays_per_rank"]) == 512
