@@ -23,8 +23,8 @@ on its grid (multiples of ``quantum``) inside the per-device bounds ``[low, high
 feasible). Because the feasible set only grows with ``B`` and only shrinks with ``N_px``, ``a`` and ``b``, the
 choice is non-decreasing in the budget and non-increasing in the training pixels and the step time, by
 construction. No constant depends on a dataset: ``P`` and ``S_min`` were set once so that a 20-minute budget on a
-200x200, 100-view scene gives the preset sizes that are known to work on a 2-core CPU (the fields' ``S_min`` is
-the published recipes' 20 000 steps); the CUDA bounds end at the published sizes.
+200x200, 100-view scene gives the preset sizes that are known to work on a 2-core CPU (the fields' ``S_min``,
+``FIELD_MIN_STEPS``, from a 40-minute nerf comparison); the CUDA bounds end at the published sizes.
 
 When: the triangle cap is chosen before training (:func:`calibrate`: a few steps of fresh trainers at each size);
 the fields' ray batches during the run, once their occupancy grid has pruned (``CapacityRule.in_run_after``,
@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from typing import Literal
 
 __all__ = [
+    "FIELD_MIN_STEPS",
     "NERF_RAYS",
     "NEUS_RAYS",
     "TRIANGLE_CAP",
@@ -158,24 +159,31 @@ soup when the measured step rate would no longer buy them, but never below the l
 ``TriangleMCMC.growth_target``)."""
 
 
+FIELD_MIN_STEPS = 30_000
+"""``S_min`` of the fields' ray rules: 1.5 x the published recipes' 20 000 steps. Measured on the anti-aliased cow
+(nerf, 40 CPU-minutes, docs/budget.md): 44 449 steps at 512 rays scored 36.72 dB, 34 446 at 1 024 37.26 dB, and
+23 026 at 2 560 (the batch that ``S_min = 20 000`` chose) 36.23 dB: below ~30 000 steps a larger batch no longer
+pays for the steps it costs. A 20-minute budget on a 128-200 px scene buys ~17 000-22 000 steps at 512 rays on the
+2-core CPU, so the CPU presets' batches are kept there."""
+
+
 def _field_rays(cpu: Bounds, cuda: Bounds) -> CapacityRule:
-    """The fields' rays-per-step rule: the largest batch with which the budget still buys the published recipes'
-    20 000 steps (no pass target), decided during the run once the occupancy grid has settled."""
+    """The fields' rays-per-step rule: the largest batch with which the budget still buys ``FIELD_MIN_STEPS`` steps
+    (no pass target), decided during the run once the occupancy grid has settled."""
     return CapacityRule(
-        field="rays_per_batch", unit="rays", per="ray", min_passes=0.0, min_steps=20_000, quantum=128, cpu=cpu,
-        cuda=cuda, in_run_after="strategy.warmup_steps",
+        field="rays_per_batch", unit="rays", per="ray", min_passes=0.0, min_steps=FIELD_MIN_STEPS, quantum=128,
+        cpu=cpu, cuda=cuda, in_run_after="strategy.warmup_steps",
     )  # fmt: skip
 
 
 NERF_RAYS = _field_rays(Bounds(512, 4096, calibrate=(512, 1024)), Bounds(1024, 4096, calibrate=(1024, 4096)))
-"""NeRF: rays per step, up to the published recipe's 4096 (nerfacc's occupancy-grid recipe, 20 000 steps; spec
-neural_fields.md §4). At least the CPU preset's 512: a 20-minute budget on a 128-200 px scene buys ~17 000-22 000
-steps at 512 rays on the 2-core CPU, so the rule keeps ~512 up to ~20 minutes and spends longer budgets on larger
-batches; 256 rays scored 0.6 dB below 512 at 2 and 5 minutes on the cow (docs/budget.md)."""
+"""NeRF: rays per step, up to the published recipe's 4096 (nerfacc's occupancy-grid recipe; spec neural_fields.md
+§4), at least the CPU preset's 512: 256 rays scored 0.6 dB below 512 at 2 and 5 minutes on the cow, a step at 256
+costing nearly what one at 512 does (docs/budget.md)."""
 
 NEUS_RAYS = _field_rays(Bounds(256, 2048, calibrate=(256, 512)), Bounds(512, 2048, calibrate=(512, 2048)))
-"""NeuS: rays per step by the same rule, up to the published fast recipe's 2048 (20 000 steps; spec
-neural_fields.md §5), at least the CPU preset's 256."""
+"""NeuS: rays per step by the same rule, up to the published fast recipe's 2048 (spec neural_fields.md §5), at
+least the CPU preset's 256."""
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ def test_views_per_rank_is_a_validated_config_field(tmp_path):
 
 def test_two_ranks_choose_the_rays_per_step_during_the_run(data, tmp_path):
     # nerf's in-run capacity rule (recon.train.capacity_in_run) under --nproc 2: timed on the shared clock from step
-    # 4 (warm-up 1), decided at step 36; 40 steps cannot buy 20 000, so the low bound, 512 rays per rank
+    # 4 (warm-up 1), decided at step 36; 40 steps cannot buy 30 000, so the low bound, 512 rays per rank
     run_dir = tmp_path / "rays"
     done = _recon("train", "nerf", "--nproc", "2", "--data", str(data), "--max-minutes", "10", "--steps", "40",
                   "--run-dir", str(run_dir), "--strategy.warmup-steps", "1", "--scene.render-step-size", "0.25",
