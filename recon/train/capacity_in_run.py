@@ -4,7 +4,8 @@ The rule is the one of ``recon.train.capacity`` (the largest size with which the
 schedules need); only the step times come from elsewhere. A calibration before training would time the first
 steps, which march the all-occupied initial occupancy grid: on the chair 2.0 s per step at 256 rays, against ~0.07 s
 at 512 once the grid has pruned, a ratio that depends on how empty the scene is. So :class:`InRunCapacity`, a
-trainer hook, waits until the grid has settled (``SETTLE_FACTOR`` x the grid's all-cell warm-up steps), trains
+trainer hook, waits until the grid has settled (``SETTLE_FACTOR`` x the grid's all-cell warm-up steps and
+``SETTLE_FRACTION`` of the budget), trains
 ``WINDOW`` steps at each of the rule's two calibration sizes (real training steps: nothing is thrown away), fits
 ``t(s) = a + b s`` to the median step times and sets the chosen size for the rest of the run. The decision uses
 the budget that is left and the steps still needed, so the choice stays non-decreasing in the budget.
@@ -21,13 +22,17 @@ from dataclasses import replace
 
 from recon.train.capacity import CapacityChoice, CapacityInputs, CapacityRule, StepCost, choose, get_field
 
-__all__ = ["SETTLE_FACTOR", "WINDOW", "InRunCapacity", "settle_steps"]
+__all__ = ["SETTLE_FACTOR", "SETTLE_FRACTION", "WINDOW", "InRunCapacity", "settle_steps"]
 
 SETTLE_FACTOR = 4
 """The occupancy grid updates every cell for ``warmup_steps`` steps and then decays empty cells by an EMA (x0.95 per
-update, every 16 steps): on the cow (128 px) the step time fell from 0.17 s (steps 1-50) to ~0.065 s (steps
-150-300) and ~0.05 s from step ~400 with the CPU preset's 64 warm-up steps. At 4 x 64 = 256 steps the measured
-times are within ~25 % of the later ones (an over-estimate, so a smaller batch: the safe side)."""
+update, every 16 steps): no timing before 4 x that many steps (256 with the CPU presets' 64)."""
+SETTLE_FRACTION = 0.1
+"""...and none before a tenth of the budget. On the cow (128 px, nerf CPU preset) the step time fell from 0.17 s
+(steps 1-50) to ~0.065 s (steps 150-300) and ~0.05 s from step ~1 000 (~1 minute); at step 288 the rule measured
+0.083 s at 1 024 rays on the cow and 0.111 s on the chair, against ~0.07 s and ~0.08 s averaged over the
+40-minute runs, and chose 896 and 512 rays where the averages give ~1 300 and ~1 150. NeuS's steps settle later
+(0.2 s to step ~800, ~0.05 s from step ~3 000, 16 % of a 40-minute budget), as its SDF sharpens."""
 WINDOW = 16
 """Steps timed at each calibration size (the median is used: the grid's updates every 16 steps and the load of
 the machine make single steps noisy)."""
@@ -44,7 +49,9 @@ class InRunCapacity:
     Args:
         rule: the rule (``rule.in_run_after`` set).
         inputs: the run's inputs (``recon.train.capacity.capacity_inputs``: the whole budget, pixels, device).
-        start_step: the step from which step times are measured (:func:`settle_steps`).
+        start_step: the step from which step times are measured (:func:`settle_steps`); also not before the
+            trainer's progress reaches ``start_fraction``.
+        start_fraction: the budget fraction from which step times are measured (``SETTLE_FRACTION``).
         apply: sets the size for the next steps (``Trainer.set_rays_per_batch``).
         report: called once with the choice (records and prints it).
         window: steps timed at each calibration size.
@@ -64,12 +71,14 @@ class InRunCapacity:
         apply: Callable[[int], None],
         report: Callable[[CapacityChoice], None],
         window: int = WINDOW,
+        start_fraction: float = SETTLE_FRACTION,
     ) -> None:
         if not rule.in_run_after or window < 1 or start_step < 0:
             raise ValueError(
                 f"InRunCapacity needs an in-run rule, window >= 1 and start_step >= 0, got {rule.field}"
             )
         self.rule, self.inputs, self.start_step, self.window = rule, inputs, start_step, window
+        self.start_fraction = start_fraction
         self.apply, self.report = apply, report
         self.sizes = rule.bounds(inputs.device).calibrate
         self.times: list[list[float]] = [[], []]
@@ -82,6 +91,8 @@ class InRunCapacity:
 
     def after_step(self, trainer, terms, logged: bool) -> None:
         if self.choice is not None or trainer.step < self.start_step:
+            return
+        if self.measuring is None and trainer.progress() < self.start_fraction:
             return
         seconds = trainer.train_seconds - self._clock
         if self.measuring is None:  # this step ran at the configured size: start timing the first size

@@ -2,6 +2,7 @@
 step times once the occupancy grid has settled; monotone in the budget; recorded; explicit values win."""
 
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import yaml
 from recon.cli import train as train_cli
 from recon.core import ReconError
 from recon.train.capacity import NERF_RAYS, NEUS_RAYS, CapacityInputs, StepCost, choose
-from recon.train.capacity_in_run import InRunCapacity, settle_steps
+from recon.train.capacity_in_run import SETTLE_FRACTION, InRunCapacity, settle_steps
 from recon.train.methods import get_method
 from recon.train.neural_configs import NerfTrainConfig, NeusTrainConfig
 
@@ -29,8 +30,12 @@ class FakeTrainer:
 
     cost: StepCost
     size: int
+    budget_seconds: float = COW.budget_seconds
     step: int = 0
     train_seconds: float = 0.0
+
+    def progress(self) -> float:
+        return self.train_seconds / self.budget_seconds
 
     def run(self, hook: InRunCapacity, steps: int) -> None:
         for _ in range(steps):
@@ -44,17 +49,18 @@ class FakeTrainer:
 
 
 def _decide(inputs=COW, cost=COW_COST, rule=NERF_RAYS, start=256) -> tuple[InRunCapacity, FakeTrainer, list]:
-    trainer, reports = FakeTrainer(cost, size=rule.cpu.low), []
+    trainer, reports = FakeTrainer(cost, size=rule.cpu.low, budget_seconds=inputs.budget_seconds), []
     hook = InRunCapacity(rule, inputs, start_step=start, apply=trainer.set_size, report=reports.append)
-    trainer.run(hook, start + 2 * hook.window + 10)
+    while not reports:  # the decision comes after a tenth of the budget and 256 steps
+        trainer.run(hook, 1)
+    assert trainer.progress() >= SETTLE_FRACTION and trainer.step >= start + 2 * hook.window
     return hook, trainer, reports
 
 
 def test_waits_for_the_grid_then_times_both_sizes_and_decides_once():
     trainer, reports = FakeTrainer(COW_COST, size=512), []
-    hook = InRunCapacity(
-        NERF_RAYS, COW, start_step=100, apply=trainer.set_size, report=reports.append, window=4
-    )
+    hook = InRunCapacity(NERF_RAYS, COW, start_step=100, apply=trainer.set_size, report=reports.append, window=4,
+                         start_fraction=0.0)  # fmt: skip
     sizes = []
     for _ in range(120):
         trainer.run(hook, 1)
@@ -69,6 +75,19 @@ def test_waits_for_the_grid_then_times_both_sizes_and_decides_once():
     assert choice.field == "rays_per_batch" and choice.line().startswith(
         f"capacity: rays_per_batch {choice.value:,} rays (at step 108, budget left "
     )
+
+
+def test_waits_for_a_tenth_of_the_budget_too():
+    trainer, reports = FakeTrainer(COW_COST, size=512, budget_seconds=600.0), []
+    hook = InRunCapacity(NERF_RAYS, replace(COW, budget_seconds=600.0), start_step=10, apply=trainer.set_size,
+                         report=reports.append, window=4)  # fmt: skip
+    first = None
+    while not reports:
+        trainer.run(hook, 1)
+        if first is None and hook.measuring is not None:
+            first = trainer.step
+    assert first == math.ceil(0.1 * 600.0 / COW_COST.at(512))  # the first step at a tenth of the budget
+    assert reports[0].decided_at_step == first + 8
 
 
 def trainer_seconds_at(step: int, hook: InRunCapacity) -> float:
