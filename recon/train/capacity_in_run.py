@@ -30,8 +30,9 @@ update, every 16 steps): no timing before 4 x that many steps (256 with the CPU 
 SETTLE_FRACTION = 0.1
 """...and none before a tenth of the budget. On the cow (128 px, nerf CPU preset) the step time fell from 0.17 s
 (steps 1-50) to ~0.065 s (steps 150-300) and ~0.05 s from step ~1 000 (~1 minute); at step 288 the rule measured
-0.083 s at 1 024 rays on the cow and 0.111 s on the chair, against ~0.07 s and ~0.08 s averaged over the
-40-minute runs, and chose 896 and 512 rays where the averages give ~1 300 and ~1 150. NeuS's steps settle later
+0.083 s at 1 024 rays on the cow and 0.092 / 0.111 s on the chair (two runs), against 0.043 s and 0.060 s at a
+tenth of the budget, and the choice swung with the load (chair: 1 536 rays in one run, the low bound in the other;
+docs/budget.md). NeuS's steps settle later
 (0.2 s to step ~800, ~0.05 s from step ~3 000, 16 % of a 40-minute budget), as its SDF sharpens."""
 WINDOW = 16
 """Steps timed at each calibration size (the median is used: the grid's updates every 16 steps and the load of
@@ -52,7 +53,8 @@ class InRunCapacity:
         start_step: the step from which step times are measured (:func:`settle_steps`); also not before the
             trainer's progress reaches ``start_fraction``.
         start_fraction: the budget fraction from which step times are measured (``SETTLE_FRACTION``).
-        apply: sets the size for the next steps (``Trainer.set_rays_per_batch``).
+        apply: ``apply(size, final)`` sets the size for the next steps (``Trainer.set_rays_per_batch``; the timing
+            sizes are not final, the choice is).
         report: called once with the choice (records and prints it).
         window: steps timed at each calibration size.
 
@@ -68,7 +70,7 @@ class InRunCapacity:
         inputs: CapacityInputs,
         *,
         start_step: int,
-        apply: Callable[[int], None],
+        apply: Callable[[int, bool], None],
         report: Callable[[CapacityChoice], None],
         window: int = WINDOW,
         start_fraction: float = SETTLE_FRACTION,
@@ -108,7 +110,7 @@ class InRunCapacity:
 
     def _switch(self, index: int) -> None:
         self.measuring = index
-        self.apply(self.sizes[index])
+        self.apply(self.sizes[index], False)
 
     def _decide(self, trainer) -> None:
         """Fit the cost line, choose with the budget left and the steps still needed, and set the size."""
@@ -121,5 +123,5 @@ class InRunCapacity:
         choice = choose(rule, replace(self.inputs, budget_seconds=left, max_steps=steps), cost)
         self.choice = replace(choice, decided_at_step=trainer.step)
         self.measuring = None
-        self.apply(self.choice.value)
+        self.apply(self.choice.value, True)
         self.report(self.choice)

@@ -157,6 +157,7 @@ class Trainer:
             )  # fmt: skip
         else:
             self.sampler = ViewSampler(len(self.views), self.generator)
+        self.rays_per_rank = cfg.rays_per_batch  # ray batches: the size checkpoints keep (set_rays_per_batch)
         self.step = 0
         self.train_seconds = 0.0  # the budget's clock: optimisation steps only
         self.eval_seconds = 0.0  # periodic evaluations (excluded from the budget, reported)
@@ -232,13 +233,16 @@ class Trainer:
             "psnr": psnr_tensor(render.rgb.detach(), target),
         }
 
-    def set_rays_per_batch(self, rays: int) -> None:
+    def set_rays_per_batch(self, rays: int, final: bool = True) -> None:
         """Each rank trains on ``rays`` rays per step from the next step on (ray batches only; the in-run capacity
-        rule, ``recon.train.capacity_in_run``). Checkpoints keep it (``trainer.rays_per_rank``), so a resumed run
-        goes on with it."""
+        rule, ``recon.train.capacity_in_run``). A ``final`` size is what checkpoints keep (``trainer.rays_per_rank``),
+        so a resumed run goes on with it; the rule's timing sizes are not final (a run stopped while they are timed
+        resumes with the size it had before)."""
         if not isinstance(self.sampler, RayBatchSampler):
             raise ReconError(f"{self.method.name} trains on views, not ray batches: it has no rays per step")
         self.sampler.set_rays_per_batch(rays * self.world)
+        if final:
+            self.rays_per_rank = rays
 
     def sync_gradients(self) -> None:
         """The hook point between ``backward`` and the optimiser step: averages the gradients over the ranks.
@@ -454,7 +458,7 @@ class Trainer:
             out |= {f"appearance.{k}": v for k, v in self.appearance.state_dict().items()}
         out["trainer.generator"] = self.generator.get_state()
         if isinstance(self.sampler, RayBatchSampler):  # per rank: a resume may change the number of processes
-            out["trainer.rays_per_rank"] = torch.tensor(self.sampler.rays_per_batch // self.world)
+            out["trainer.rays_per_rank"] = torch.tensor(self.rays_per_rank)
         return out
 
     def save_checkpoint(self):

@@ -3,7 +3,7 @@ step times once the occupancy grid has settled; monotone in the budget; recorded
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,7 @@ class FakeTrainer:
     cost: StepCost
     size: int
     budget_seconds: float = COW.budget_seconds
+    finals: list = field(default_factory=list)
     step: int = 0
     train_seconds: float = 0.0
 
@@ -44,8 +45,9 @@ class FakeTrainer:
             self.step += 1
             hook.after_step(self, {}, False)
 
-    def set_size(self, size: int) -> None:
+    def set_size(self, size: int, final: bool = True) -> None:
         self.size = size
+        self.finals.append(final)
 
 
 def _decide(inputs=COW, cost=COW_COST, rule=NERF_RAYS, start=256) -> tuple[InRunCapacity, FakeTrainer, list]:
@@ -69,6 +71,7 @@ def test_waits_for_the_grid_then_times_both_sizes_and_decides_once():
     assert sizes[99:103] == [512] * 4 and sizes[103:107] == [1024] * 4  # 4 timed steps at each size ...
     (choice,) = reports  # ... then one decision, applied from the next step on
     assert choice.decided_at_step == 108 and sizes[107:] == [choice.value] * 13
+    assert trainer.finals == [False, False, True]  # only the choice is what checkpoints keep
     assert choice.cost.seconds == pytest.approx(COW_COST.seconds)  # the run's own step times
     left = COW.budget_seconds - trainer_seconds_at(108, hook)
     assert choice.inputs.budget_seconds == pytest.approx(left)
@@ -204,9 +207,10 @@ def test_a_resumed_trainer_goes_on_with_the_checkpointed_rays(data, tmp_path):
                           scene=NerfSceneConfig(grid_log2_size=10, occupancy_resolution=16),
                           strategy=NerfStrategyConfig(warmup_steps=1))  # fmt: skip
     trainer = Trainer(cfg, method, dataset, RunDir(tmp_path / "run"), device=cpu)
-    trainer.set_rays_per_batch(96)  # as if the in-run rule had chosen 96
+    trainer.set_rays_per_batch(96)  # as if the in-run rule had chosen 96 ...
+    trainer.set_rays_per_batch(128, False)  # ... and then a stop came while it timed 128
     trainer.train()
-    assert trainer.sampler.next().pixels.shape[0] == 96
+    assert trainer.sampler.next().pixels.shape[0] == 128
     resumed = Trainer.from_checkpoint(cfg, method, dataset, RunDir(tmp_path / "run"), device=cpu)
     assert resumed.step == 2 and resumed.sampler.rays_per_batch == 96
 
