@@ -68,11 +68,14 @@ def test_waits_for_the_grid_then_times_both_sizes_and_decides_once():
         trainer.run(hook, 1)
         sizes.append(trainer.size)
     assert sizes[:99] == [512] * 99  # nothing changes before the start step
-    assert sizes[99:103] == [512] * 4 and sizes[103:107] == [1024] * 4  # 4 timed steps at each size ...
+    small, large = NERF_RAYS.cpu.calibrate
+    assert sizes[99:103] == [small] * 4 and sizes[103:107] == [large] * 4  # 4 timed steps at each size ...
     (choice,) = reports  # ... then one decision, applied from the next step on
     assert choice.decided_at_step == 108 and sizes[107:] == [choice.value] * 13
     assert trainer.finals == [False, False, True]  # only the choice is what checkpoints keep
-    assert choice.cost.seconds == pytest.approx(COW_COST.seconds)  # the run's own step times
+    assert choice.cost.seconds == pytest.approx(
+        (COW_COST.at(small), COW_COST.at(large))
+    )  # the run's step times
     left = COW.budget_seconds - trainer_seconds_at(108, hook)
     assert choice.inputs.budget_seconds == pytest.approx(left)
     assert choice.field == "rays_per_batch" and choice.line().startswith(
@@ -96,7 +99,7 @@ def test_waits_for_a_tenth_of_the_budget_too():
 def trainer_seconds_at(step: int, hook: InRunCapacity) -> float:
     """Training seconds after ``step`` steps of the timeline of the test above (512 until the second size)."""
     at_512 = step - hook.window
-    return at_512 * COW_COST.at(512) + hook.window * COW_COST.at(1024)
+    return at_512 * COW_COST.at(512) + hook.window * COW_COST.at(hook.sizes[1])
 
 
 def test_monotone_in_budget_preset_at_20_and_larger_at_40_minutes():
@@ -159,8 +162,8 @@ def data(tmp_path_factory) -> Path:
     )
 
 
-# warm-up 1 step: the rule starts at step 4, times steps 5-20 at 512 rays and 21-36 at 1024, decides at step 36
-# (coarse marching and a small grid: the first steps march the all-occupied grid, 1024 rays of them)
+# warm-up 1 step: the rule starts at step 4, times steps 5-20 at 512 rays and 21-36 at 2048, decides at step 36
+# (coarse marching and a small grid: the first steps march the all-occupied grid, 2048 rays of them)
 TINY = ["--strategy.warmup-steps", "1", "--no-progress", "--threads", "1", "--no-final-eval",
         "--checkpoint-minutes", "0", "--logger", "none", "--scene.render-step-size", "0.25",
         "--scene.grid-log2-size", "12", "--scene.occupancy-resolution", "16"]  # fmt: skip
@@ -186,7 +189,9 @@ def test_cli_nerf_run_decides_records_and_checkpoints_its_rays(data, tmp_path, c
     (record,) = json.loads((run_dir / "capacity.json").read_text())
     assert record["field"] == "rays_per_batch" and record["decided_at_step"] == 4 + 2 * 16
     assert record["value"] == 512 and record["limited_by"] == "low"
-    assert record["cost"]["sizes"] == [512, 1024] and all(s > 0 for s in record["cost"]["seconds"])
+    assert record["cost"]["sizes"] == list(NERF_RAYS.cpu.calibrate) and all(
+        s > 0 for s in record["cost"]["seconds"]
+    )
     assert record["inputs"]["train_pixels"] == 4 * 16 * 16 and record["inputs"]["max_steps"] == 40 - 36
     assert "capacity: rays_per_batch 512 rays (at step 36, budget left" in err
     (checkpoint,) = sorted((run_dir / "checkpoints").glob("*.safetensors"))
