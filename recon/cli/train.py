@@ -23,6 +23,7 @@ from recon.runs import RunDir, check_folder_writable
 from recon.train import distributed
 from recon.train.capacity import apply_capacity, explicit_fields
 from recon.train.config import RUN_CONTROL_FIELDS, validate_train_config
+from recon.train.footprint import apply_footprint
 from recon.train.logger import attach_logger, resolve_logger
 from recon.train.methods import REGISTRY, get_method, method_summaries
 from recon.train.run_io import (
@@ -306,13 +307,17 @@ def _capacity(method, cfg, dataset, device, argv: list[str]):
     for a new run with ``--max-minutes``; limits set by a flag, ``--load-config`` or a ``--preset`` file are kept.
     Every rank times the calibration steps together (they all-reduce); rank 0's choice is used by all. The rules
     decided during the run (``CapacityRule.in_run_after``) come back for :func:`_attach_in_run_capacity`."""
-    if cfg.resume or cfg.max_minutes <= 0 or not method.capacity:
+    if cfg.resume or cfg.max_minutes <= 0 or not (method.capacity or method.footprint):
         return cfg, [], []
     files = [load_yaml(Path(f)) or {} for f in (cfg.load_config, cfg.preset) if f and _is_preset_path(f)]
-    explicit = explicit_fields(method.capacity, _expand_aliases(argv[1:]), files)
+    explicit = explicit_fields((*method.capacity, *method.footprint), _expand_aliases(argv[1:]), files)
+    cfg, footprint = apply_footprint(
+        cfg, method.footprint, dataset, explicit=explicit
+    )  # the same on every rank
     cfg, choices = distributed.broadcast_object(
         apply_capacity(cfg, method, dataset, device, explicit=explicit)
     )
+    choices = [*footprint, *choices]
     if distributed.is_rank0():
         for choice in choices:
             print(choice.line(), file=sys.stderr)

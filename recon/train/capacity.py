@@ -437,8 +437,11 @@ def explicit_fields(rules, args: list[str], files: list[dict]) -> frozenset[str]
     return frozenset(given)
 
 
-def _rule_fields(rule: CapacityRule) -> tuple[str, ...]:
-    """The dotted fields a rule sets: its field, the linked fields, the steps field and the floor field."""
+def _rule_fields(rule) -> tuple[str, ...]:
+    """The dotted fields a rule sets: its field, the linked fields, the steps field and the floor field (a
+    ``recon.train.footprint.FootprintRule`` sets its field only)."""
+    if not isinstance(rule, CapacityRule):
+        return (rule.field,)
     return (
         rule.field,
         *(name for name, _ in rule.linked),

@@ -186,7 +186,10 @@ def test_cli_nerf_run_decides_records_and_checkpoints_its_rays(data, tmp_path, c
     ]
     assert train_cli.main(argv) == 0
     err = capsys.readouterr().err
-    (record,) = json.loads((run_dir / "capacity.json").read_text())
+    finest, record = json.loads(
+        (run_dir / "capacity.json").read_text()
+    )  # the finest level (footprint), the rays
+    assert finest["field"] == "scene.grid_max_resolution" and finest["rule"] == "footprint"
     assert record["field"] == "rays_per_batch" and record["decided_at_step"] == 4 + 2 * 16
     assert record["value"] == 512 and record["limited_by"] == "low"
     assert record["cost"]["sizes"] == list(NERF_RAYS.cpu.calibrate) and all(
@@ -226,8 +229,9 @@ def test_cli_explicit_rays_and_steps_only_keep_the_batch(data, tmp_path, capsys)
     assert train_cli.main([*base, "--max-minutes", "10", "--steps", "40", "--rays-per-batch", "300",
                            "--run-dir", str(explicit)]) == 0  # fmt: skip
     assert train_cli.main([*base, "--steps", "40", "--run-dir", str(steps_only)]) == 0
-    assert "capacity:" not in capsys.readouterr().err
-    assert not (explicit / "capacity.json").exists() and not (steps_only / "capacity.json").exists()
+    assert "capacity: rays_per_batch" not in capsys.readouterr().err
+    (finest,) = json.loads((explicit / "capacity.json").read_text())  # the footprint rule alone
+    assert finest["field"] == "scene.grid_max_resolution" and not (steps_only / "capacity.json").exists()
     assert yaml.safe_load((explicit / "config.yaml").read_text())["rays_per_batch"] == 300
 
 

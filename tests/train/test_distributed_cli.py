@@ -124,7 +124,10 @@ def test_two_ranks_choose_the_rays_per_step_during_the_run(data, tmp_path):
                   "--scene.grid-log2-size", "12", "--scene.occupancy-resolution", "16", "--no-final-eval",
                   "--no-progress", "--threads", "1", "--logger", "none")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    (record,) = json.loads((run_dir / "capacity.json").read_text())  # rank 0 alone writes it
+    finest, record = json.loads((run_dir / "capacity.json").read_text())  # rank 0 alone writes it
+    assert (
+        finest["field"] == "scene.grid_max_resolution" and done.stderr.count("capacity: scene.grid_max") == 1
+    )
     assert (record["field"], record["value"], record["decided_at_step"]) == ("rays_per_batch", 512, 36)
     assert done.stderr.count("capacity: rays_per_batch") == 1  # and prints it
     tensors, meta = RunDir(run_dir).load_checkpoint()

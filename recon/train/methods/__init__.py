@@ -19,6 +19,7 @@ from recon.core.errors import NotAvailableYet, ReconError
 from recon.scenes.base import ExportOptions, Scene
 from recon.train.capacity import CapacityRule
 from recon.train.config import TrainConfig
+from recon.train.footprint import FootprintRule
 from recon.train.strategy import Strategy
 
 __all__ = ["METHODS", "NOT_YET", "REGISTRY", "Method", "get_method", "method_summaries"]
@@ -40,6 +41,8 @@ class Method:
             native``; ``options``: the ``ExportOptions`` of the flags that apply, e.g. ``--objects-only``); None
             when the method has none.
         capacity: the rules that pick its capacity limits from a time budget (``recon.train.capacity``).
+        footprint: the rules that set grid resolutions from the training views' pixel footprint under a time
+            budget (``recon.train.footprint``).
         adapt_to_dataset: resolves the config's dataset-dependent (``auto``) settings from the loaded dataset
             before training, returning the config and a one-line note of what it chose; idempotent (a resumed
             run's resolved config passes unchanged); None: nothing depends on the dataset.
@@ -56,6 +59,7 @@ class Method:
     make_strategy: Callable[[TrainConfig, int], Strategy]
     write_native: Callable[[Scene, Path, ExportOptions], Path] | None = None
     capacity: tuple[CapacityRule, ...] = ()
+    footprint: tuple[FootprintRule, ...] = ()
     adapt_to_dataset: Callable[[TrainConfig, Any], tuple[TrainConfig, str]] | None = None
     init_scene: Callable[[TrainConfig, Any, torch.Generator], Scene] | None = None
 

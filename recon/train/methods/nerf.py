@@ -14,6 +14,7 @@ from recon.scenes.nerf import NerfScene, NerfSceneConfig
 from recon.scenes.scene_type import SceneKind, SceneTypeDecision
 from recon.train.capacity import NERF_RAYS
 from recon.train.config import TrainConfig
+from recon.train.footprint import NERF_FINEST
 from recon.train.methods import Method
 from recon.train.neural_configs import NerfTrainConfig
 from recon.train.occupancy import OccupancyConfig, OccupancyStrategy
@@ -91,5 +92,12 @@ def _strategy(cfg: TrainConfig, num_views: int) -> Strategy:
 
 
 METHOD = Method(
-    "nerf", NerfTrainConfig, NerfSceneConfig, NerfStrategyConfig, NerfScene, _strategy, capacity=(NERF_RAYS,)
+    "nerf",
+    NerfTrainConfig,
+    NerfSceneConfig,
+    NerfStrategyConfig,
+    NerfScene,
+    _strategy,
+    capacity=(NERF_RAYS,),
+    footprint=(NERF_FINEST,),
 )

@@ -2,6 +2,7 @@
 
 from recon.scenes.neus import NeusScene, NeusSceneConfig
 from recon.train.capacity import NEUS_RAYS
+from recon.train.footprint import NEUS_FINEST
 from recon.train.methods import Method
 from recon.train.methods.nerf import occupancy_strategy
 from recon.train.neural_configs import NeusTrainConfig
@@ -15,4 +16,5 @@ METHOD = Method(
     NeusScene,
     occupancy_strategy,
     capacity=(NEUS_RAYS,),
+    footprint=(NEUS_FINEST,),
 )
