@@ -13,8 +13,8 @@ scene's cube box, at its centre,
 sets the finest resolution to ``cells_per_pixel x n_px`` (a multiple of ``quantum``, within ``[low, high]``).
 ``cells_per_pixel`` is the published recipe's own ratio: NeRF-synthetic views at 800 px span
 ``NERF_SYNTHETIC_800_PX`` = 3 x 1111.1 / 4.031 = 826.9 px across the +-1.5 box, where the recipes use 4096 (nerf)
-and 2048 (neus) cells; the CPU presets' 1024 and 512 for the same scenes at 200 px (206.7 px across) are the same
-ratios. So the rule gives the published value at the published resolution, the CPU presets' at 200 px, and scales
+and 2048 (neus, and sparseflex's colour field) cells; the CPU presets' 1024 and 512 for the same scenes at 200 px
+(206.7 px across) are the same ratios. So the rule gives the published value at the published resolution, the CPU presets' at 200 px, and scales
 with the image resolution and the camera distance of any other data.
 
 It follows the data, not the budget or the device: a hash-grid lookup costs the same at any finest resolution
@@ -41,6 +41,7 @@ __all__ = [
     "NERF_FINEST",
     "NERF_SYNTHETIC_800_PX",
     "NEUS_FINEST",
+    "SPARSEFLEX_COLOR_FINEST",
     "FootprintChoice",
     "FootprintRule",
     "apply_footprint",
@@ -95,6 +96,14 @@ NEUS_FINEST = FootprintRule(
 )  # fmt: skip
 """NeuS: the finest hash-grid level, 2.48 cells per pixel (published: 2048 at 800 px; CPU preset: 512 at 200 px),
 at least 128 (8x the coarsest level)."""
+
+
+SPARSEFLEX_COLOR_FINEST = FootprintRule(
+    field="scene.color_grid.max_resolution", unit="cells", cells_per_pixel=2048 / NERF_SYNTHETIC_800_PX, quantum=16,
+    low=128, high=2048,
+)  # fmt: skip
+"""sparseflex: the finest level of the colour field's hash grid, by NeuS's ratio (published: 2048; CPU preset: 512
+at 200 px)."""
 
 
 @dataclass(frozen=True)

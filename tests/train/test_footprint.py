@@ -13,10 +13,12 @@ import yaml
 from recon.cli import train as train_cli
 from recon.core.camera import Camera
 from recon.core.transforms import fibonacci_sphere, look_at
+from recon.train.capacity import explicit_fields
 from recon.train.footprint import (
     NERF_FINEST,
     NERF_SYNTHETIC_800_PX,
     NEUS_FINEST,
+    SPARSEFLEX_COLOR_FINEST,
     FootprintRule,
     apply_footprint,
     choose_footprint,
@@ -66,6 +68,12 @@ def test_published_values_at_800_px_and_the_cpu_presets_at_200_px():
         choice = choose_footprint(rule, pixels_across(ring(200), BOX))
         assert choice.value == cpu and choice.limited_by == "footprint" and choice.field == rule.field
         assert get_method(cls.__name__.removesuffix("TrainConfig").lower()).footprint == (rule,)
+    sparseflex = get_method("sparseflex")
+    cpu = yaml.safe_load((root / "sparseflex_cpu.yaml").read_text())["scene"]["color_grid"]["max_resolution"]
+    assert sparseflex.footprint == (SPARSEFLEX_COLOR_FINEST,)
+    assert choose_footprint(SPARSEFLEX_COLOR_FINEST, pixels_across(ring(200), BOX)).value == cpu
+    published = sparseflex.config_cls().scene.color_grid.max_resolution
+    assert choose_footprint(SPARSEFLEX_COLOR_FINEST, pixels_across(ring(800), BOX)).value == published
 
 
 def test_monotone_in_resolution_and_distance_within_bounds():
@@ -126,6 +134,13 @@ def test_applies_under_a_budget_to_bounded_scenes_and_not_to_explicit_fields():
     assert apply_footprint(forward, (NERF_FINEST,), data) == (forward, [])
     neus = replace(NeusTrainConfig(), max_minutes=20.0)
     assert apply_footprint(neus, (NEUS_FINEST,), data)[0].scene.grid_max_resolution == 1024
+    sparseflex = replace(get_method("sparseflex").config_cls(), max_minutes=20.0)  # a nested field
+    colour = apply_footprint(sparseflex, (SPARSEFLEX_COLOR_FINEST,), data)[0].scene.color_grid
+    assert colour.max_resolution == 1024 and colour.levels == sparseflex.scene.color_grid.levels
+    # a flag (hyphens) or a config file's key makes a field explicit
+    nested = explicit_fields((SPARSEFLEX_COLOR_FINEST,), ["--scene.color-grid.max-resolution", "300"], [])
+    assert nested == {SPARSEFLEX_COLOR_FINEST.field}
+    assert explicit_fields((NERF_FINEST,), [], [{"scene": {"grid_max_resolution": 9}}]) == {NERF_FINEST.field}
 
 
 @pytest.fixture(scope="module")

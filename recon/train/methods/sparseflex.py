@@ -7,6 +7,7 @@ import torch
 from recon.scenes.base import Scene
 from recon.scenes.sparseflex import SparseFlexScene, SparseFlexSceneConfig
 from recon.train.config import BackgroundMode, TrainConfig
+from recon.train.footprint import SPARSEFLEX_COLOR_FINEST
 from recon.train.losses import LossConfig
 from recon.train.methods import Method
 from recon.train.sparseflex_init import scene_from_run
@@ -57,5 +58,6 @@ METHOD = Method(
     SparseFlexStrategyConfig,
     SparseFlexScene,
     _strategy,
+    footprint=(SPARSEFLEX_COLOR_FINEST,),
     init_scene=_init_scene,
 )
