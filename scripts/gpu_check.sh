@@ -5,7 +5,9 @@
 #   2. benchmarks/bench_splat.py, bench_volume.py and bench_raster.py (when present) with --device cuda --json,
 #   3. with RECON_CHAIR=<a copy of nerf_synthetic_chair_200> (issue 10, item 4): the published (full-size) presets
 #      of triangles and nerf trained on it for RECON_TRAIN_MINUTES (default 2) each on CUDA, with a periodic
-#      evaluation every quarter minute on 20 test views: the time-to-PSNR curve (training minutes, PSNR),
+#      evaluation every quarter minute on 20 test views: the time-to-PSNR curve (training minutes, PSNR); the
+#      budget's rules apply as on any run (capacity.json: the triangle cap, nerf's rays per step, and nerf's finest
+#      hash-grid level from the 200 px views' footprint, 1 024 instead of the 800 px recipe's 4 096),
 # then one table (test counts per op family, benchmark timings, time-to-PSNR) on stdout and, with $OUT set, files
 # under $OUT. Record what it prints in benchmarks/README.md ("GPU check").
 #

@@ -304,16 +304,16 @@ def main(argv: list[str]) -> int:
 
 def _capacity(method, cfg, dataset, device, argv: list[str]):
     """(cfg, choices, in-run rules): the capacity limits the budget buys on this device (``recon.train.capacity``)
-    for a new run with ``--max-minutes``; limits set by a flag, ``--load-config`` or a ``--preset`` file are kept.
+    and the grid resolutions the training views resolve (``recon.train.footprint``) for a new run with
+    ``--max-minutes``; limits set by a flag, ``--load-config`` or a ``--preset`` file are kept.
     Every rank times the calibration steps together (they all-reduce); rank 0's choice is used by all. The rules
     decided during the run (``CapacityRule.in_run_after``) come back for :func:`_attach_in_run_capacity`."""
     if cfg.resume or cfg.max_minutes <= 0 or not (method.capacity or method.footprint):
         return cfg, [], []
     files = [load_yaml(Path(f)) or {} for f in (cfg.load_config, cfg.preset) if f and _is_preset_path(f)]
     explicit = explicit_fields((*method.capacity, *method.footprint), _expand_aliases(argv[1:]), files)
-    cfg, footprint = apply_footprint(
-        cfg, method.footprint, dataset, explicit=explicit
-    )  # the same on every rank
+    # the footprint rules read only the data, so every rank computes the same values
+    cfg, footprint = apply_footprint(cfg, method.footprint, dataset, explicit=explicit)
     cfg, choices = distributed.broadcast_object(
         apply_capacity(cfg, method, dataset, device, explicit=explicit)
     )

@@ -183,7 +183,7 @@ def apply_footprint(cfg, rules, dataset, *, explicit: frozenset[str] = frozenset
 
 def _scene_kind(cfg, dataset, cameras) -> str:
     """The kind of capture the scene will decide (``recon.scenes.scene_type``; ``bounded`` without a setting)."""
-    from recon.scenes.scene_type import resolve_scene_type
+    from recon.scenes.scene_type import detect_scene_type
 
-    setting = getattr(cfg.scene, "scene_type", "bounded")
-    return resolve_scene_type(setting, cameras, dataset.points3d).kind
+    setting = str(getattr(cfg.scene, "scene_type", "bounded"))
+    return detect_scene_type(cameras, dataset.points3d).kind if setting == "auto" else setting
