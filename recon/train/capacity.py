@@ -179,7 +179,8 @@ def _field_rays(cpu: Bounds, cuda: Bounds) -> CapacityRule:
 NERF_RAYS = _field_rays(Bounds(512, 4096, calibrate=(512, 2048)), Bounds(1024, 4096, calibrate=(1024, 4096)))
 """NeRF: rays per step, up to the published recipe's 4096 (nerfacc's occupancy-grid recipe; spec neural_fields.md
 §4), at least the CPU preset's 512: 256 rays scored 0.6 dB below 512 at 2 and 5 minutes on the cow, a step at 256
-costing nearly what one at 512 does (docs/budget.md)."""
+costing nearly what one at 512 does (docs/budget.md). Timed at 512 and 2 048 rays: a line fitted at 512 / 1 024
+under-estimated the step time at 4 096 by ~30 % on the cow."""
 
 NEUS_RAYS = _field_rays(Bounds(256, 2048, calibrate=(256, 1024)), Bounds(512, 2048, calibrate=(512, 2048)))
 """NeuS: rays per step by the same rule, up to the published fast recipe's 2048 (spec neural_fields.md §5), at
