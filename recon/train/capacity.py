@@ -138,6 +138,15 @@ class CapacityRule:
         """The bounds for a device string (``"cuda:1"`` -> the CUDA bounds)."""
         return self.cuda if device_class(device) == "cuda" else self.cpu
 
+    @property
+    def sets(self) -> tuple[str, ...]:
+        """The dotted fields the rule sets: its field, the linked fields, the steps field and the floor field."""
+        return (
+            self.field,
+            *(name for name, _ in self.linked),
+            *(name for name in (self.steps_field, self.floor_field) if name),
+        )
+
 
 TRIANGLE_CAP = CapacityRule(
     field="strategy.cap", unit="triangles", per="view", min_passes=110.0, min_steps=1000, quantum=500,
@@ -426,28 +435,17 @@ def capacity_inputs(cfg, dataset, device) -> CapacityInputs:
 
 
 def explicit_fields(rules, args: list[str], files: list[dict]) -> frozenset[str]:
-    """The dotted fields of ``rules`` (``_rule_fields``) that the user set: by a flag in ``args``
-    (``--strategy.cap 9000``, ``--strategy.cap=9000``, underscores or hyphens) or as a key of one of the config
-    ``files`` (the plain data of ``--load-config`` or of a ``--preset`` file)."""
-    names = {dotted for rule in rules for dotted in _rule_fields(rule)}
+    """The dotted fields of ``rules`` (each rule's ``sets``: a ``CapacityRule`` or a
+    ``recon.train.footprint.FootprintRule``) that the user set: by a flag in ``args`` (``--strategy.cap 9000``,
+    ``--strategy.cap=9000``, underscores or hyphens) or as a key of one of the config ``files`` (the plain data of
+    ``--load-config`` or of a ``--preset`` file)."""
+    names = {dotted for rule in rules for dotted in rule.sets}
     given = set()
     for dotted in names:
         flags = {"--" + dotted, "--" + dotted.replace("_", "-")}
         if any(a.partition("=")[0] in flags for a in args) or any(_has_key(data, dotted) for data in files):
             given.add(dotted)
     return frozenset(given)
-
-
-def _rule_fields(rule) -> tuple[str, ...]:
-    """The dotted fields a rule sets: its field, the linked fields, the steps field and the floor field (a
-    ``recon.train.footprint.FootprintRule`` sets its field only)."""
-    if not isinstance(rule, CapacityRule):
-        return (rule.field,)
-    return (
-        rule.field,
-        *(name for name, _ in rule.linked),
-        *(name for name in (rule.steps_field, rule.floor_field) if name),
-    )
 
 
 def _has_key(data, dotted: str) -> bool:

@@ -35,7 +35,8 @@ from typing import Literal
 
 import torch
 
-from recon.train.capacity import get_field, set_field
+from recon.core.errors import ReconError
+from recon.train.capacity import set_field
 
 __all__ = [
     "NERF_FINEST",
@@ -81,6 +82,11 @@ class FootprintRule:
             raise ValueError(
                 f"FootprintRule needs cells_per_pixel, quantum > 0 and 0 < low <= high, got {self}"
             )
+
+    @property
+    def sets(self) -> tuple[str, ...]:
+        """The dotted fields the rule sets (``recon.train.capacity.explicit_fields``): its field."""
+        return (self.field,)
 
 
 NERF_FINEST = FootprintRule(
@@ -165,6 +171,9 @@ def apply_footprint(cfg, rules, dataset, *, explicit: frozenset[str] = frozenset
 
     Like ``recon.train.capacity.apply_capacity``: only under a time budget (``cfg.max_minutes > 0``) and only for
     fields the user did not set (``explicit``).
+
+    Raises:
+        ReconError: a training camera sits at the centre of the scene box (naming the dataset and the flag).
     """
     rules = [rule for rule in rules if rule.field not in explicit]
     if cfg.max_minutes <= 0 or not rules:
@@ -174,8 +183,12 @@ def apply_footprint(cfg, rules, dataset, *, explicit: frozenset[str] = frozenset
     for rule in rules:
         if rule.bounded_only and _scene_kind(cfg, dataset, cameras) != "bounded":
             continue
-        get_field(cfg, rule.field)  # raises for unknown fields
-        choice = choose_footprint(rule, pixels_across(cameras, dataset.scene_box))
+        try:
+            across = pixels_across(cameras, dataset.scene_box)
+        except ValueError as exc:
+            flag = "--" + rule.field.replace("_", "-")
+            raise ReconError(f"dataset {dataset.root}: {exc}; set {flag} to train on it") from None
+        choice = choose_footprint(rule, across)
         cfg = set_field(cfg, rule.field, choice.value)
         choices.append(choice)
     return cfg, choices

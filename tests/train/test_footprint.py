@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from recon.cli import train as train_cli
+from recon.core import ReconError
 from recon.core.camera import Camera
 from recon.core.transforms import fibonacci_sphere, look_at
 from recon.train.capacity import explicit_fields
@@ -100,13 +101,16 @@ def test_bad_inputs_are_named():
     inside = ring(200, distance=0.0, views=1)
     with pytest.raises(ValueError, match="centre of the scene box"):
         pixels_across(inside, BOX)
+    budget = replace(NerfTrainConfig(), max_minutes=20.0)
+    with pytest.raises(ReconError, match=r"dataset /data/scene: .* set --scene.grid-max-resolution"):
+        apply_footprint(budget, (NERF_FINEST,), _Dataset(inside))
 
 
 class _Dataset:
-    """The two things ``apply_footprint`` reads of a dataset."""
+    """What ``apply_footprint`` reads of a dataset."""
 
     def __init__(self, cameras: Camera) -> None:
-        self._cameras, self.scene_box, self.points3d = cameras, BOX, None
+        self._cameras, self.scene_box, self.points3d, self.root = cameras, BOX, None, Path("/data/scene")
 
     def cameras(self, split: str) -> Camera:
         assert split == "train"
