@@ -40,16 +40,18 @@ def _level_tables(layout: HashGridLayout, device: torch.device) -> tuple[Tensor,
     return _LEVEL_TABLES[key]
 
 
+def _w(t: Tensor, dtype=None):
+    """Zero-copy Warp view of ``t``, without a gradient array. ``wp.from_torch`` would otherwise allocate a
+    zero-filled ``.grad`` for a tensor that requires grad (the hash table: 2^17-2^19 entries per level) on every
+    call, forward included, which autograd then adds the real gradient into: two passes over the table per step
+    that cost more than the encoding itself (benchmarks/README.md, "The optimiser and the hash grid's gradient")."""
+    return get_warp().from_torch(t.detach(), dtype=dtype, requires_grad=False)
+
+
 def _args(layout: HashGridLayout, like: Tensor) -> list:
     wp = get_warp()
     scales, res, sizes, offsets, dense = _level_tables(layout, like.device)
-    return [
-        wp.from_torch(scales),
-        wp.from_torch(res, dtype=wp.uint32),
-        wp.from_torch(sizes, dtype=wp.uint32),
-        wp.from_torch(offsets),
-        wp.from_torch(dense),
-    ]
+    return [_w(scales), _w(res, wp.uint32), _w(sizes, wp.uint32), _w(offsets), _w(dense)]
 
 
 def _launch(kernel, dim, inputs: list, like: Tensor) -> None:
@@ -61,7 +63,6 @@ def _launch(kernel, dim, inputs: list, like: Tensor) -> None:
 class _HashGridFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, table: Tensor, layout: HashGridLayout) -> Tensor:
-        wp = get_warp()
         x = x.contiguous()
         table = table.contiguous()
         n_features = table.shape[1]
@@ -70,7 +71,7 @@ class _HashGridFunction(torch.autograd.Function):
             _launch(
                 _kernels().hash_grid_forward,
                 (layout.levels, x.shape[0]),
-                [wp.from_torch(x), wp.from_torch(table), *_args(layout, x), n_features, wp.from_torch(out)],
+                [_w(x), _w(table), *_args(layout, x), n_features, _w(out)],
                 x,
             )
         ctx.save_for_backward(x, table)
@@ -80,7 +81,6 @@ class _HashGridFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # the Warp backward builds no graph: double backward must raise, not return 0
     def backward(ctx, grad_out: Tensor):
-        wp = get_warp()
         x, table = ctx.saved_tensors
         layout = ctx.layout
         need_x, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
@@ -92,9 +92,8 @@ class _HashGridFunction(torch.autograd.Function):
             _launch(
                 _kernels().hash_grid_backward,
                 (layout.levels, x.shape[0]),
-                [wp.from_torch(x), wp.from_torch(table), *_args(layout, x), table.shape[1],
-                 wp.from_torch(grad_out.contiguous()), int(need_table), int(need_x), wp.from_torch(grad_table),
-                 wp.from_torch(grad_x)],
+                [_w(x), _w(table), *_args(layout, x), table.shape[1], _w(grad_out.contiguous()),
+                 int(need_table), int(need_x), _w(grad_table), _w(grad_x)],
                 x,
             )  # fmt: skip
         return (grad_x if need_x else None), (grad_table if need_table else None), None

@@ -43,7 +43,9 @@ def _launch(kernel, dim, inputs: list, like: Tensor) -> None:
 def face_edge_ids(values: Tensor, level: float) -> Tensor:
     wp = get_warp()
     k = _kernels()
-    values = values.contiguous()
+    values = (
+        values.detach().contiguous()
+    )  # edge ids are integers; a tensor that requires grad would get a .grad
     nx, ny, nz = values.shape
     cells = (nx - 1, ny - 1, nz - 1)
     tri, tri_counts, lower, axis = _tables(values.device)

@@ -92,6 +92,23 @@ def test_warp_table_only_gradient(gen):
     assert abs(float(g.sum()) - 50 * 6 * 2) < 1e-2
 
 
+def test_warp_leaves_grad_to_autograd(gen):
+    """The Warp path allocates no ``.grad`` of its own: a forward (even under no_grad, as in evaluation) leaves the
+    table's and the points' ``.grad`` unset, and after ``backward`` the table's ``.grad`` is exactly the gradient
+    the backward returned (``wp.from_torch`` would otherwise attach a zero-filled table-sized ``.grad`` on every
+    call, which autograd then adds into: two extra passes over the table per step)."""
+    x = torch.rand(50, 3, generator=gen).requires_grad_()
+    table = torch.randn(LAYOUT.num_params, 2, generator=gen).requires_grad_()
+    with torch.no_grad():
+        hash_grid_encode(x, table, LAYOUT, backend="warp")
+    out = hash_grid_encode(x, table, LAYOUT, backend="warp")
+    assert table.grad is None and x.grad is None
+    (expected,) = torch.autograd.grad(out.sum(), table, retain_graph=True)
+    assert table.grad is None
+    out.sum().backward()
+    assert table.grad is not None and torch.equal(table.grad, expected)
+
+
 def test_module_init_and_validation():
     grid = HashGrid(
         HashGridConfig(levels=4, log2_hashmap_size=10, max_resolution=64), generator=torch.Generator()
