@@ -17,6 +17,8 @@ from recon.renderers.encoding.layout import HashGridLayout
 __all__ = ["hash_grid_encode"]
 
 _LEVEL_TABLES: dict[tuple[HashGridLayout, str], tuple[Tensor, ...]] = {}
+_GRAD_STORAGES: dict[tuple[tuple[int, ...], torch.dtype], list[torch.UntypedStorage]] = {}
+_MAX_GRAD_STORAGES = 4  # per shape; more tables of one shape in one graph allocate afresh
 
 
 def _kernels() -> ModuleType:
@@ -46,6 +48,35 @@ def _w(t: Tensor, dtype=None):
     call, forward included, which autograd then adds the real gradient into: two passes over the table per step
     that cost more than the encoding itself (benchmarks/README.md, "The optimiser and the hash grid's gradient")."""
     return get_warp().from_torch(t.detach(), dtype=dtype, requires_grad=False)
+
+
+def _contiguous_strides(shape: torch.Size) -> tuple[int, ...]:
+    return torch.empty(shape, device="meta").stride()
+
+
+def _zeros_for_table_grad(table: Tensor) -> Tensor:
+    """A zero-filled, contiguous tensor shaped like ``table`` for its gradient.
+
+    On CPU it reuses the memory of an earlier step's table gradient that nothing holds any more (its storage's only
+    user is this cache, e.g. after ``zero_grad(set_to_none=True)``): glibc hands blocks over 32 MiB (a 2^19-entry,
+    16-level table's gradient is 46 MB) back to the OS on free, so a fresh one page-faults on every step (measured
+    ~25 ms per step at 2^19 on one thread). The returned tensor is new (autograd takes it as ``.grad`` without a
+    copy) and shares a cached storage only while no other tensor uses it; a storage still in use, e.g. by a first
+    gradient of the same table in the same backward, is never handed out again. CUDA has its caching allocator.
+    """
+    if table.device.type != "cpu":
+        return torch.zeros_like(table, memory_format=torch.contiguous_format)
+    cached = _GRAD_STORAGES.setdefault((tuple(table.shape), table.dtype), [])
+    for storage in cached:
+        if torch._C._storage_Use_Count(storage._cdata) == 1:  # only this cache holds it
+            out = torch.empty(0, dtype=table.dtype).set_(
+                storage, 0, table.shape, _contiguous_strides(table.shape)
+            )
+            return out.zero_()
+    out = torch.zeros(table.shape, dtype=table.dtype)
+    if len(cached) < _MAX_GRAD_STORAGES:
+        cached.append(out.untyped_storage())
+    return out
 
 
 def _args(layout: HashGridLayout, like: Tensor) -> list:
@@ -86,7 +117,9 @@ class _HashGridFunction(torch.autograd.Function):
         need_x, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = torch.zeros_like(x) if need_x else torch.zeros((1, 3), dtype=x.dtype, device=x.device)
         grad_table = (
-            torch.zeros_like(table) if need_table else torch.zeros((1, 1), dtype=x.dtype, device=x.device)
+            _zeros_for_table_grad(table)
+            if need_table
+            else torch.zeros((1, 1), dtype=x.dtype, device=x.device)
         )
         if x.shape[0] > 0 and (need_x or need_table):
             _launch(

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from recon.core.errors import ReconError
-from recon.renderers.encoding import HashGrid, HashGridConfig, HashGridLayout, hash_grid_encode
+from recon.renderers.encoding import HashGrid, HashGridConfig, HashGridLayout, hash_grid_encode, warp_impl
 from recon.renderers.encoding.ref import grid_index
 from tests.renderers.encoding.helpers import register  # noqa: F401  (tolerances registered on import)
 from tests.tolerances import assert_close, tol
@@ -107,6 +107,43 @@ def test_warp_leaves_grad_to_autograd(gen):
     assert table.grad is None
     out.sum().backward()
     assert table.grad is not None and torch.equal(table.grad, expected)
+
+
+def test_warp_table_gradient_memory_is_reused_only_when_free(gen):
+    """On CPU the table gradient reuses an earlier step's memory once nothing holds it (no page faults for large
+    tables), never while a tensor still uses it: a kept ``.grad`` of the previous step is not overwritten, and two
+    encodings of one table in one graph get the sum of both gradients."""
+    x = torch.rand(40, 3, generator=gen)
+    table = torch.randn(LAYOUT.num_params, 2, generator=gen).requires_grad_()
+
+    def step(points):
+        hash_grid_encode(points, table, LAYOUT, backend="warp").sum().backward()
+        return table.grad
+
+    first = step(x).clone()
+    ptr = table.grad.data_ptr()
+    table.grad = None  # zero_grad(set_to_none=True): the memory is free again
+    assert torch.equal(step(x), first) and table.grad.data_ptr() == ptr  # reused, and zero-filled before use
+    cached = warp_impl._GRAD_STORAGES[(tuple(table.shape), table.dtype)]
+    assert any(
+        storage.data_ptr() == ptr for storage in cached
+    )  # the cache's memory, not a malloc coincidence
+    kept = table.grad
+    table.grad = None
+    second = step(x[:10])  # `kept` still holds the first memory: a fresh one is used
+    assert torch.equal(kept, first) and second.data_ptr() != kept.data_ptr()
+    del kept, second
+    table.grad = None
+    y = torch.rand(25, 3, generator=gen)
+    (
+        hash_grid_encode(x, table, LAYOUT, backend="warp").sum() + hash_grid_encode(y, table, LAYOUT).sum()
+    ).backward()
+    ref = table.detach().clone().requires_grad_()
+    (
+        hash_grid_encode(x, ref, LAYOUT, backend="torch").sum()
+        + hash_grid_encode(y, ref, LAYOUT, backend="torch").sum()
+    ).backward()
+    assert_close(table.grad, ref.grad, **tol("hash_grid", torch.float32), name="d_table, two encodings")
 
 
 def test_module_init_and_validation():
