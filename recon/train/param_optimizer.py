@@ -18,6 +18,7 @@ ADAM_EPS = 1e-15  # spec §10: the triangle-splatting reference uses eps = 1e-15
 ADAM_BETAS = (0.9, 0.999)
 MOMENT_KEYS = ("exp_avg", "exp_avg_sq")
 FUSED_DEVICES = ("cpu", "cuda")  # where torch has a fused Adam kernel
+FUSED_MIN_NUMEL = 1 << 19  # groups this large (the hash tables) use it
 
 
 class ParamOptimizer:
@@ -35,13 +36,19 @@ class ParamOptimizer:
             raise ValueError(f"parameter group names must be unique, got {names}")
         self.groups = {g.name: g for g in groups}
         # The fused kernel makes one pass over each parameter and its moments instead of one per arithmetic op:
-        # ~10x faster on CPU for a 2^17-entry hash grid (25 -> 2.5 ms per step on one thread; docs/budget.md).
-        self.fused = all(g.param.is_floating_point() and g.param.device.type in FUSED_DEVICES for g in groups)
+        # 7-8x faster on CPU for the hash grids' tables (benchmarks/bench_optimizer.py). Smaller groups keep the
+        # per-op kernel: with the fused one a resumed triangles run's moments differed from the continuous run's
+        # in the last bit (tests/train/test_appearance.py; their gradients are views into the rasteriser's packed
+        # buffer), and for them the per-op kernel costs little.
+        fusable = all(g.param.is_floating_point() and g.param.device.type in FUSED_DEVICES for g in groups)
+        self.fused_groups = {g.name for g in groups if fusable and g.param.numel() >= FUSED_MIN_NUMEL}
         self.adam = torch.optim.Adam(
-            [{"params": [g.param], "lr": g.lr, "name": g.name} for g in groups],
+            [
+                {"params": [g.param], "lr": g.lr, "name": g.name, "fused": g.name in self.fused_groups}
+                for g in groups
+            ],
             eps=eps,
             betas=betas,
-            fused=self.fused or None,
         )
 
     # --- stepping -----------------------------------------------------------------------------------------
@@ -215,5 +222,5 @@ class ParamOptimizer:
                     )
             step = tensors[f"{g.name}.step"].to(torch.float32).reshape(())
             # the fused kernel reads the step count on the parameter's device, the per-op one on the CPU
-            state["step"] = step.to(p.device) if self.fused else step
+            state["step"] = step.to(p.device) if g.name in self.fused_groups else step
             self.adam.state[p] = state

@@ -187,33 +187,44 @@ def test_hold_rows_keeps_values_and_moments_through_one_step():
 
 
 def test_fused_adam_follows_the_per_op_adam():
-    """On CPU the optimiser uses torch's fused Adam kernel (one pass per tensor); over steps with row surgery and
-    a state round trip in between it follows the per-op ``torch.optim.Adam`` with the same eps and betas."""
-    from recon.train.param_optimizer import ADAM_BETAS, ADAM_EPS
+    """Groups of at least ``FUSED_MIN_NUMEL`` entries (the hash tables) use torch's fused Adam kernel (one pass per
+    tensor), smaller ones the per-op kernel; over steps with a state round trip in between (as a checkpoint does)
+    both follow the per-op ``torch.optim.Adam`` with the same eps and betas."""
+    from recon.train.param_optimizer import ADAM_BETAS, ADAM_EPS, FUSED_MIN_NUMEL
 
     gen = torch.Generator().manual_seed(0)
-    a = nn.Parameter(torch.randn(8, 3, generator=gen))
-    ref = nn.Parameter(a.detach().clone())
-    opt = ParamOptimizer([ParamGroup("a", a, 0.05)])
-    assert opt.fused and opt.adam.param_groups[0]["fused"]
-    plain = torch.optim.Adam([ref], lr=0.05, eps=ADAM_EPS, betas=ADAM_BETAS, foreach=False)
+    shapes = {"table": (FUSED_MIN_NUMEL // 2, 2), "rows": (8, 3)}
+    params = {k: nn.Parameter(torch.randn(*shape, generator=gen)) for k, shape in shapes.items()}
+    refs = {k: nn.Parameter(p.detach().clone()) for k, p in params.items()}
+
+    def make(ps):
+        return ParamOptimizer([ParamGroup(k, p, 0.05) for k, p in ps.items()])
+
+    opt = make(params)
+    assert opt.fused_groups == {"table"}
+    assert [pg["fused"] for pg in opt.adam.param_groups] == [True, False]
+    plain = torch.optim.Adam(list(refs.values()), lr=0.05, eps=ADAM_EPS, betas=ADAM_BETAS, foreach=False)
     for step in range(6):
-        g = torch.randn(8, 3, generator=gen)
-        a.grad, ref.grad = g.clone(), g.clone()
+        for k in params:
+            g = torch.randn(*shapes[k], generator=gen)
+            params[k].grad, refs[k].grad = g.clone(), g.clone()
         opt.step()
         plain.step()
-        if step == 2:  # resume from flat tensors into a fresh optimiser, as a checkpoint does
+        if step == 2:  # resume from flat tensors into a fresh optimiser
             state = opt.state_tensors()
-            a = nn.Parameter(a.detach().clone())
-            opt = ParamOptimizer([ParamGroup("a", a, 0.05)])
+            params = {k: nn.Parameter(p.detach().clone()) for k, p in params.items()}
+            opt = make(params)
             opt.load_state_tensors(state)
-            assert opt.adam.state[a]["step"].device == a.device
-    torch.testing.assert_close(a.detach(), ref.detach(), rtol=1e-5, atol=1e-6)
+            assert opt.adam.state[params["table"]]["step"].device == params["table"].device
+    for k in params:
+        torch.testing.assert_close(params[k].detach(), refs[k].detach(), rtol=1e-5, atol=1e-6)
 
 
 def test_a_device_without_a_fused_kernel_falls_back_to_the_per_op_adam():
     """Parameters on a device torch has no fused Adam kernel for (here the meta device) keep the per-op
     implementation instead of failing at construction."""
-    p = nn.Parameter(torch.zeros(3, device="meta"))
+    from recon.train.param_optimizer import FUSED_MIN_NUMEL
+
+    p = nn.Parameter(torch.zeros(FUSED_MIN_NUMEL, device="meta"))
     opt = ParamOptimizer([ParamGroup("p", p, 0.1)])
-    assert not opt.fused and not opt.adam.param_groups[0]["fused"]
+    assert not opt.fused_groups and not opt.adam.param_groups[0]["fused"]
