@@ -4,7 +4,7 @@ For hash tables of the nerf presets' layout (16 levels, 2 features, resolutions 
 entries per level) it times, side by side in one process:
 
   adam_per_op   ``torch.optim.Adam`` with its per-op (for-loop) implementation, the CPU default before
-  adam_fused    the fused kernel ``recon.train.ParamOptimizer`` uses on CPU and CUDA (one pass per tensor)
+  adam_fused    the fused kernel ``recon.train.ParamOptimizer`` uses on CPU and CUDA for groups of >= 2^19 entries
   grad_old      Warp encoding forward + backward on ``--points`` points with a zero-filled table-sized ``.grad``
                 already attached, as ``wp.from_torch`` attached one on every call before (autograd then adds
                 the returned gradient into it)
