@@ -45,8 +45,8 @@ def _level_tables(layout: HashGridLayout, device: torch.device) -> tuple[Tensor,
 def _w(t: Tensor, dtype=None):
     """Zero-copy Warp view of ``t``, without a gradient array. ``wp.from_torch`` would otherwise allocate a
     zero-filled ``.grad`` for a tensor that requires grad (the hash table: 2^17-2^19 entries per level) on every
-    call, forward included, which autograd then adds the real gradient into: two passes over the table per step
-    that cost more than the encoding itself (benchmarks/README.md, "The optimiser and the hash grid's gradient")."""
+    call, forward included, which autograd then adds the real gradient into: two extra passes over the table per
+    step (~24 ms at 2^19 on one thread; benchmarks/README.md, "The table-sized work of a hash-grid step")."""
     return get_warp().from_torch(t.detach(), dtype=dtype, requires_grad=False)
 
 
@@ -60,7 +60,8 @@ def _zeros_for_table_grad(table: Tensor) -> Tensor:
     On CPU it reuses the memory of an earlier step's table gradient that nothing holds any more (its storage's only
     user is this cache, e.g. after ``zero_grad(set_to_none=True)``): glibc hands blocks over 32 MiB (a 2^19-entry,
     16-level table's gradient is 46 MB) back to the OS on free, so a fresh one page-faults on every step (measured
-    ~25 ms per step at 2^19 on one thread). The returned tensor is new (autograd takes it as ``.grad`` without a
+    ~18 ms per step at 2^19 on one thread). The cache keeps at most ``_MAX_GRAD_STORAGES`` buffers per shape alive
+    for the process's lifetime. The returned tensor is new (autograd takes it as ``.grad`` without a
     copy) and shares a cached storage only while no other tensor uses it; a storage still in use, e.g. by a first
     gradient of the same table in the same backward, is never handed out again. CUDA has its caching allocator.
     """
