@@ -180,14 +180,16 @@ def apply_footprint(cfg, rules, dataset, *, explicit: frozenset[str] = frozenset
         return cfg, []
     cameras = dataset.cameras("train")
     choices = []
+    across = None  # measured once, for the first rule that applies
     for rule in rules:
         if rule.bounded_only and _scene_kind(cfg, dataset, cameras) != "bounded":
             continue
-        try:
-            across = pixels_across(cameras, dataset.scene_box)
-        except ValueError as exc:
-            flag = "--" + rule.field.replace("_", "-")
-            raise ReconError(f"dataset {dataset.root}: {exc}; set {flag} to train on it") from None
+        if across is None:
+            try:
+                across = pixels_across(cameras, dataset.scene_box)
+            except ValueError as exc:
+                flag = "--" + rule.field.replace("_", "-")
+                raise ReconError(f"dataset {dataset.root}: {exc}; set {flag} to train on it") from None
         choice = choose_footprint(rule, across)
         cfg = set_field(cfg, rule.field, choice.value)
         choices.append(choice)

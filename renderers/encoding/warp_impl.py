@@ -65,11 +65,12 @@ def _zeros_for_table_grad(table: Tensor) -> Tensor:
     copy) and shares a cached storage only while no other tensor uses it; a storage still in use, e.g. by a first
     gradient of the same table in the same backward, is never handed out again. CUDA has its caching allocator.
     """
-    if table.device.type != "cpu":
+    use_count = getattr(torch._C, "_storage_Use_Count", None)  # private: without it, allocate as before
+    if table.device.type != "cpu" or use_count is None:
         return torch.zeros_like(table, memory_format=torch.contiguous_format)
     cached = _GRAD_STORAGES.setdefault((tuple(table.shape), table.dtype), [])
     for storage in cached:
-        if torch._C._storage_Use_Count(storage._cdata) == 1:  # only this cache holds it
+        if use_count(storage._cdata) == 1:  # only this cache holds it
             out = torch.empty(0, dtype=table.dtype).set_(
                 storage, 0, table.shape, _contiguous_strides(table.shape)
             )

@@ -43,9 +43,8 @@ def _launch(kernel, dim, inputs: list, like: Tensor) -> None:
 def face_edge_ids(values: Tensor, level: float) -> Tensor:
     wp = get_warp()
     k = _kernels()
-    values = (
-        values.detach().contiguous()
-    )  # edge ids are integers; a tensor that requires grad would get a .grad
+    # edge ids are integers; wp.from_torch would attach a .grad to a tensor that requires grad
+    values = values.detach().contiguous()
     nx, ny, nz = values.shape
     cells = (nx - 1, ny - 1, nz - 1)
     tri, tri_counts, lower, axis = _tables(values.device)
