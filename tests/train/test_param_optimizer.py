@@ -228,3 +228,34 @@ def test_a_device_without_a_fused_kernel_falls_back_to_the_per_op_adam():
     p = nn.Parameter(torch.zeros(FUSED_MIN_NUMEL, device="meta"))
     opt = ParamOptimizer([ParamGroup("p", p, 0.1)])
     assert not opt.fused_groups and not opt.adam.param_groups[0]["fused"]
+
+
+def test_a_resumed_fused_group_continues_bit_exactly():
+    """A fused (table-sized) group restored from ``state_tensors`` continues exactly as the uninterrupted optimiser:
+    the same parameters and moments, bit for bit, after the same gradients (what a resumed run relies on)."""
+    from recon.train.param_optimizer import FUSED_MIN_NUMEL
+
+    gen = torch.Generator().manual_seed(1)
+    grads = [torch.randn(FUSED_MIN_NUMEL, generator=gen) for _ in range(6)]
+    start = torch.randn(FUSED_MIN_NUMEL, generator=gen)
+
+    def run(resume_at: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        p = nn.Parameter(start.clone())
+        opt = ParamOptimizer([ParamGroup("table", p, 0.01)])
+        assert opt.fused_groups == {"table"}
+        for i, g in enumerate(grads):
+            if i == resume_at:  # as a checkpoint does: flat tensors into a fresh parameter and optimiser
+                state = opt.state_tensors()
+                p = nn.Parameter(p.detach().clone())
+                opt = ParamOptimizer([ParamGroup("table", p, 0.01)])
+                opt.load_state_tensors(state)
+            p.grad = g.clone()
+            opt.step()
+        return p.detach(), opt.state_tensors()
+
+    p_continuous, s_continuous = run(None)
+    p_resumed, s_resumed = run(3)
+    assert torch.equal(p_continuous, p_resumed)
+    assert s_continuous.keys() == s_resumed.keys()
+    for key in s_continuous:
+        assert torch.equal(s_continuous[key], s_resumed[key]), key
