@@ -8,6 +8,9 @@ Events are functions of the budget fraction (``StepContext.fraction``), never of
 * subdivision at ``subdivide_fractions`` (until ``max_resolution``): every band voxel splits into 8, child ``s``
   trilinear and doubled, ``deform`` reset to 0, weights copied from the parent; all moments restart at zero; a
   band maintenance follows at once (the split band is twice the band radius wide in fine voxels);
+* under a time budget alone, ``stage_min_steps`` (the stage rule, docs/budget.md): a subdivision happens only when
+  the rest of the budget still buys that many steps on the finer grid, at the step rate measured on the current
+  grid and a step cost ``SUBDIVISION_COST`` times higher; once one is refused, none follows;
 * crop frusta (spec section 3, ``view_crop``) from ``crop_from_resolution`` on: each step renders and supervises a
   window of its view whose frustum holds about ``crop_visibility`` of the voxels; the scene extracts only those.
 
@@ -16,6 +19,7 @@ All row edits go through the ``ParamOptimizer``. The scene has two row spaces (c
 """
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,7 +28,7 @@ from torch import Tensor
 
 from recon.core import Camera, RenderCapabilities
 from recon.renderers.isosurface.flexicubes_types import SparseVoxelGrid
-from recon.scenes.base import Scene
+from recon.scenes.base import Scene, StepContext
 from recon.scenes.sparseflex import (
     CORNER_GROUPS,
     VOXEL_GROUPS,
@@ -52,6 +56,12 @@ __all__ = [
 SubdivideInit = Literal["surface", "deform", "spec"]
 SUBDIVIDE_INITS: tuple[str, ...] = ("surface", "deform", "spec")
 
+SUBDIVISION_COST = 4.0
+"""The stage rule's predicted cost of a step on the finer grid, relative to the current one: the band is a surface
+layer, so a subdivision multiplies its voxels (and the extracted faces) by ~4 and the cost is taken as proportional
+to them. Measured on a 128 px cow (CPU preset, one view per step): 43 -> 75 ms from 32 to 64 and 75 -> 190 ms from
+64 to 128 (the fixed part of a step makes the real ratio smaller, so the rule errs towards fewer subdivisions)."""
+
 VOXEL_SPHERE = (
     0.5 * 3**0.5
 )  # radius of a voxel's bounding sphere in voxel sizes (spec section 3: conservative)
@@ -70,6 +80,12 @@ class SparseFlexStrategyConfig:
     subdivide_init: SubdivideInit = "surface"
     """How a subdivision sets the fine parameters (``subdivide_band``): surface (signed distance to the coarse
     surface), deform (trilinear s, coarse displacements kept) or spec (trilinear s, deform reset to 0)."""
+    stage_min_steps: int = 0
+    """The stage rule, under a time budget alone (``--max-minutes`` without ``--steps``; docs/budget.md): a
+    subdivision happens only when the rest of the budget still buys this many steps on the finer grid, predicted
+    from the step rate since the last band update and a step ``SUBDIVISION_COST`` times costlier. A refused
+    subdivision is final (later ones would get even fewer steps): the run trains on at the current resolution.
+    0: every scheduled subdivision happens (so always with a step bound, where the steps of each stage are fixed)."""
     max_voxels: int = 4_000_000
     """A subdivision that would exceed this many voxels is skipped (memory guard)."""
     crop_from_resolution: int = 0
@@ -259,6 +275,8 @@ class SparseFlexStrategy(Strategy):
             raise ValueError(f"strategy.crop_visibility must be in (0, 1], got {config.crop_visibility}")
         if config.crop_min_size < 1 or config.crop_from_resolution < 0:
             raise ValueError("strategy.crop_min_size must be >= 1 and strategy.crop_from_resolution >= 0")
+        if config.stage_min_steps < 0:
+            raise ValueError(f"strategy.stage_min_steps must be >= 0, got {config.stage_min_steps}")
         self.config = config
         self.base_resolution = base_resolution
         self.peak_rendered_voxels = 0  # most voxels one training render extracted (FSV bound; checkpointed)
@@ -266,6 +284,8 @@ class SparseFlexStrategy(Strategy):
         self._cropped = False  # whether this step renders a crop (its unrendered rows are held)
         self.band_events = 0  # maintenance events done (the schedule position; checkpointed)
         self.cameras: dict[int, Camera] = {}  # training cameras seen so far, by view index (open_surfaces)
+        self.level_cap: int | None = None  # subdivisions the stage rule allows once it refused one (checkpointed)
+        self._mark: tuple[int, float] | None = None  # (step, fraction) of the last band update: the rate's start
 
     def check_scene(self, scene: Scene) -> None:
         super().check_scene(scene)
@@ -278,7 +298,40 @@ class SparseFlexStrategy(Strategy):
         cap = 0
         while self.base_resolution * 2 ** (cap + 1) <= self.config.max_resolution:
             cap += 1
+        if self.level_cap is not None:
+            cap = min(cap, self.level_cap)
         return min(due, cap)
+
+    def stage_steps(self, step: int, fraction: float) -> float:
+        """The stage rule's prediction: the steps the rest of the budget buys on the grid one subdivision finer,
+        ``(1 - fraction) r / SUBDIVISION_COST`` with ``r`` the steps per unit of budget fraction since the last band
+        update (inf before anything was measured: a fresh or resumed strategy at its first step)."""
+        if self._mark is None:
+            return math.inf
+        mark_step, mark_fraction = self._mark
+        elapsed = fraction - mark_fraction
+        if elapsed <= 0 or step <= mark_step:
+            return math.inf
+        return (1.0 - fraction) * (step - mark_step) / elapsed / SUBDIVISION_COST
+
+    def _affords_subdivision(self, step: StepContext, resolution: int) -> bool:
+        """The stage rule (``stage_min_steps``; only under a time budget alone, ``max_steps == 0``). A refusal
+        caps the level for the rest of the run and is printed once."""
+        need = self.config.stage_min_steps
+        if need <= 0 or step.max_steps > 0:
+            return True
+        predicted = self.stage_steps(step.step, step.fraction)
+        if predicted >= need:
+            return True
+        self.level_cap = (resolution // self.base_resolution).bit_length() - 1
+        if distributed.is_rank0():
+            print(
+                f"stage rule: the grid stays at {resolution}^3 from {100 * step.fraction:.0f}% of the budget: the "
+                f"rest buys ~{predicted:,.0f} steps at {2 * resolution}^3, a stage needs {need:,} "
+                "(strategy.stage_min_steps)",
+                file=sys.stderr,
+            )
+        return False
 
     def view_crop(self, scene: Scene, camera: Camera, generator: torch.Generator) -> CropWindow | None:
         """Crop frusta (spec section 3) once the grid reaches ``crop_from_resolution``: a window centred on a random
@@ -319,10 +372,14 @@ class SparseFlexStrategy(Strategy):
             for i, view in enumerate(ctx.step.view_indices.tolist()):  # host read: a few indices per step
                 if view not in self.cameras:
                     self.cameras[view] = step_camera[i : i + 1]  # the whole view, not this step's crop
+        if self._mark is None:
+            self._mark = (ctx.step.step, fraction)
         level = scene.grid().resolution // self.base_resolution
         changed = False
         while level.bit_length() - 1 < self.target_level(fraction):
             if scene.grid().num_voxels * 8 > self.config.max_voxels:
+                break
+            if not self._affords_subdivision(ctx.step, scene.grid().resolution):
                 break
             subdivide_band(scene, ctx.optimizer, init=self.config.subdivide_init)
             level *= 2
@@ -334,6 +391,7 @@ class SparseFlexStrategy(Strategy):
                 self.share_cameras()
             maintain_band(scene, ctx.optimizer, cameras=self._seen_cameras(),
                           occlusion_depth_side=self.config.occlusion_depth_side)  # fmt: skip
+            self._mark = (ctx.step.step, fraction)
 
     def share_cameras(self) -> None:
         """Under data parallelism every rank records only the views it rendered; before a band update (on every
@@ -359,6 +417,8 @@ class SparseFlexStrategy(Strategy):
     def state_tensors(self) -> dict[str, Tensor]:
         out = {"band_events": torch.tensor(self.band_events, dtype=torch.int64),
                "peak_rendered_voxels": torch.tensor(self.peak_rendered_voxels, dtype=torch.int64)}  # fmt: skip
+        if self.level_cap is not None:
+            out["level_cap"] = torch.tensor(self.level_cap, dtype=torch.int64)
         cams = self._seen_cameras()
         if cams is not None:
             out |= {"cameras.index": torch.tensor(sorted(self.cameras)), "cameras.T_cam_world": cams.T_cam_world,
@@ -370,6 +430,8 @@ class SparseFlexStrategy(Strategy):
             self.band_events = int(tensors["band_events"])
         if "peak_rendered_voxels" in tensors:
             self.peak_rendered_voxels = int(tensors["peak_rendered_voxels"])
+        if "level_cap" in tensors:
+            self.level_cap = int(tensors["level_cap"])
         if "cameras.index" in tensors:
             width, height = (int(v) for v in tensors["cameras.size"])
             T, K = tensors["cameras.T_cam_world"], tensors["cameras.K"]

@@ -1,5 +1,6 @@
 """SparseFlex band maintenance and subdivision through the ParamOptimizer: rows and Adam moments stay aligned."""
 
+import pytest
 import torch
 
 from recon.core import Camera, Mesh
@@ -11,6 +12,7 @@ from recon.scenes.sparseflex import SparseFlexScene, SparseFlexSceneConfig
 from recon.scenes.sparseflex.grid_ops import linear_key, surface_corner_s, surface_voxel_mask
 from recon.train.param_optimizer import ParamOptimizer
 from recon.train.sparseflex_strategy import (
+    SUBDIVISION_COST,
     SparseFlexStrategy,
     SparseFlexStrategyConfig,
     maintain_band,
@@ -151,6 +153,67 @@ def test_strategy_schedule_is_a_function_of_the_budget_fraction():
     restored = SparseFlexStrategy(strategy.config, base_resolution=10)
     restored.load_state_tensors(strategy.state_tensors())
     assert restored.band_events == 3
+
+
+def _time_budget_run(min_steps: int) -> tuple[SparseFlexStrategy, list[int]]:
+    """A strategy under a time budget alone (max_steps 0, progress given): 100 steps per quarter of the budget, so
+    at the subdivision (50%) the rest buys 0.5 x 400 / SUBDIVISION_COST = 50 steps on the finer grid. Returns the
+    strategy and the grid resolution after each of the calls at 0, 25, 50 and 75 %."""
+    scene = _scene()
+    opt = ParamOptimizer(scene.param_groups())
+    config = SparseFlexStrategyConfig(
+        band_every_fraction=0.25, subdivide_fractions=(0.5,), max_resolution=40, stage_min_steps=min_steps
+    )
+    strategy = SparseFlexStrategy(config, base_resolution=10)
+    cam = Camera(T_cam_world=torch.eye(4)[None], K=torch.eye(3)[None], width=1, height=1)
+    resolutions = []
+    for step, fraction in ((0, 0.0), (100, 0.25), (200, 0.5), (300, 0.75)):
+        ctx = StepContext(step, 0, cam, torch.zeros(1, 1, 1, 3), torch.zeros(3), progress=fraction)
+        strategy.after_backward(StrategyContext(ctx, scene, opt))
+        resolutions.append(scene.grid().resolution)
+    return strategy, resolutions
+
+
+def test_stage_rule_subdivides_only_when_the_rest_of_the_budget_buys_the_stage(capsys):
+    assert SUBDIVISION_COST == 4.0
+    strategy, resolutions = _time_budget_run(min_steps=50)  # predicted 50: enough
+    assert resolutions == [10, 10, 20, 20] and strategy.level_cap is None
+    strategy, resolutions = _time_budget_run(min_steps=51)  # one short: the grid stays, for good
+    assert resolutions == [10, 10, 10, 10] and strategy.level_cap == 0
+    assert "stays at 10^3 from 50% of the budget" in capsys.readouterr().err
+    assert strategy.band_events == 3  # band maintenance goes on at the coarse resolution
+    restored = SparseFlexStrategy(strategy.config, base_resolution=10)
+    restored.load_state_tensors(strategy.state_tensors())
+    assert restored.level_cap == 0 and restored.target_level(0.9) == 0  # a resumed run keeps the refusal
+    assert SparseFlexStrategy(strategy.config, base_resolution=10).target_level(0.9) == 1
+
+
+def test_stage_rule_predicts_from_the_rate_since_the_last_band_update():
+    strategy = SparseFlexStrategy(SparseFlexStrategyConfig(stage_min_steps=10), base_resolution=10)
+    assert strategy.stage_steps(50, 0.5) == float("inf")  # nothing measured yet: the schedule decides
+    strategy._mark = (100, 0.2)
+    # 200 steps over 0.2 of the budget: 1000 per unit; 0.6 left at 4x the cost: 150
+    assert abs(strategy.stage_steps(300, 0.4) - 150.0) < 1e-9
+    assert strategy.stage_steps(100, 0.2) == float("inf")
+
+
+def test_stage_rule_is_off_under_a_step_bound():
+    scene = _scene()
+    opt = ParamOptimizer(scene.param_groups())
+    config = SparseFlexStrategyConfig(
+        band_every_fraction=0.25, subdivide_fractions=(0.5,), max_resolution=20, stage_min_steps=10**9
+    )
+    strategy = SparseFlexStrategy(config, base_resolution=10)
+    cam = Camera(T_cam_world=torch.eye(4)[None], K=torch.eye(3)[None], width=1, height=1)
+    for step in (0, 2, 4):  # a step budget of 8: the stages' steps are fixed whatever a step costs
+        ctx = StepContext(step, 8, cam, torch.zeros(1, 1, 1, 3), torch.zeros(3))
+        strategy.after_backward(StrategyContext(ctx, scene, opt))
+    assert scene.grid().resolution == 20 and strategy.level_cap is None
+
+
+def test_negative_stage_min_steps_is_refused():
+    with pytest.raises(ValueError, match="stage_min_steps"):
+        SparseFlexStrategy(SparseFlexStrategyConfig(stage_min_steps=-1), base_resolution=10)
 
 
 def test_open_surfaces_prunes_voxels_no_camera_sees():
