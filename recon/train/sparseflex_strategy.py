@@ -284,8 +284,10 @@ class SparseFlexStrategy(Strategy):
         self._cropped = False  # whether this step renders a crop (its unrendered rows are held)
         self.band_events = 0  # maintenance events done (the schedule position; checkpointed)
         self.cameras: dict[int, Camera] = {}  # training cameras seen so far, by view index (open_surfaces)
-        self.level_cap: int | None = None  # subdivisions the stage rule allows once it refused one (checkpointed)
-        self._mark: tuple[int, float] | None = None  # (step, fraction) of the last band update: the rate's start
+        # the stage rule: the subdivisions it allows once it refused one (checkpointed), and the (step, fraction)
+        # of the last band update, where the measured step rate starts
+        self.level_cap: int | None = None
+        self._mark: tuple[int, float] | None = None
 
     def check_scene(self, scene: Scene) -> None:
         super().check_scene(scene)
