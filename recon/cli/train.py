@@ -34,6 +34,7 @@ from recon.train.run_io import (
     preset_name,
     resolve_device,
 )
+from recon.train.table_growth import apply_table_start
 from recon.train.trainer import Trainer, TrainResult
 
 logger = logging.getLogger(__name__)
@@ -276,12 +277,12 @@ def main(argv: list[str]) -> int:
     run = _prepare_run(cfg) if distributed.is_rank0() else None
     dataset = load_run_dataset(cfg)
     cfg = _adapt_to_dataset(method, cfg, dataset)
-    cfg, capacity, in_run = _capacity(method, cfg, dataset, device, argv)
+    cfg, capacity, in_run, tables = _capacity(method, cfg, dataset, device, argv)
     trainer = _start_ranks(method, cfg, dataset, device, run)
     run = trainer.run
     if capacity and trainer.rank == 0:
         _write_capacity(run, capacity)
-    _attach_in_run_capacity(trainer, in_run, capacity, dataset, device)
+    _attach_in_run_capacity(trainer, in_run, tables, capacity, dataset, device)
     result = _train(trainer, cfg)
     images = _final_images_over_ranks(trainer, cfg, dataset, result)
     distributed.shutdown()  # no collectives after this
@@ -303,33 +304,41 @@ def main(argv: list[str]) -> int:
 
 
 def _capacity(method, cfg, dataset, device, argv: list[str]):
-    """(cfg, choices, in-run rules): the capacity limits the budget buys on this device (``recon.train.capacity``)
-    and the grid resolutions the training views resolve (``recon.train.footprint``) for a new run with
-    ``--max-minutes``; limits set by a flag, ``--load-config`` or a ``--preset`` file are kept.
+    """(cfg, choices, in-run rules, tables): the capacity limits the budget buys on this device
+    (``recon.train.capacity``), the grid resolutions the training views resolve (``recon.train.footprint``) and the
+    hash tables that start small (``recon.train.table_growth``) for a new run with ``--max-minutes``; limits set by
+    a flag, ``--load-config`` or a ``--preset`` file are kept.
     Every rank times the calibration steps together (they all-reduce); rank 0's choice is used by all. The rules
-    decided during the run (``CapacityRule.in_run_after``) come back for :func:`_attach_in_run_capacity`."""
+    decided during the run (``CapacityRule.in_run_after``, the tables) come back for
+    :func:`_attach_in_run_capacity`."""
     if cfg.resume or cfg.max_minutes <= 0 or not (method.capacity or method.footprint):
-        return cfg, [], []
+        return cfg, [], [], []
     files = [load_yaml(Path(f)) or {} for f in (cfg.load_config, cfg.preset) if f and _is_preset_path(f)]
-    explicit = explicit_fields((*method.capacity, *method.footprint), _expand_aliases(argv[1:]), files)
-    # the footprint rules read only the data, so every rank computes the same values
+    rules = (*method.capacity, *method.footprint, *method.tables)
+    explicit = explicit_fields(rules, _expand_aliases(argv[1:]), files)
+    # the footprint and table rules read only the data, so every rank computes the same values
     cfg, footprint = apply_footprint(cfg, method.footprint, dataset, explicit=explicit)
     cfg, choices = distributed.broadcast_object(
         apply_capacity(cfg, method, dataset, device, explicit=explicit)
     )
-    choices = [*footprint, *choices]
+    in_run = [rule for rule in method.capacity if rule.in_run_after and rule.field not in explicit]
+    starts, tables = [], []
+    if any(rule.field == "rays_per_batch" for rule in in_run):  # the rays rule times the grown table
+        cfg, starts, tables = apply_table_start(cfg, method.tables, dataset, device, explicit=explicit)
+    choices = [*footprint, *choices, *starts]
     if distributed.is_rank0():
         for choice in choices:
             print(choice.line(), file=sys.stderr)
-    in_run = [rule for rule in method.capacity if rule.in_run_after and rule.field not in explicit]
-    return cfg, choices, in_run
+    return cfg, choices, in_run, tables
 
 
-def _attach_in_run_capacity(trainer: Trainer, rules, choices: list, dataset, device) -> None:
-    """Hooks that choose the in-run rules' sizes from the run's own step times (``recon.train.capacity_in_run``);
-    each choice is printed and added to capacity.json by rank 0 when it is made."""
+def _attach_in_run_capacity(trainer: Trainer, rules, tables, choices: list, dataset, device) -> None:
+    """Hooks that choose the in-run rules' sizes from the run's own step times (``recon.train.capacity_in_run``),
+    growing the ``tables`` first (``recon.train.table_growth``); each choice is printed and added to capacity.json
+    by rank 0 when it is made."""
     from recon.train.capacity import capacity_inputs
     from recon.train.capacity_in_run import InRunCapacity, settle_steps
+    from recon.train.table_growth import TableTrial
 
     def report(choice) -> None:
         choices.append(choice)
@@ -337,12 +346,15 @@ def _attach_in_run_capacity(trainer: Trainer, rules, choices: list, dataset, dev
             print(choice.line(), file=sys.stderr)
             _write_capacity(trainer.run, choices)
 
+    if len(tables) > 1:
+        raise ValueError(f"the rays rule grows one hash table, got {[t.field for t in tables]}")
     for rule in rules:
         if rule.field != "rays_per_batch":  # the only size a trainer can change between steps today
             raise ValueError(f"no in-run setter for the capacity field {rule.field!r}")
         trainer.hooks.append(InRunCapacity(
             rule, capacity_inputs(trainer.cfg, dataset, device), start_step=settle_steps(rule, trainer.cfg),
             apply=trainer.set_rays_per_batch, report=report,
+            table=TableTrial(tables[0], trainer) if tables else None,
         ))  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from recon.core import Camera, EikonalSamples, Mesh, RenderOutput
 from recon.core.render import ray_t_to_z
-from recon.renderers.encoding import HashGridConfig
+from recon.renderers.encoding import HashGrid, HashGridConfig, log2_size_for_rows
 from recon.renderers.isosurface import marching_cubes, sample_grid
 from recon.renderers.volume import PackedSamples
 from recon.scenes.base import ExponentialDecayLr, ParamGroup, RenderOptions, Scene
@@ -140,6 +140,16 @@ class FieldScene(Scene):
         self._host_step = step
 
     def load_state_dict_resizing(self, state: dict[str, Tensor]) -> None:
+        """Restore a checkpoint; a hash grid whose table grew during training (``recon.train.table_growth``) takes
+        the stored table's size first."""
+        for name, module in self.named_modules():
+            stored = state.get(f"{name}.table")
+            if (
+                isinstance(module, HashGrid)
+                and stored is not None
+                and stored.shape[0] != module.table.shape[0]
+            ):
+                module.set_log2_size(log2_size_for_rows(module.cfg, stored.shape[0]))
         super().load_state_dict_resizing(state)
         self._host_step = None  # re-read the restored step
 

@@ -14,13 +14,30 @@ Every rank sees the same training clock (rank 0's, broadcast each step), so ever
 without a collective. The choice is checkpointed (``trainer.rays_per_rank`` in ``Trainer.state_tensors``); a
 resumed run goes on with it and does not decide again. Proposal-sampled nerf scenes (unbounded, forward-facing)
 have no occupancy grid; they are timed after the same number of steps.
+
+With a ``table`` (``recon.train.table_growth.TableTrial``) the hook first times ``WINDOW`` steps at the smaller
+calibration batch on the run's small hash table, then grows the table and times both batches on it; the grown table
+stays when the budget left buys the steps the rule needs at the low bound with it, else it folds back.
 """
 
 import statistics
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from recon.train.capacity import CapacityChoice, CapacityInputs, CapacityRule, StepCost, choose, get_field
+from recon.train.capacity import (
+    CapacityChoice,
+    CapacityInputs,
+    CapacityRule,
+    StepCost,
+    available_steps,
+    choose,
+    get_field,
+    required_steps,
+)
+
+if TYPE_CHECKING:
+    from recon.train.table_growth import TableChoice, TableTrial
 
 __all__ = ["SETTLE_FACTOR", "SETTLE_FRACTION", "WINDOW", "InRunCapacity", "settle_steps"]
 
@@ -55,8 +72,10 @@ class InRunCapacity:
         start_fraction: the budget fraction from which step times are measured (``SETTLE_FRACTION``).
         apply: ``apply(size, final)`` sets the size for the next steps (``Trainer.set_rays_per_batch``; the timing
             sizes are not final, the choice is).
-        report: called once with the choice (records and prints it).
+        report: called with each choice (records and prints it): the table's (:class:`TableChoice`, with a
+            ``table``), then the rays'.
         window: steps timed at each calibration size.
+        table: a hash table to grow and time before the choice (``recon.train.table_growth``), or None.
 
     Example:
         >>> # hook = InRunCapacity(NERF_RAYS, capacity_inputs(cfg, dataset, device), start_step=256,
@@ -71,9 +90,10 @@ class InRunCapacity:
         *,
         start_step: int,
         apply: Callable[[int, bool], None],
-        report: Callable[[CapacityChoice], None],
+        report: "Callable[[CapacityChoice | TableChoice], None]",
         window: int = WINDOW,
         start_fraction: float = SETTLE_FRACTION,
+        table: "TableTrial | None" = None,
     ) -> None:
         if not rule.in_run_after or window < 1 or start_step < 0:
             raise ValueError(
@@ -83,8 +103,12 @@ class InRunCapacity:
         self.start_fraction = start_fraction
         self.apply, self.report = apply, report
         self.sizes = rule.bounds(inputs.device).calibrate
-        self.times: list[list[float]] = [[], []]
-        self.measuring: int | None = None  # index into sizes while timing
+        self.table = table
+        # what is timed, in order: (name, size); "small": the small table before it grows
+        self.plan = [("small", self.sizes[0])] if table is not None else []
+        self.plan += [("low", self.sizes[0]), ("high", self.sizes[1])]
+        self.times: dict[str, list[float]] = {name: [] for name, _ in self.plan}
+        self.measuring: int | None = None  # index into plan while timing
         self.choice: CapacityChoice | None = None
         self._clock = 0.0
 
@@ -100,28 +124,58 @@ class InRunCapacity:
         if self.measuring is None:  # this step ran at the configured size: start timing the first size
             self._switch(0)
             return
-        self.times[self.measuring].append(seconds)
-        if len(self.times[self.measuring]) < self.window:
+        self.times[self.plan[self.measuring][0]].append(seconds)
+        if len(self.times[self.plan[self.measuring][0]]) < self.window:
             return
-        if self.measuring == 0:
-            self._switch(1)
+        if self.measuring + 1 < len(self.plan):
+            self._switch(self.measuring + 1)
             return
         self._decide(trainer)
 
     def _switch(self, index: int) -> None:
         self.measuring = index
-        self.apply(self.sizes[index], False)
+        name, size = self.plan[index]
+        if name == "low" and self.table is not None:
+            self.table.grow()
+        self.apply(size, False)
 
     def _decide(self, trainer) -> None:
         """Fit the cost line, choose with the budget left and the steps still needed, and set the size."""
-        cost = StepCost(
-            sizes=self.sizes, seconds=(statistics.median(self.times[0]), statistics.median(self.times[1]))
-        )
+        low, high = (statistics.median(self.times[name]) for name in ("low", "high"))
+        cost = StepCost(sizes=self.sizes, seconds=(low, high))
         left = max(self.inputs.budget_seconds - trainer.train_seconds, 1e-3)
         steps = max(self.inputs.max_steps - trainer.step, 1) if self.inputs.max_steps else 0
         rule = replace(self.rule, min_steps=max(self.rule.min_steps - trainer.step, 1))
-        choice = choose(rule, replace(self.inputs, budget_seconds=left, max_steps=steps), cost)
+        inputs = replace(self.inputs, budget_seconds=left, max_steps=steps)
+        if self.table is not None:
+            cost = self._decide_table(trainer, rule, inputs, cost)
+        choice = choose(rule, inputs, cost)
         self.choice = replace(choice, decided_at_step=trainer.step)
         self.measuring = None
         self.apply(self.choice.value, True)
         self.report(self.choice)
+
+    def _decide_table(self, trainer, rule: CapacityRule, inputs: CapacityInputs, grown: StepCost) -> StepCost:
+        """Keep the grown table if the budget left buys the steps the rule needs at its low bound with it, else
+        fold it back; the step cost the rays are then chosen with (on the small table: its time at the smaller
+        batch, the grown table's slope)."""
+        from recon.train.table_growth import TableChoice
+
+        assert self.table is not None
+        batch = self.rule.bounds(self.inputs.device).low
+        buys, needed = available_steps(batch, inputs, grown), required_steps(rule, batch, inputs)
+        keep = buys >= needed
+        small = statistics.median(self.times["small"])
+        if keep:
+            self.table.keep()
+            cost = grown
+        else:
+            self.table.fold()
+            s0, s1 = self.sizes
+            cost = StepCost(sizes=self.sizes, seconds=(small, small + grown.per_unit * (s1 - s0)))
+        self.report(TableChoice(
+            field=self.table.rule.field, value=self.table.log2_size, grown=keep, batch=batch,
+            expected_steps=round(buys), needed_steps=round(needed), seconds_small=small,
+            seconds_grown=grown.seconds[0], budget_left_seconds=inputs.budget_seconds, decided_at_step=trainer.step,
+        ))  # fmt: skip
+        return cost

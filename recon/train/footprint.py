@@ -48,6 +48,7 @@ __all__ = [
     "apply_footprint",
     "choose_footprint",
     "pixels_across",
+    "scene_kind",
 ]
 
 NERF_SYNTHETIC_800_PX = 3.0 * 1111.111 / 4.0311
@@ -182,7 +183,7 @@ def apply_footprint(cfg, rules, dataset, *, explicit: frozenset[str] = frozenset
     choices = []
     across = None  # measured once, for the first rule that applies
     for rule in rules:
-        if rule.bounded_only and _scene_kind(cfg, dataset, cameras) != "bounded":
+        if rule.bounded_only and scene_kind(cfg, dataset, cameras) != "bounded":
             continue
         if across is None:
             try:
@@ -196,7 +197,7 @@ def apply_footprint(cfg, rules, dataset, *, explicit: frozenset[str] = frozenset
     return cfg, choices
 
 
-def _scene_kind(cfg, dataset, cameras) -> str:
+def scene_kind(cfg, dataset, cameras) -> str:
     """The kind of capture the scene will decide (``recon.scenes.scene_type``; ``bounded`` without a setting)."""
     from recon.scenes.scene_type import detect_scene_type
 

@@ -5,6 +5,7 @@ Adam moments together or the optimiser state drifts out of alignment; keeping ev
 that a single, tested code path (STYLE.md §7).
 """
 
+import warnings
 from collections.abc import Collection
 
 import torch
@@ -169,6 +170,60 @@ class ParamOptimizer:
             if state:
                 for key in MOMENT_KEYS:
                     state[key] = torch.cat([state[key], torch.zeros_like(extra)]).contiguous()
+
+    @torch.no_grad()
+    def gather_group(self, name: str, index: Int[Tensor, " M"]) -> dict[str, Tensor]:
+        """Replace one group's parameter by ``param[index]`` and its Adam moments likewise (any group: a hash
+        table grown during training, ``recon.train.table_growth``).
+
+        Args:
+            name: the group.
+            index: (M,) int64 rows of the current parameter.
+
+        Returns:
+            the group's state before: ``"param"`` and the moments that exist (clones), for :meth:`fold_group`.
+        """
+        p = self.groups[name].param
+        state = self.adam.state.get(p) or {}
+        before = {"param": p.data.clone()} | {key: state[key].clone() for key in MOMENT_KEYS if key in state}
+        index = index.to(p.device)
+        p.data = p.data[index].contiguous()
+        p.grad = None
+        for key in MOMENT_KEYS:
+            if key in state:
+                state[key] = state[key][index].contiguous()
+        return before
+
+    @torch.no_grad()
+    def fold_group(self, name: str, index: Int[Tensor, " M"], before: dict[str, Tensor]) -> None:
+        """Undo :meth:`gather_group` keeping what was learnt since: row ``j`` of the restored parameter (and of each
+        moment) is the mean of the current rows ``k`` with ``index[k] = j``; rows that no ``k`` maps to keep their
+        values in ``before``. ``fold_group(gather_group(index))`` right away restores the group exactly.
+
+        Args:
+            name: the group.
+            index: the (M,) rows given to ``gather_group``.
+            before: what ``gather_group`` returned.
+        """
+        p = self.groups[name].param
+        if index.shape != (p.shape[0],):
+            raise ValueError(
+                f"fold_group[{name}]: index of shape ({p.shape[0]},) expected, got {tuple(index.shape)}"
+            )
+        index = index.to(p.device)
+        state = self.adam.state.get(p) or {}
+
+        def fold(current: Tensor, old: Tensor) -> Tensor:
+            with warnings.catch_warnings():  # "index_reduce() is in beta": its "mean" is what is meant here
+                warnings.simplefilter("ignore", UserWarning)
+                return old.to(current.device).clone().index_reduce_(0, index, current, "mean", include_self=False)
+
+        p.data = fold(p.data, before["param"]).contiguous()
+        p.grad = None
+        for key in MOMENT_KEYS:
+            if key in state:
+                # a moment that did not exist before the gather (no step yet) folds into zeros
+                state[key] = fold(state[key], before.get(key, torch.zeros_like(p.data))).contiguous()
 
     @torch.no_grad()
     def reset_moments(self, rows: Bool[Tensor, " N"] | Int[Tensor, " M"] | None = None, names=None) -> None:

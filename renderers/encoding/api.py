@@ -1,9 +1,9 @@
 """Multiresolution hash-grid encoding (Instant-NGP, tiny-cuda-nn conventions): functional op and module."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from recon.core.shapes import Backend
@@ -11,9 +11,10 @@ from recon.renderers._backend import resolve_backend
 from recon.renderers.encoding import ref
 from recon.renderers.encoding.layout import HashGridLayout
 
-__all__ = ["HashGrid", "HashGridConfig", "hash_grid_encode"]
+__all__ = ["HashGrid", "HashGridConfig", "hash_grid_encode", "log2_size_for_rows", "table_growth_index"]
 
 TABLE_INIT_RANGE = 1e-4  # table ~ U(-1e-4, 1e-4) (Instant-NGP)
+MAX_LOG2_HASHMAP_SIZE = 30  # the uint32 hash: tables of up to 2^30 entries per level
 
 
 def hash_grid_encode(
@@ -119,3 +120,66 @@ class HashGrid(nn.Module):
 
     def forward(self, x: Float[Tensor, "N 3"], *, backend: Backend = "auto") -> Float[Tensor, "N LF"]:
         return hash_grid_encode(x, self.table, self.layout, backend=backend)
+
+    def set_log2_size(self, log2_hashmap_size: int) -> None:
+        """Use tables of ``2^log2_hashmap_size`` entries per level; the caller sets ``table`` to the new layout's
+        rows (``table_growth_index``, ``recon.train.table_growth``; a checkpoint's table on loading)."""
+        if not 0 <= log2_hashmap_size <= MAX_LOG2_HASHMAP_SIZE:
+            raise ValueError(
+                f"log2_hashmap_size must be in [0, {MAX_LOG2_HASHMAP_SIZE}], got {log2_hashmap_size}"
+            )
+        self.cfg = replace(self.cfg, log2_hashmap_size=log2_hashmap_size)
+        self.layout = self.cfg.layout
+
+
+def table_growth_index(old: HashGridLayout, new: HashGridLayout) -> Int[Tensor, " P"]:
+    """Rows of a table of layout ``old`` that a table of layout ``new`` (the same grid with ``T' >= T`` entries
+    per level) copies, ``new_table = old_table[index]``, so that the encoding stays the same.
+
+    Per level: a dense level stays dense with the same rows; a hashed level that stays hashed reads entry
+    ``j mod T`` (the hash is taken modulo the size, and ``T`` divides ``T'``); a hashed level that becomes dense
+    gives each cell ``c`` the entry ``hash(c) mod T`` it read before. Exact for every point whose interpolation
+    corners lie inside the level's ``res^3`` cells: all of ``[0, 1]^3`` except, on a level with
+    ``frac(s_l) > 1/2``, the band ``x_d > (ceil(s_l) - 1/2) / s_l`` along the box's far faces, whose outer corner
+    coordinate ``res`` aliases another dense row (dense indexing wraps there; the hash did not).
+
+    Args:
+        old: the current layout.
+        new: the grown layout (same levels, features, base resolution and per-level scale).
+
+    Returns:
+        (new.num_params,) int64 rows of the old table.
+
+    Raises:
+        ValueError: the layouts differ in anything but the table size, or ``T'`` is not a multiple of ``T``.
+    """
+    if replace(new, log2_hashmap_size=old.log2_hashmap_size) != old or new.hashmap_size % old.hashmap_size:
+        raise ValueError(f"table_growth_index: {new} is not {old} with a larger table")
+    parts = []
+    for level in range(old.levels):
+        offset, res = old.offsets[level], old.resolutions[level]
+        if old.dense[level]:  # dense in both: the same rows
+            rows = torch.arange(old.sizes[level], dtype=torch.long)
+        elif not new.dense[level]:  # hashed in both: hash mod T' mod T = hash mod T
+            rows = torch.arange(new.sizes[level], dtype=torch.long) % old.hashmap_size
+        else:  # hashed -> dense: the cell's old hashed entry; alignment rows past res^3 are never read
+            d = torch.arange(new.sizes[level], dtype=torch.long).clamp_max(res**3 - 1)
+            cells = torch.stack([d % res, (d // res) % res, d // (res * res)], dim=-1)
+            rows = ref.grid_index(cells, res, old.hashmap_size, dense=False)
+        parts.append(rows + offset)
+    return torch.cat(parts)
+
+
+def log2_size_for_rows(cfg: HashGridConfig, rows: int) -> int:
+    """The smallest ``log2 T`` whose layout of ``cfg`` has ``rows`` table rows (a table grown during training,
+    restored from a checkpoint; ``cfg.log2_hashmap_size`` when it already has them).
+
+    Raises:
+        ValueError: no table size gives ``rows`` rows.
+    """
+    if cfg.layout.num_params == rows:
+        return cfg.log2_hashmap_size
+    for log2 in range(MAX_LOG2_HASHMAP_SIZE + 1):
+        if replace(cfg, log2_hashmap_size=log2).layout.num_params == rows:
+            return log2
+    raise ValueError(f"no hash-table size gives {rows} rows for the grid {cfg}")

@@ -21,6 +21,7 @@ from recon.train.capacity import CapacityRule
 from recon.train.config import TrainConfig
 from recon.train.footprint import FootprintRule
 from recon.train.strategy import Strategy
+from recon.train.table_growth import TableRule
 
 __all__ = ["METHODS", "NOT_YET", "REGISTRY", "Method", "get_method", "method_summaries"]
 
@@ -43,6 +44,8 @@ class Method:
         capacity: the rules that pick its capacity limits from a time budget (``recon.train.capacity``).
         footprint: the rules that set grid resolutions from the training views' pixel footprint under a time
             budget (``recon.train.footprint``).
+        tables: hash tables that start small under a time budget and grow during the run when the budget buys
+            it (``recon.train.table_growth``; with the in-run rays rule only).
         adapt_to_dataset: resolves the config's dataset-dependent (``auto``) settings from the loaded dataset
             before training, returning the config and a one-line note of what it chose; idempotent (a resumed
             run's resolved config passes unchanged); None: nothing depends on the dataset.
@@ -60,6 +63,7 @@ class Method:
     write_native: Callable[[Scene, Path, ExportOptions], Path] | None = None
     capacity: tuple[CapacityRule, ...] = ()
     footprint: tuple[FootprintRule, ...] = ()
+    tables: tuple[TableRule, ...] = ()
     adapt_to_dataset: Callable[[TrainConfig, Any], tuple[TrainConfig, str]] | None = None
     init_scene: Callable[[TrainConfig, Any, torch.Generator], Scene] | None = None
 

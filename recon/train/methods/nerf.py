@@ -20,6 +20,7 @@ from recon.train.neural_configs import NerfTrainConfig
 from recon.train.occupancy import OccupancyConfig, OccupancyStrategy
 from recon.train.proposal import NerfStrategyConfig, ProposalStrategy
 from recon.train.strategy import Strategy, StrategyContext
+from recon.train.table_growth import NERF_TABLE
 
 
 def occupancy_strategy(cfg: TrainConfig, num_views: int) -> Strategy:
@@ -100,4 +101,5 @@ METHOD = Method(
     _strategy,
     capacity=(NERF_RAYS,),
     footprint=(NERF_FINEST,),
+    tables=(NERF_TABLE,),
 )
