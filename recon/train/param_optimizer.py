@@ -198,7 +198,8 @@ class ParamOptimizer:
     def fold_group(self, name: str, index: Int[Tensor, " M"], before: dict[str, Tensor]) -> None:
         """Undo :meth:`gather_group` keeping what was learnt since: row ``j`` of the restored parameter (and of each
         moment) is the mean of the current rows ``k`` with ``index[k] = j``; rows that no ``k`` maps to keep their
-        values in ``before``. ``fold_group(gather_group(index))`` right away restores the group exactly.
+        values in ``before``. ``fold_group(gather_group(index))`` right away restores the group up to rounding (a
+        mean of ``n`` equal copies).
 
         Args:
             name: the group.
