@@ -217,7 +217,11 @@ class ParamOptimizer:
         def fold(current: Tensor, old: Tensor) -> Tensor:
             with warnings.catch_warnings():  # "index_reduce() is in beta": its "mean" is what is meant here
                 warnings.simplefilter("ignore", UserWarning)
-                return old.to(current.device).clone().index_reduce_(0, index, current, "mean", include_self=False)
+                return (
+                    old.to(current.device)
+                    .clone()
+                    .index_reduce_(0, index, current, "mean", include_self=False)
+                )
 
         p.data = fold(p.data, before["param"]).contiguous()
         p.grad = None

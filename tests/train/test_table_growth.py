@@ -20,7 +20,9 @@ from recon.train.param_optimizer import ParamOptimizer
 from recon.train.table_growth import NERF_TABLE, TableChoice, TableRule, TableTrial, apply_table_start
 
 # levels of every kind for 2^9 -> 2^11 entries: dense in both (res 4-7), hashed -> dense (res 9-12), hashed in both
-GRID = HashGridConfig(levels=8, features_per_level=2, log2_hashmap_size=9, base_resolution=4, max_resolution=48)
+GRID = HashGridConfig(
+    levels=8, features_per_level=2, log2_hashmap_size=9, base_resolution=4, max_resolution=48
+)
 
 
 def _grown(cfg: HashGridConfig = GRID, log2: int = 11) -> HashGridConfig:
@@ -77,8 +79,12 @@ def test_fold_undoes_gather_exactly_and_averages_the_copies():
     before = {"p": p.detach().clone(), **{k: state[k].clone() for k in ("exp_avg", "exp_avg_sq")}}
     index = torch.tensor([0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 0])  # row 5 copied once, row 0 three times
     saved = opt.gather_group("table", index)
-    assert torch.equal(p.detach(), before["p"][index]) and torch.equal(state["exp_avg"], before["exp_avg"][index])
-    opt.fold_group("table", index, saved)  # right away: the state before (means of equal copies: up to rounding)
+    assert torch.equal(p.detach(), before["p"][index]) and torch.equal(
+        state["exp_avg"], before["exp_avg"][index]
+    )
+    opt.fold_group(
+        "table", index, saved
+    )  # right away: the state before (means of equal copies: up to rounding)
     assert torch.allclose(p.detach(), before["p"], rtol=1e-6, atol=0)
     assert torch.allclose(state["exp_avg_sq"], before["exp_avg_sq"], rtol=1e-6, atol=0)
     saved = opt.gather_group("table", index)
@@ -176,7 +182,9 @@ def test_times_the_small_table_then_the_grown_one_at_both_batches():
     assert table.calls == ["grow", "keep"] and tchoice.grown and tchoice.value == 17
     assert rays.cost.seconds == pytest.approx((GROWN.at(512), GROWN.at(2048)))  # the rays on the grown table
     assert tchoice.decided_at_step == rays.decided_at_step
-    assert tchoice.line().startswith("capacity: scene.grid_log2_size 17 (2^17 entries per level; kept the grown")
+    assert tchoice.line().startswith(
+        "capacity: scene.grid_log2_size 17 (2^17 entries per level; kept the grown"
+    )
     assert json.loads(json.dumps(tchoice.record()))["rule"] == "table_growth"
 
 
@@ -210,7 +218,9 @@ def test_apply_table_start_only_under_a_budget_on_cpu_for_bounded_scenes(data):
 
     dataset, cfg = load_dataset(data), NerfTrainConfig(max_minutes=20.0)
     started, (start,), (rule,) = apply_table_start(cfg, (NERF_TABLE,), dataset, "cpu")
-    assert started.scene.grid_log2_size == 15 and rule is NERF_TABLE and start.record()["rule"] == "table_start"
+    assert (
+        started.scene.grid_log2_size == 15 and rule is NERF_TABLE and start.record()["rule"] == "table_start"
+    )
     assert "grown to 2^17 during the run" in start.line()
     assert apply_table_start(replace(cfg, max_minutes=0.0), (NERF_TABLE,), dataset, "cpu")[1:] == ([], [])
     assert apply_table_start(cfg, (NERF_TABLE,), dataset, "cuda:0")[1:] == ([], [])  # CUDA keeps 2^19
@@ -220,7 +230,9 @@ def test_apply_table_start_only_under_a_budget_on_cpu_for_bounded_scenes(data):
     assert apply_table_start(forward, (NERF_TABLE,), dataset, "cpu")[1:] == ([], [])
     assert get_method("nerf").tables == (NERF_TABLE,) and get_method("neus").tables == ()
     root = Path(__file__).resolve().parents[2] / "configs"
-    assert NERF_TABLE.cpu[1] == yaml.safe_load((root / "nerf_cpu.yaml").read_text())["scene"]["grid_log2_size"]
+    assert (
+        NERF_TABLE.cpu[1] == yaml.safe_load((root / "nerf_cpu.yaml").read_text())["scene"]["grid_log2_size"]
+    )
     assert NERF_TABLE.cuda == (NerfTrainConfig().scene.grid_log2_size,) * 2 == (19, 19)  # published
 
 
@@ -271,7 +283,9 @@ def test_a_trainer_grows_its_table_exactly_trains_and_resumes_with_it(data, tmp_
     assert moments["exp_avg"].shape == grid.table.shape
     trial.keep()
     trainer.train()  # steps 2-4 on the grown table, then the final checkpoint
-    resumed = Trainer.from_checkpoint(cfg, method, dataset, RunDir(tmp_path / "run"), device=torch.device("cpu"))
+    resumed = Trainer.from_checkpoint(
+        cfg, method, dataset, RunDir(tmp_path / "run"), device=torch.device("cpu")
+    )
     rgrid = resumed.scene.field.encoding
     assert rgrid.cfg.log2_hashmap_size == 11 and torch.equal(rgrid.table.detach(), grid.table.detach())
     assert torch.equal(resumed.optimizer.adam.state[rgrid.table]["exp_avg"], moments["exp_avg"])
@@ -291,7 +305,9 @@ def test_a_trainer_folds_a_grown_table_back_and_goes_on(data, tmp_path):
     trial.grow()
     trainer.train_step()  # one step on the grown table, then back: a table of the small size that has learnt
     trial.fold()
-    assert grid.table.shape == small.shape and not torch.allclose(grid.table.detach(), small, rtol=1e-4, atol=0)
+    assert grid.table.shape == small.shape and not torch.allclose(
+        grid.table.detach(), small, rtol=1e-4, atol=0
+    )
     trainer.train_step()
     with pytest.raises(RuntimeError, match="was not grown"):
         trial.fold()
