@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from recon.core import Camera, EikonalSamples, Mesh, RenderOutput
+from recon.core import Camera, EikonalSamples, Mesh, ReconError, RenderOutput
 from recon.core.render import ray_t_to_z
 from recon.renderers.encoding import HashGrid, HashGridConfig, log2_size_for_rows
 from recon.renderers.isosurface import marching_cubes, sample_grid
@@ -149,7 +149,14 @@ class FieldScene(Scene):
                 and stored is not None
                 and stored.shape[0] != module.table.shape[0]
             ):
-                module.set_log2_size(log2_size_for_rows(module.cfg, stored.shape[0]))
+                try:
+                    module.set_log2_size(log2_size_for_rows(module.cfg, stored.shape[0]))
+                except ValueError:
+                    raise ReconError(
+                        f"scene state: the stored {name}.table has {stored.shape[0]:,} rows, which no hash-table "
+                        f"size of the configured grid gives (levels {module.cfg.levels}, finest "
+                        f"{module.cfg.max_resolution}); was the run's config.yaml edited?"
+                    ) from None
         super().load_state_dict_resizing(state)
         self._host_step = None  # re-read the restored step
 

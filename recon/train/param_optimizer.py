@@ -133,13 +133,7 @@ class ParamOptimizer:
                 rows); default: every per-row group.
         """
         for g in self._row_groups(names):
-            p = g.param
-            state = self.adam.state.get(p)
-            p.data = p.data[index].contiguous()
-            p.grad = None
-            if state:
-                for key in MOMENT_KEYS:
-                    state[key] = state[key][index].contiguous()
+            self._index_param(g.param, index)
 
     @torch.no_grad()
     def extend_rows(self, new_rows: dict[str, Tensor], *, names: Collection[str] | None = None) -> None:
@@ -186,13 +180,17 @@ class ParamOptimizer:
         p = self.groups[name].param
         state = self.adam.state.get(p) or {}
         before = {"param": p.data.clone()} | {key: state[key].clone() for key in MOMENT_KEYS if key in state}
-        index = index.to(p.device)
+        self._index_param(p, index.to(p.device))
+        return before
+
+    def _index_param(self, p: Tensor, index: Tensor) -> None:
+        """``p`` and its Adam moments (where they exist) replaced by their rows ``index``; the gradient dropped."""
+        state = self.adam.state.get(p)
         p.data = p.data[index].contiguous()
         p.grad = None
-        for key in MOMENT_KEYS:
-            if key in state:
+        if state:
+            for key in MOMENT_KEYS:
                 state[key] = state[key][index].contiguous()
-        return before
 
     @torch.no_grad()
     def fold_group(self, name: str, index: Int[Tensor, " M"], before: dict[str, Tensor]) -> None:

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from recon.cli import train as train_cli
+from recon.core import ReconError
 from recon.renderers.encoding import HashGridConfig, hash_grid_encode, log2_size_for_rows, table_growth_index
 from recon.scenes.base import ParamGroup
 from recon.train.capacity import NERF_RAYS, CapacityChoice, CapacityInputs, StepCost
@@ -291,6 +292,14 @@ def test_a_trainer_grows_its_table_exactly_trains_and_resumes_with_it(data, tmp_
     assert torch.equal(resumed.optimizer.adam.state[rgrid.table]["exp_avg"], moments["exp_avg"])
     scene, step = load_scene(method, cfg, RunDir(tmp_path / "run"))
     assert step == 4 and scene.field.encoding.layout.num_params == rgrid.layout.num_params
+    broken = dict(resumed.scene.state_dict()) | {"field.encoding.table": torch.zeros(7, 2)}
+    empty = method.scene_cls.empty(cfg.scene)  # pyright: ignore[reportAttributeAccessIssue]
+    with pytest.raises(
+        ReconError, match=r"the stored field.encoding.table has 7 rows, which no hash-table size"
+    ):
+        empty.load_state_dict_resizing(
+            broken
+        )  # a table no size gives (an edited config.yaml): one clear error
 
 
 def test_a_trainer_folds_a_grown_table_back_and_goes_on(data, tmp_path):
